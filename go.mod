@@ -1,0 +1,19 @@
+module github.com/wsl-modules/wsl-modules-action
+
+go 1.26.0
+
+require (
+	github.com/diskfs/go-diskfs v1.9.4
+	github.com/goccy/go-yaml v1.19.2
+	github.com/google/go-github/v66 v66.0.0
+	github.com/klauspost/compress v1.20.4
+	github.com/sethvargo/go-githubactions v1.3.0
+	github.com/ulikunitz/xz v0.5.17
+	golang.org/x/sync v0.25.0
+)
+
+require (
+	github.com/google/go-querystring v1.1.0 // indirect
+	github.com/google/uuid v1.6.0 // indirect
+	golang.org/x/sys v0.43.0 // indirect
+)

@@ -1,0 +1,341 @@
+// Package kmodule reads Linux kernel module files (.ko, optionally
+// compressed with gzip, xz or zstd): their .modinfo records, the symbols
+// they export (with modversions CRCs) and the symbols they need.
+//
+// It is the single place where module ELF files are parsed; depmod, the
+// build verifier, packs and merge all use it.
+package kmodule
+
+import (
+	"bytes"
+	"debug/elf"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"strings"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	"github.com/ulikunitz/xz"
+)
+
+// Compression identifies how a module file is compressed.
+type Compression int
+
+// Compression kinds, detected from magic bytes.
+const (
+	None Compression = iota
+	Gzip
+	XZ
+	Zstd
+)
+
+func (c Compression) String() string {
+	switch c {
+	case Gzip:
+		return "gzip"
+	case XZ:
+		return "xz"
+	case Zstd:
+		return "zstd"
+	}
+	return "none"
+}
+
+// Symbol is an exported or imported symbol with its modversions CRC.
+type Symbol struct {
+	Name   string
+	CRC    uint64
+	HasCRC bool
+}
+
+// Need is a symbol a module imports.
+type Need struct {
+	Symbol
+	// Weak is set for STB_WEAK undefined symbols.
+	Weak bool
+	// VersionsOnly is set for entries that come only from __versions
+	// (for example module_layout); they never create a dependency.
+	VersionsOnly bool
+}
+
+// KV is one .modinfo record.
+type KV struct{ Key, Value string }
+
+// Module is the parsed content of one module file.
+type Module struct {
+	// Name is the normalised module name (see ModName).
+	Name        string
+	Compression Compression
+	// ModInfo holds the .modinfo records in file order.
+	ModInfo []KV
+	// Exports lists exported symbols: from __crc_* symbols when present,
+	// otherwise from __ksymtab_strings (then without CRCs).
+	Exports []Symbol
+	// Needs lists undefined symbols in symbol-table order, followed by
+	// __versions entries not matched by name.
+	Needs []Need
+	// Machine is the ELF machine of the module.
+	Machine elf.Machine
+}
+
+// Info returns the value of the first .modinfo record with key, or "".
+func (m *Module) Info(key string) string {
+	for _, kv := range m.ModInfo {
+		if kv.Key == key {
+			return kv.Value
+		}
+	}
+	return ""
+}
+
+// InfoAll returns the values of every .modinfo record with key, in order.
+func (m *Module) InfoAll(key string) []string {
+	var out []string
+	for _, kv := range m.ModInfo {
+		if kv.Key == key {
+			out = append(out, kv.Value)
+		}
+	}
+	return out
+}
+
+// Vermagic returns the module's vermagic string.
+func (m *Module) Vermagic() string { return m.Info("vermagic") }
+
+// ModName returns the normalised module name of a path: the base name up to
+// the first '.', with '-' mapped to '_'.
+func ModName(p string) string {
+	b := path.Base(strings.ReplaceAll(p, "\\", "/"))
+	if i := strings.IndexByte(b, '.'); i >= 0 {
+		b = b[:i]
+	}
+	return strings.ReplaceAll(b, "-", "_")
+}
+
+// IsModulePath reports whether a file name looks like a kernel module
+// (.ko, .ko.gz, .ko.xz or .ko.zst).
+func IsModulePath(p string) bool {
+	return strings.HasSuffix(p, ".ko") || strings.HasSuffix(p, ".ko.gz") ||
+		strings.HasSuffix(p, ".ko.xz") || strings.HasSuffix(p, ".ko.zst")
+}
+
+// StripCompressionSuffix maps x.ko.xz (etc.) to x.ko.
+func StripCompressionSuffix(p string) string {
+	for _, s := range []string{".gz", ".xz", ".zst"} {
+		if strings.HasSuffix(p, ".ko"+s) {
+			return strings.TrimSuffix(p, s)
+		}
+	}
+	return p
+}
+
+// Detect returns the compression of data from its magic bytes.
+func Detect(data []byte) Compression {
+	switch {
+	case bytes.HasPrefix(data, []byte{0x28, 0xB5, 0x2F, 0xFD}):
+		return Zstd
+	case bytes.HasPrefix(data, []byte{0xFD, '7', 'z', 'X', 'Z', 0x00}):
+		return XZ
+	case bytes.HasPrefix(data, []byte{0x1F, 0x8B}):
+		return Gzip
+	}
+	return None
+}
+
+// Decompress returns the uncompressed ELF bytes of a module file's content.
+func Decompress(data []byte) ([]byte, Compression, error) {
+	c := Detect(data)
+	var r io.Reader
+	switch c {
+	case None:
+		return data, c, nil
+	case Gzip:
+		zr, err := gzip.NewReader(bytes.NewReader(data))
+		if err != nil {
+			return nil, c, fmt.Errorf("gzip: %w", err)
+		}
+		r = zr
+	case XZ:
+		xr, err := xz.NewReader(bytes.NewReader(data))
+		if err != nil {
+			return nil, c, fmt.Errorf("xz: %w", err)
+		}
+		r = xr
+	case Zstd:
+		zr, err := zstd.NewReader(bytes.NewReader(data), zstd.WithDecoderConcurrency(1))
+		if err != nil {
+			return nil, c, fmt.Errorf("zstd: %w", err)
+		}
+		defer zr.Close()
+		r = zr
+	}
+	out, err := io.ReadAll(r)
+	if err != nil {
+		return nil, c, fmt.Errorf("%s: %w", c, err)
+	}
+	return out, c, nil
+}
+
+// ReadFile reads and parses the module at path p.
+func ReadFile(p string) (*Module, error) {
+	data, err := os.ReadFile(p)
+	if err != nil {
+		return nil, err
+	}
+	m, err := Parse(p, data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	return m, nil
+}
+
+// ErrNotELF is returned for content that is not an ELF object.
+var ErrNotELF = errors.New("not an ELF kernel module")
+
+// Parse parses module content (possibly compressed). name is used for the
+// module name (see ModName).
+func Parse(name string, data []byte) (*Module, error) {
+	raw, c, err := Decompress(data)
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.HasPrefix(raw, []byte(elf.ELFMAG)) {
+		return nil, ErrNotELF
+	}
+	f, err := elf.NewFile(bytes.NewReader(raw))
+	if err != nil {
+		return nil, fmt.Errorf("elf: %w", err)
+	}
+	m := &Module{Name: ModName(name), Compression: c, Machine: f.Machine}
+
+	if s := f.Section(".modinfo"); s != nil {
+		d, err := s.Data()
+		if err != nil {
+			return nil, fmt.Errorf(".modinfo: %w", err)
+		}
+		m.ModInfo = parseModInfo(d)
+	}
+
+	syms, err := f.Symbols()
+	if err != nil && !errors.Is(err, elf.ErrNoSymbols) {
+		return nil, fmt.Errorf("symbols: %w", err)
+	}
+	sectionData := map[elf.SectionIndex][]byte{}
+	for _, s := range syms {
+		if s.Section == elf.SHN_UNDEF {
+			if s.Name == "" {
+				continue
+			}
+			m.Needs = append(m.Needs, Need{Symbol: Symbol{Name: s.Name}, Weak: elf.ST_BIND(s.Info) == elf.STB_WEAK})
+			continue
+		}
+		name, ok := strings.CutPrefix(s.Name, "__crc_")
+		if !ok {
+			continue
+		}
+		crc, err := crcValue(f, s, sectionData)
+		if err != nil {
+			return nil, fmt.Errorf("symbol %s: %w", s.Name, err)
+		}
+		m.Exports = append(m.Exports, Symbol{Name: name, CRC: crc, HasCRC: true})
+	}
+	if len(m.Exports) == 0 {
+		if s := f.Section("__ksymtab_strings"); s != nil {
+			d, err := s.Data()
+			if err != nil {
+				return nil, fmt.Errorf("__ksymtab_strings: %w", err)
+			}
+			for _, n := range bytes.Split(d, []byte{0}) {
+				if len(n) > 0 {
+					m.Exports = append(m.Exports, Symbol{Name: string(n)})
+				}
+			}
+		}
+	}
+
+	if s := f.Section("__versions"); s != nil {
+		d, err := s.Data()
+		if err != nil {
+			return nil, fmt.Errorf("__versions: %w", err)
+		}
+		idx := make(map[string]int, len(m.Needs))
+		for i, n := range m.Needs {
+			if _, dup := idx[n.Name]; !dup {
+				idx[n.Name] = i
+			}
+		}
+		entry, crcSize := 64, 8
+		if f.Class == elf.ELFCLASS32 {
+			crcSize = 4
+		}
+		for off := 0; off+entry <= len(d); off += entry {
+			e := d[off : off+entry]
+			var crc uint64
+			if crcSize == 8 {
+				crc = f.ByteOrder.Uint64(e)
+			} else {
+				crc = uint64(f.ByteOrder.Uint32(e))
+			}
+			nb := e[crcSize:]
+			if i := bytes.IndexByte(nb, 0); i >= 0 {
+				nb = nb[:i]
+			}
+			n := string(nb)
+			if n == "" {
+				continue
+			}
+			if i, ok := idx[n]; ok {
+				m.Needs[i].CRC, m.Needs[i].HasCRC = crc, true
+				continue
+			}
+			idx[n] = len(m.Needs)
+			m.Needs = append(m.Needs, Need{Symbol: Symbol{Name: n, CRC: crc, HasCRC: true}, VersionsOnly: true})
+		}
+	}
+	return m, nil
+}
+
+// crcValue reads the CRC of a __crc_ symbol: the value itself for absolute
+// symbols, otherwise the 32-bit word the symbol labels in its section.
+func crcValue(f *elf.File, s elf.Symbol, cache map[elf.SectionIndex][]byte) (uint64, error) {
+	if s.Section == elf.SHN_ABS || s.Section >= elf.SHN_LORESERVE {
+		return s.Value & 0xffffffff, nil
+	}
+	if int(s.Section) >= len(f.Sections) {
+		return 0, fmt.Errorf("section index %d out of range", s.Section)
+	}
+	d, ok := cache[s.Section]
+	if !ok {
+		sec := f.Sections[s.Section]
+		if sec.Type == elf.SHT_NOBITS {
+			return 0, fmt.Errorf("CRC in NOBITS section %s", sec.Name)
+		}
+		var err error
+		d, err = sec.Data()
+		if err != nil {
+			return 0, err
+		}
+		cache[s.Section] = d
+	}
+	off := s.Value - f.Sections[s.Section].Addr
+	if off+4 > uint64(len(d)) {
+		return 0, fmt.Errorf("CRC offset %#x outside section", off)
+	}
+	return uint64(f.ByteOrder.Uint32(d[off:])), nil
+}
+
+// parseModInfo splits a .modinfo section on runs of NUL bytes into records.
+func parseModInfo(d []byte) []KV {
+	var out []KV
+	for _, rec := range bytes.Split(d, []byte{0}) {
+		if len(rec) == 0 {
+			continue
+		}
+		k, v, _ := strings.Cut(string(rec), "=")
+		out = append(out, KV{Key: k, Value: v})
+	}
+	return out
+}

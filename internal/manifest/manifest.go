@@ -1,0 +1,194 @@
+// Package manifest defines build-manifest.json, the record of what a build
+// used and produced. It is the on-disk contract between the build, image
+// and release stages (see docs/ARCHITECTURE.md).
+package manifest
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"sort"
+
+	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
+)
+
+// FileName is the manifest's name in a build output or dist directory.
+const FileName = "build-manifest.json"
+
+// SchemaVersion is the current manifest schema version.
+const SchemaVersion = 1
+
+// Module statuses.
+const (
+	StatusOK      = "ok"
+	StatusFailed  = "failed"
+	StatusSkipped = "skipped"
+)
+
+// Manifest is the content of build-manifest.json.
+type Manifest struct {
+	Schema  int      `json:"schema"`
+	Tool    string   `json:"tool"`
+	Kernel  Kernel   `json:"kernel"`
+	Modules []Module `json:"modules"`
+	// Layout is the image layout (flat or nested), once an image was made.
+	Layout string `json:"layout,omitempty"`
+	// Headers is what kernel headers the image carries (devel, uapi, none).
+	Headers string `json:"headers,omitempty"`
+	Image   *Image `json:"image,omitempty"`
+}
+
+// Kernel describes the kernel build.
+type Kernel struct {
+	// Tag is the kernel repository tag, e.g. linux-msft-wsl-6.6.87.2.
+	Tag string `json:"tag,omitempty"`
+	// Release is `make kernelrelease`, i.e. the future `uname -r`.
+	Release string `json:"release"`
+	// Arch is x86_64 or arm64.
+	Arch   string `json:"arch"`
+	Source Source `json:"source"`
+	// ConfigSHA256 is the sha256 of the final .config.
+	ConfigSHA256 string `json:"config_sha256"`
+	// FragmentSHA256 is the sha256 of the config fragment, if any.
+	FragmentSHA256 string `json:"fragment_sha256,omitempty"`
+	// Compiler is the first line of `$CC --version`.
+	Compiler string `json:"compiler"`
+	// ImageFile is the kernel image's name: bzImage or Image.
+	ImageFile string `json:"image_file"`
+	// CacheKey identifies the kernel cache entry; CacheHit tells whether
+	// this build reused it.
+	CacheKey string `json:"cache_key,omitempty"`
+	CacheHit bool   `json:"cache_hit"`
+	// BuildTimestamp is KBUILD_BUILD_TIMESTAMP.
+	BuildTimestamp string `json:"build_timestamp,omitempty"`
+}
+
+// Source pins where something was fetched from.
+type Source struct {
+	// Kind is one of: github-tarball, tarball, dir, git, url, path.
+	Kind   string `json:"kind"`
+	Repo   string `json:"repo,omitempty"`
+	Tag    string `json:"tag,omitempty"`
+	Ref    string `json:"ref,omitempty"`
+	Commit string `json:"commit,omitempty"`
+	URL    string `json:"url,omitempty"`
+	SHA256 string `json:"sha256,omitempty"`
+	Path   string `json:"path,omitempty"`
+}
+
+// Pin returns the most precise identifier of the source: the commit, else
+// the sha256, else the ref or path.
+func (s Source) Pin() string {
+	for _, v := range []string{s.Commit, s.SHA256, s.Ref, s.Tag, s.Path, s.URL} {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// Module describes one out-of-tree module build.
+type Module struct {
+	Name    string `json:"name"`
+	Version string `json:"version,omitempty"`
+	Source  Source `json:"source"`
+	// SrcVersion is the srcversion of the (first) built .ko.
+	SrcVersion string `json:"srcversion,omitempty"`
+	// Files are the installed .ko paths relative to lib/modules/<release>.
+	Files []string `json:"files,omitempty"`
+	// Status is ok, failed or skipped.
+	Status string `json:"status"`
+	// Error is the failure summary when Status is failed or skipped.
+	Error string `json:"error,omitempty"`
+	// Log is the build log path relative to the build output directory.
+	Log string `json:"log,omitempty"`
+	// Seconds is the wall time of the module's build.
+	Seconds float64 `json:"seconds"`
+	// DependsOn lists listed modules this one was built after.
+	DependsOn []string `json:"depends_on,omitempty"`
+	// Pack is the pack the module came from, for merged images.
+	Pack string `json:"pack,omitempty"`
+}
+
+// Image describes the modules image.
+type Image struct {
+	File      string `json:"file"`
+	Size      int64  `json:"size"`
+	SHA256    string `json:"sha256"`
+	RawSHA256 string `json:"raw_sha256,omitempty"`
+	Files     int    `json:"files,omitempty"`
+	// HeadersBytes is the size the kernel headers tree adds.
+	HeadersBytes int64 `json:"headers_bytes,omitempty"`
+}
+
+// Hash identifies the inputs of a build: kernel tag and release, arch,
+// config and fragment hashes, and the module list with pinned sources.
+// Two builds with the same Hash produce the same release.
+func (m *Manifest) Hash() string {
+	type mod struct {
+		Name, Pin, Kind, Where string
+	}
+	in := struct {
+		Tag, Release, Arch, Config, Fragment, Layout, Headers string
+		Modules                                               []mod
+	}{m.Kernel.Tag, m.Kernel.Release, m.Kernel.Arch, m.Kernel.ConfigSHA256, m.Kernel.FragmentSHA256, m.Layout, m.Headers, nil}
+	for _, x := range m.Modules {
+		where := x.Source.URL + x.Source.Repo + x.Source.Path
+		in.Modules = append(in.Modules, mod{x.Name, x.Source.Pin(), x.Source.Kind, where})
+	}
+	sort.Slice(in.Modules, func(i, j int) bool { return in.Modules[i].Name < in.Modules[j].Name })
+	b, _ := json.Marshal(in)
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// Failed returns the modules whose status is failed.
+func (m *Manifest) Failed() []Module {
+	var out []Module
+	for _, x := range m.Modules {
+		if x.Status == StatusFailed {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// Read loads a manifest file and checks its schema version.
+func Read(path string) (*Manifest, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("manifest: %w", err)
+	}
+	return Decode(path, b)
+}
+
+// Decode parses manifest JSON; name is used in errors.
+func Decode(name string, b []byte) (*Manifest, error) {
+	var m Manifest
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&m); err != nil {
+		return nil, fmt.Errorf("manifest: %s: %w", name, err)
+	}
+	if m.Schema != SchemaVersion {
+		return nil, fmt.Errorf("manifest: %s: schema %d, want %d", name, m.Schema, SchemaVersion)
+	}
+	return &m, nil
+}
+
+// Encode returns the canonical JSON form (indented, trailing newline).
+func (m *Manifest) Encode() []byte {
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		panic(err) // only plain data types: cannot fail
+	}
+	return append(b, '\n')
+}
+
+// Write stores the manifest atomically at path.
+func (m *Manifest) Write(path string) error {
+	return atomicfile.WriteFile(path, m.Encode(), 0o644)
+}

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# One-time setup of a Debian 12 machine for wsl-modules-action: the kernel
+# build dependencies, the independent checkers used by the tests (qemu-img,
+# e2fsprogs, kmod, qemu-system-x86, busybox, dkms) and the real test corpora,
+# cached in $WSLMOD_TEST_CACHE (default /var/cache/wsl-modules-ci).
+# Idempotent: a second run only checks that everything is present.
+set -euo pipefail
+
+cache=${WSLMOD_TEST_CACHE:-/var/cache/wsl-modules-ci}
+debian_image=${WSLMOD_DEBIAN_IMAGE:-linux-image-6.1.0-56-amd64}
+
+SUDO=
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+
+pkgs=(
+  # kernel and module builds
+  build-essential flex bison bc libelf-dev libssl-dev dwarves cpio rsync
+  xz-utils zstd git ca-certificates python3
+  # real inputs: kernel source and a DKMS package
+  linux-source-6.12 v4l2loopback-dkms dkms
+  # independent checkers and the boot test
+  kmod e2fsprogs qemu-utils qemu-system-x86 busybox-static
+)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+$SUDO mkdir -p "$cache"
+$SUDO chown "$(id -u):$(id -g)" "$cache"
+
+# A real module tree: Debian's linux-image package (4000+ modules).
+if ! ls "$cache"/debian-image/lib/modules/*/modules.order >/dev/null 2>&1; then
+  echo "setup: fetching $debian_image"
+  tmp=$(mktemp -d "$cache/.dl-XXXXXX")
+  (cd "$tmp" && apt-get download "$debian_image" >/dev/null 2>&1 || $SUDO apt-get download "$debian_image")
+  dpkg -x "$tmp"/*.deb "$tmp/tree"
+  rm -rf "$cache/debian-image"
+  mv "$tmp/tree" "$cache/debian-image"
+  rm -rf "$tmp"
+fi
+
+go version >/dev/null 2>&1 || { echo "setup: Go is required (https://go.dev/dl/)" >&2; exit 1; }
+go mod download
+echo "setup: ok (test cache: $cache)"
