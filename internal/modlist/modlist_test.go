@@ -1,0 +1,90 @@
+package modlist
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const good = `kernel:
+  arch: x86_64
+  config-fragment: |
+    CONFIG_USB_SERIAL_CH341=m
+modules:
+  - name: v4l2loopback
+    git: https://github.com/umlaeute/v4l2loopback
+    ref: v0.13.2
+  - name: mydriver
+    path: drivers/mydriver
+  - name: apfs
+    url: https://example.org/apfs-0.3.tar.gz
+    sha256: 0123456789abcdef0123456789abcdef0123456789abcdef0123456789ABCDEF
+    make: [ "KVER={{.KernelRelease}}", "ARCH={{.Arch}}" ]
+    depends: [ mydriver ]
+`
+
+func TestParseGood(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, FileName)
+	if err := os.WriteFile(p, []byte(good), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Kernel.Arch != "x86_64" || l.Kernel.ConfigFragment != "CONFIG_USB_SERIAL_CH341=m\n" || l.Kernel.FragmentLine != 4 {
+		t.Errorf("kernel = %+v", l.Kernel)
+	}
+	if len(l.Modules) != 3 {
+		t.Fatalf("modules = %d", len(l.Modules))
+	}
+	if k := l.Modules[0].Kind(); k != KindGit {
+		t.Errorf("kind = %s", k)
+	}
+	if got := l.SourceDir(&l.Modules[1]); got != filepath.Join(dir, "drivers/mydriver") {
+		t.Errorf("SourceDir = %s", got)
+	}
+	if l.Modules[1].Line != 9 {
+		t.Errorf("line = %d", l.Modules[1].Line)
+	}
+	a := &l.Modules[2]
+	if a.SHA256 != strings.ToLower(a.SHA256) {
+		t.Errorf("sha256 not normalised")
+	}
+	args, err := a.MakeArgs(TemplateVars{KernelRelease: "6.12.117-microsoft-standard-WSL2", Arch: "x86_64"})
+	if err != nil || strings.Join(args, " ") != "KVER=6.12.117-microsoft-standard-WSL2 ARCH=x86_64" {
+		t.Errorf("MakeArgs = %q, %v", args, err)
+	}
+}
+
+func TestParseBad(t *testing.T) {
+	for _, tc := range []struct{ name, in, want string }{
+		{"malformed", "modules:\n  - name: [x\n", "x.yml:"},
+		{"unknown field", "modules:\n  - name: a\n    path: a\n    colour: red\n", `x.yml:4:5: unknown field: "colour"`},
+		{"unknown top field", "kernal:\n  arch: x86_64\n", `x.yml:1:1: unknown field: "kernal"`},
+		{"arch", "kernel:\n  arch: mips\n", "x.yml:2:9: kernel.arch: unknown architecture"},
+		{"no source", "modules:\n  - name: a\n", "x.yml:2:5: modules[0]: no source"},
+		{"two sources", "modules:\n  - name: a\n    path: a\n    git: https://x\n    ref: v1\n", "modules[0]: more than one source"},
+		{"git without ref", "modules:\n  - name: a\n    git: https://x\n", "x.yml:3:10: modules[0].ref: a git source needs ref"},
+		{"sha256", "modules:\n  - name: a\n    url: https://x/a.tgz\n    sha256: abc\n", `x.yml:4:13: modules[0].sha256: want 64 hex digits, got "abc"`},
+		{"url without sha", "modules:\n  - name: a\n    url: https://x/a.tgz\n", "modules[0].sha256: a url source needs sha256"},
+		{"unsafe name", "modules:\n  - name: ../x\n    path: a\n", `x.yml:2:11: modules[0].name: "../x" is not a safe name`},
+		{"duplicate name", "modules:\n  - name: a\n    path: a\n  - name: a\n    path: b\n", `x.yml:4:11: modules[1].name: duplicate module name "a"`},
+		{"escaping path", "modules:\n  - name: a\n    path: ../../etc\n", `modules[0].path: "../../etc" must be a relative path`},
+		{"unknown depends", "modules:\n  - name: a\n    path: a\n    depends: [b]\n", `x.yml:4:15: modules[0].depends[0]: "b" is not a listed module`},
+		{"bad template", "modules:\n  - name: a\n    path: a\n    make: [\"X={{.Nope}}\"]\n", "modules[0].make[0]:"},
+		{"type", "modules: 3\n", "x.yml:1:10:"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("x.yml", []byte(tc.in))
+			if err == nil {
+				t.Fatalf("no error, want %q", tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error:\n%v\nwant it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
