@@ -39,6 +39,37 @@ type Manifest struct {
 	// Headers is what kernel headers the image carries (devel, uapi, none).
 	Headers string `json:"headers,omitempty"`
 	Image   *Image `json:"image,omitempty"`
+	// Inputs, when set, pins everything that decides the build's outcome
+	// before anything is built; Hash is computed from it.
+	Inputs *Inputs `json:"inputs,omitempty"`
+}
+
+// Inputs are the build inputs known before building: enough to decide
+// whether an existing release is up to date without fetching or building.
+type Inputs struct {
+	// Tag is the kernel tag; SourcePin identifies a source given without
+	// a tag (tarball sha256 or directory digest).
+	Tag       string `json:"tag,omitempty"`
+	SourcePin string `json:"source_pin,omitempty"`
+	Arch      string `json:"arch"`
+	// ConfigSHA256 is the hash of a --config override ("" = the tag's own).
+	ConfigSHA256   string        `json:"config_sha256,omitempty"`
+	FragmentSHA256 string        `json:"fragment_sha256,omitempty"`
+	Layout         string        `json:"layout"`
+	Headers        string        `json:"headers"`
+	Modules        []InputModule `json:"modules"`
+}
+
+// InputModule is one listed module with its pinned source.
+type InputModule struct {
+	Name string `json:"name"`
+	// Kind is git, url or path; Where is the URL or path; Pin is the
+	// commit, sha256 or content digest.
+	Kind  string `json:"kind"`
+	Where string `json:"where"`
+	Pin   string `json:"pin"`
+	// Make is the extra make arguments, which change the build.
+	Make []string `json:"make,omitempty"`
 }
 
 // Kernel describes the kernel build.
@@ -124,10 +155,19 @@ type Image struct {
 	HeadersBytes int64 `json:"headers_bytes,omitempty"`
 }
 
-// Hash identifies the inputs of a build: kernel tag and release, arch,
-// config and fragment hashes, and the module list with pinned sources.
-// Two builds with the same Hash produce the same release.
+// Hash identifies the inputs of a build: from Inputs when set, otherwise
+// from the kernel tag and release, arch, config and fragment hashes, and the
+// module list with pinned sources. Two builds with the same Hash produce the
+// same release.
 func (m *Manifest) Hash() string {
+	if m.Inputs != nil {
+		in := *m.Inputs
+		in.Modules = append([]InputModule(nil), in.Modules...)
+		sort.Slice(in.Modules, func(i, j int) bool { return in.Modules[i].Name < in.Modules[j].Name })
+		b, _ := json.Marshal(in)
+		s := sha256.Sum256(b)
+		return hex.EncodeToString(s[:])
+	}
 	type mod struct {
 		Name, Pin, Kind, Where string
 	}
