@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path"
 	"strings"
 
@@ -181,10 +180,11 @@ func Decompress(data []byte) ([]byte, Compression, error) {
 
 // ReadFile reads and parses the module at path p.
 func ReadFile(p string) (*Module, error) {
-	data, err := os.ReadFile(p)
+	data, release, err := mapFile(p)
 	if err != nil {
 		return nil, err
 	}
+	defer release()
 	m, err := Parse(p, data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", p, err)
@@ -202,140 +202,9 @@ func Parse(name string, data []byte) (*Module, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !bytes.HasPrefix(raw, []byte(elf.ELFMAG)) {
-		return nil, ErrNotELF
-	}
-	f, err := elf.NewFile(bytes.NewReader(raw))
-	if err != nil {
-		return nil, fmt.Errorf("elf: %w", err)
-	}
-	m := &Module{Name: ModName(name), Compression: c, Machine: f.Machine}
-
-	if s := f.Section(".modinfo"); s != nil {
-		d, err := s.Data()
-		if err != nil {
-			return nil, fmt.Errorf(".modinfo: %w", err)
-		}
-		m.ModInfo = parseModInfo(d)
-	}
-
-	syms, err := f.Symbols()
-	if err != nil && !errors.Is(err, elf.ErrNoSymbols) {
-		return nil, fmt.Errorf("symbols: %w", err)
-	}
-	sectionData := map[elf.SectionIndex][]byte{}
-	for _, s := range syms {
-		if s.Section == elf.SHN_UNDEF {
-			if s.Name == "" {
-				continue
-			}
-			m.Needs = append(m.Needs, Need{Symbol: Symbol{Name: s.Name}, Weak: elf.ST_BIND(s.Info) == elf.STB_WEAK})
-			continue
-		}
-		name, ok := strings.CutPrefix(s.Name, "__crc_")
-		if !ok {
-			continue
-		}
-		crc, err := crcValue(f, s, sectionData)
-		if err != nil {
-			return nil, fmt.Errorf("symbol %s: %w", s.Name, err)
-		}
-		m.Exports = append(m.Exports, Symbol{Name: name, CRC: crc, HasCRC: true})
-	}
-	if len(m.Exports) == 0 {
-		if s := f.Section("__ksymtab_strings"); s != nil {
-			d, err := s.Data()
-			if err != nil {
-				return nil, fmt.Errorf("__ksymtab_strings: %w", err)
-			}
-			for _, n := range bytes.Split(d, []byte{0}) {
-				if len(n) > 0 {
-					m.Exports = append(m.Exports, Symbol{Name: string(n)})
-				}
-			}
-		}
-	}
-
-	if s := f.Section("__versions"); s != nil {
-		d, err := s.Data()
-		if err != nil {
-			return nil, fmt.Errorf("__versions: %w", err)
-		}
-		idx := make(map[string]int, len(m.Needs))
-		for i, n := range m.Needs {
-			if _, dup := idx[n.Name]; !dup {
-				idx[n.Name] = i
-			}
-		}
-		entry, crcSize := 64, 8
-		if f.Class == elf.ELFCLASS32 {
-			crcSize = 4
-		}
-		for off := 0; off+entry <= len(d); off += entry {
-			e := d[off : off+entry]
-			var crc uint64
-			if crcSize == 8 {
-				crc = f.ByteOrder.Uint64(e)
-			} else {
-				crc = uint64(f.ByteOrder.Uint32(e))
-			}
-			nb := e[crcSize:]
-			if i := bytes.IndexByte(nb, 0); i >= 0 {
-				nb = nb[:i]
-			}
-			n := string(nb)
-			if n == "" {
-				continue
-			}
-			if i, ok := idx[n]; ok {
-				m.Needs[i].CRC, m.Needs[i].HasCRC = crc, true
-				continue
-			}
-			idx[n] = len(m.Needs)
-			m.Needs = append(m.Needs, Need{Symbol: Symbol{Name: n, CRC: crc, HasCRC: true}, VersionsOnly: true})
-		}
+	m := &Module{Name: ModName(name), Compression: c}
+	if err := parseELF(raw, m); err != nil {
+		return nil, err
 	}
 	return m, nil
-}
-
-// crcValue reads the CRC of a __crc_ symbol: the value itself for absolute
-// symbols, otherwise the 32-bit word the symbol labels in its section.
-func crcValue(f *elf.File, s elf.Symbol, cache map[elf.SectionIndex][]byte) (uint64, error) {
-	if s.Section == elf.SHN_ABS || s.Section >= elf.SHN_LORESERVE {
-		return s.Value & 0xffffffff, nil
-	}
-	if int(s.Section) >= len(f.Sections) {
-		return 0, fmt.Errorf("section index %d out of range", s.Section)
-	}
-	d, ok := cache[s.Section]
-	if !ok {
-		sec := f.Sections[s.Section]
-		if sec.Type == elf.SHT_NOBITS {
-			return 0, fmt.Errorf("CRC in NOBITS section %s", sec.Name)
-		}
-		var err error
-		d, err = sec.Data()
-		if err != nil {
-			return 0, err
-		}
-		cache[s.Section] = d
-	}
-	off := s.Value - f.Sections[s.Section].Addr
-	if off+4 > uint64(len(d)) {
-		return 0, fmt.Errorf("CRC offset %#x outside section", off)
-	}
-	return uint64(f.ByteOrder.Uint32(d[off:])), nil
-}
-
-// parseModInfo splits a .modinfo section on runs of NUL bytes into records.
-func parseModInfo(d []byte) []KV {
-	var out []KV
-	for _, rec := range bytes.Split(d, []byte{0}) {
-		if len(rec) == 0 {
-			continue
-		}
-		k, v, _ := strings.Cut(string(rec), "=")
-		out = append(out, KV{Key: k, Value: v})
-	}
-	return out
 }
