@@ -1,0 +1,377 @@
+// Package pack reads and writes module packs: self-describing bundles of
+// kernel modules for one kernel release, stored as a .tar.zst holding
+// pack.json and the .ko files under the pack's name. Packs are layered over
+// a base module tree by Merge, which checks them against the base and each
+// other before anything is written.
+package pack
+
+import (
+	"archive/tar"
+	"bytes"
+	"crypto/sha256"
+	"debug/elf"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
+	"github.com/wsl-modules/wsl-modules-action/internal/kmodule"
+)
+
+// MetaFile is the metadata file's name inside a pack.
+const MetaFile = "pack.json"
+
+// FormatVersion is the pack.json format version.
+const FormatVersion = 1
+
+// Ext is the file extension of packs.
+const Ext = ".tar.zst"
+
+// maxPackBytes bounds the uncompressed size of a pack read into memory.
+const maxPackBytes = 2 << 30
+
+// Meta is the content of pack.json.
+type Meta struct {
+	Format        int      `json:"format"`
+	Name          string   `json:"name"`
+	Version       string   `json:"version,omitempty"`
+	KernelRelease string   `json:"kernel_release"`
+	Arch          string   `json:"arch"`
+	Modules       []Module `json:"modules"`
+}
+
+// Module describes one .ko in a pack.
+type Module struct {
+	// File is the path inside the pack: <pack name>/<relative path>.ko.
+	File       string   `json:"file"`
+	Name       string   `json:"name"`
+	SHA256     string   `json:"sha256"`
+	SrcVersion string   `json:"srcversion,omitempty"`
+	Vermagic   string   `json:"vermagic"`
+	Exports    []Symbol `json:"exports,omitempty"`
+	Needs      []Symbol `json:"needs,omitempty"`
+}
+
+// Symbol is an exported or needed symbol; CRC is "0x%08x" when known.
+type Symbol struct {
+	Name string `json:"name"`
+	CRC  string `json:"crc,omitempty"`
+	Weak bool   `json:"weak,omitempty"`
+}
+
+// Pack is an opened pack: its metadata, file contents and parsed modules.
+type Pack struct {
+	Meta Meta
+	// Source is where the pack was read from (for messages).
+	Source string
+	// Files maps File (as in Meta.Modules) to the module's bytes.
+	Files map[string][]byte
+	// Parsed maps File to the parsed module.
+	Parsed map[string]*kmodule.Module
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$`)
+
+// ValidName reports whether s can be a pack name (it becomes a directory).
+func ValidName(s string) bool { return nameRE.MatchString(s) && s != "." && s != ".." }
+
+// ArchOf maps an ELF machine to the kernel arch name used in packs.
+func ArchOf(m elf.Machine) string {
+	switch m {
+	case elf.EM_X86_64:
+		return "x86_64"
+	case elf.EM_AARCH64:
+		return "arm64"
+	}
+	return strings.ToLower(strings.TrimPrefix(m.String(), "EM_"))
+}
+
+func crcString(s kmodule.Symbol) string {
+	if !s.HasCRC {
+		return ""
+	}
+	return fmt.Sprintf("0x%08x", uint32(s.CRC))
+}
+
+// Describe builds the metadata of one module file.
+func Describe(file string, data []byte) (Module, *kmodule.Module, error) {
+	m, err := kmodule.Parse(file, data)
+	if err != nil {
+		return Module{}, nil, fmt.Errorf("%s: %w", file, err)
+	}
+	sum := sha256.Sum256(data)
+	md := Module{File: file, Name: m.Name, SHA256: hex.EncodeToString(sum[:]),
+		SrcVersion: m.Info("srcversion"), Vermagic: m.Vermagic()}
+	for _, e := range m.Exports {
+		md.Exports = append(md.Exports, Symbol{Name: e.Name, CRC: crcString(e)})
+	}
+	for _, n := range m.Needs {
+		if n.VersionsOnly {
+			continue
+		}
+		md.Needs = append(md.Needs, Symbol{Name: n.Name, CRC: crcString(n.Symbol), Weak: n.Weak})
+	}
+	return md, m, nil
+}
+
+// CreateOptions describe a new pack.
+type CreateOptions struct {
+	Name, Version string
+	// KernelRelease is required; Arch defaults to the modules' ELF machine.
+	KernelRelease, Arch string
+	// Modules maps the path inside the pack, relative to the pack's name
+	// directory (e.g. "v4l2loopback.ko"), to the file on disk.
+	Modules map[string]string
+	// ModTime is stored for every tar entry (default: the Unix epoch), so
+	// packs are reproducible.
+	ModTime time.Time
+	// Force overwrites an existing output file.
+	Force bool
+}
+
+// Create writes a pack to out atomically.
+func Create(out string, o CreateOptions) (*Meta, error) {
+	if !ValidName(o.Name) {
+		return nil, fmt.Errorf("pack: invalid pack name %q (letters, digits, . _ + -)", o.Name)
+	}
+	if o.KernelRelease == "" {
+		return nil, fmt.Errorf("pack: %s: kernel release is required", o.Name)
+	}
+	if len(o.Modules) == 0 {
+		return nil, fmt.Errorf("pack: %s: no modules", o.Name)
+	}
+	meta := Meta{Format: FormatVersion, Name: o.Name, Version: o.Version, KernelRelease: o.KernelRelease, Arch: o.Arch}
+	var rels []string
+	for r := range o.Modules {
+		rels = append(rels, r)
+	}
+	sort.Strings(rels)
+	files := map[string][]byte{}
+	for _, r := range rels {
+		clean := path.Clean(r)
+		if path.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, "../") || !kmodule.IsModulePath(clean) {
+			return nil, fmt.Errorf("pack: %s: invalid module path %q", o.Name, r)
+		}
+		data, err := os.ReadFile(o.Modules[r])
+		if err != nil {
+			return nil, fmt.Errorf("pack: %s: %w", o.Name, err)
+		}
+		file := o.Name + "/" + clean
+		md, m, err := Describe(file, data)
+		if err != nil {
+			return nil, fmt.Errorf("pack: %s: %s: %w", o.Name, o.Modules[r], err)
+		}
+		arch := ArchOf(m.Machine)
+		if meta.Arch == "" {
+			meta.Arch = arch
+		} else if meta.Arch != arch {
+			return nil, fmt.Errorf("pack: %s: %s is %s, pack is %s", o.Name, o.Modules[r], arch, meta.Arch)
+		}
+		meta.Modules = append(meta.Modules, md)
+		files[file] = data
+	}
+	f, err := atomicfile.Create(out, o.Force)
+	if err != nil {
+		return nil, fmt.Errorf("pack: %w", err)
+	}
+	defer f.Abort()
+	if err := write(f, &meta, files, o.ModTime); err != nil {
+		return nil, fmt.Errorf("pack: %s: %w", out, err)
+	}
+	if err := f.Commit(0o644); err != nil {
+		return nil, fmt.Errorf("pack: %w", err)
+	}
+	return &meta, nil
+}
+
+func write(w io.Writer, meta *Meta, files map[string][]byte, mtime time.Time) error {
+	if mtime.IsZero() {
+		mtime = time.Unix(0, 0)
+	}
+	zw, err := zstd.NewWriter(w, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedBetterCompression))
+	if err != nil {
+		return err
+	}
+	tw := tar.NewWriter(zw)
+	mj, err := json.MarshalIndent(meta, "", "  ")
+	if err != nil {
+		return err
+	}
+	mj = append(mj, '\n')
+	hdr := func(name string, mode int64, size int) *tar.Header {
+		return &tar.Header{Name: name, Mode: mode, Size: int64(size), ModTime: mtime, Format: tar.FormatPAX,
+			Typeflag: tar.TypeReg, Uname: "root", Gname: "root"}
+	}
+	if err := tw.WriteHeader(hdr(MetaFile, 0o644, len(mj))); err != nil {
+		return err
+	}
+	if _, err := tw.Write(mj); err != nil {
+		return err
+	}
+	dirs := map[string]bool{}
+	var names []string
+	for n := range files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		for d := path.Dir(n); d != "." && !dirs[d]; d = path.Dir(d) {
+			dirs[d] = true
+		}
+	}
+	var dl []string
+	for d := range dirs {
+		dl = append(dl, d)
+	}
+	sort.Strings(dl)
+	for _, d := range dl {
+		h := hdr(d+"/", 0o755, 0)
+		h.Typeflag = tar.TypeDir
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+	}
+	for _, n := range names {
+		if err := tw.WriteHeader(hdr(n, 0o644, len(files[n]))); err != nil {
+			return err
+		}
+		if _, err := tw.Write(files[n]); err != nil {
+			return err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	return zw.Close()
+}
+
+// ErrCorrupt is wrapped by errors about malformed packs.
+var ErrCorrupt = errors.New("corrupt pack")
+
+// Open reads and verifies a pack file.
+func Open(p string) (*Pack, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("pack: %w", err)
+	}
+	defer f.Close()
+	pk, err := Read(f, p)
+	if err != nil {
+		return nil, err
+	}
+	return pk, nil
+}
+
+// Read reads and verifies a pack from r; name is used in messages. It
+// refuses entries outside the pack's directory, unknown entries, modules
+// whose bytes do not match pack.json, and metadata that does not match the
+// modules' content.
+func Read(r io.Reader, name string) (*Pack, error) {
+	fail := func(format string, a ...any) error {
+		return fmt.Errorf("pack: %s: %s: %w", name, fmt.Sprintf(format, a...), ErrCorrupt)
+	}
+	zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxPackBytes))
+	if err != nil {
+		return nil, fail("zstd: %v", err)
+	}
+	defer zr.Close()
+	tr := tar.NewReader(io.LimitReader(zr, maxPackBytes))
+	var metaBytes []byte
+	files := map[string][]byte{}
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fail("reading archive: %v", err)
+		}
+		n := h.Name
+		if strings.HasPrefix(n, "/") || strings.Contains(n, "\\") {
+			return nil, fail("entry %q: absolute path", n)
+		}
+		for _, part := range strings.Split(n, "/") {
+			if part == ".." {
+				return nil, fail("entry %q: path traversal", n)
+			}
+		}
+		n = path.Clean(n)
+		switch h.Typeflag {
+		case tar.TypeDir:
+			continue
+		case tar.TypeReg:
+		default:
+			return nil, fail("entry %q: only regular files and directories are allowed", h.Name)
+		}
+		data, err := io.ReadAll(tr)
+		if err != nil {
+			return nil, fail("%s: %v", n, err)
+		}
+		if n == MetaFile {
+			metaBytes = data
+			continue
+		}
+		if _, dup := files[n]; dup {
+			return nil, fail("duplicate entry %q", n)
+		}
+		files[n] = data
+	}
+	if metaBytes == nil {
+		return nil, fail("no %s", MetaFile)
+	}
+	var meta Meta
+	dec := json.NewDecoder(bytes.NewReader(metaBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&meta); err != nil {
+		return nil, fail("%s: %v", MetaFile, err)
+	}
+	if meta.Format != FormatVersion {
+		return nil, fail("%s: format %d, want %d", MetaFile, meta.Format, FormatVersion)
+	}
+	if !ValidName(meta.Name) {
+		return nil, fail("%s: invalid name %q", MetaFile, meta.Name)
+	}
+	if meta.KernelRelease == "" || meta.Arch == "" {
+		return nil, fail("%s: kernel_release and arch are required", MetaFile)
+	}
+	pk := &Pack{Meta: meta, Source: name, Files: map[string][]byte{}, Parsed: map[string]*kmodule.Module{}}
+	for i, md := range meta.Modules {
+		if !strings.HasPrefix(md.File, meta.Name+"/") || path.Clean(md.File) != md.File || !kmodule.IsModulePath(md.File) {
+			return nil, fail("%s: modules[%d].file %q is not a module under %s/", MetaFile, i, md.File, meta.Name)
+		}
+		data, ok := files[md.File]
+		if !ok {
+			return nil, fail("%s: modules[%d].file %q is missing from the archive", MetaFile, i, md.File)
+		}
+		delete(files, md.File)
+		got, m, err := Describe(md.File, data)
+		if err != nil {
+			return nil, fail("%v", err)
+		}
+		if got.SHA256 != md.SHA256 {
+			return nil, fail("%s: sha256 %s, pack.json says %s", md.File, got.SHA256, md.SHA256)
+		}
+		if got.Name != md.Name || got.Vermagic != md.Vermagic {
+			return nil, fail("%s: name/vermagic %q/%q, pack.json says %q/%q", md.File, got.Name, got.Vermagic, md.Name, md.Vermagic)
+		}
+		if ArchOf(m.Machine) != meta.Arch {
+			return nil, fail("%s: module is %s, pack.json says %s", md.File, ArchOf(m.Machine), meta.Arch)
+		}
+		pk.Files[md.File] = data
+		pk.Parsed[md.File] = m
+	}
+	for extra := range files {
+		return nil, fail("entry %q is not listed in %s", extra, MetaFile)
+	}
+	return pk, nil
+}
