@@ -1,0 +1,170 @@
+package githubfake
+
+import (
+	"archive/tar"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/klauspost/compress/gzip"
+
+	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
+	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
+)
+
+// KernelTopDir is the top-level directory of GitHub's tarball of a
+// microsoft/WSL2-Linux-Kernel tag (WSL.md §8).
+func KernelTopDir(tag string) string { return "WSL2-Linux-Kernel-" + tag }
+
+// KernelTarball returns the path of a .tar.gz shaped like GitHub's tarball
+// of the kernel tag: Debian's linux-source-6.12 tarball
+// (testenv.KernelSourceTarball) repacked with the top-level directory
+// WSL2-Linux-Kernel-<tag>/, plus the extra files (paths relative to the top
+// directory, e.g. "Microsoft/config-wsl"). The result is cached under
+// testenv.CacheDir(), keyed by the source file's name, size and mtime, the
+// tag and the extra files; repacking takes about a minute.
+func KernelTarball(t testing.TB, tag string, extra map[string][]byte) string {
+	t.Helper()
+	src := testenv.KernelSourceTarball(t)
+	st, err := os.Stat(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%d\x00%d\x00%s\x00", filepath.Base(src), st.Size(), st.ModTime().UnixNano(), tag)
+	for _, name := range sortedKeys(extra) {
+		s := sha256.Sum256(extra[name])
+		fmt.Fprintf(h, "%s\x00%x\x00", name, s)
+	}
+	key := hex.EncodeToString(h.Sum(nil))[:16]
+	dir := filepath.Join(testenv.CacheDir(), "githubfake")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		testenv.Missing(t, "writable cache dir %s: %v", dir, err)
+	}
+	dst := filepath.Join(dir, "kernel-"+tag+"-"+key+".tar.gz")
+	if _, err := os.Stat(dst); err == nil {
+		return dst
+	}
+	t.Logf("githubfake: repacking %s as %s (cached for later runs)", src, dst)
+	if err := RepackKernelTarball(context.Background(), src, dst, tag, extra); err != nil {
+		t.Fatalf("githubfake: %v", err)
+	}
+	return dst
+}
+
+// RepackKernelTarball writes dst (atomically) as a gzip tarball whose
+// entries are those of the (xz, gzip or plain) tarball src with the first
+// path component replaced by KernelTopDir(tag), preceded by a pax global
+// header carrying a commit id as `git archive` writes it, and followed by
+// the extra files. Source entries with the same path as an extra file are
+// dropped. xz input is decompressed by the xz command, which is much faster
+// than a pure Go decoder.
+func RepackKernelTarball(ctx context.Context, src, dst, tag string, extra map[string][]byte) error {
+	var in io.Reader
+	var wait func() error
+	if strings.HasSuffix(src, ".xz") {
+		cmd := exec.CommandContext(ctx, "xz", "-dc", "-T0", src)
+		cmd.Stderr = os.Stderr
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			return err
+		}
+		if err := cmd.Start(); err != nil {
+			return fmt.Errorf("repack %s: %w", src, err)
+		}
+		defer cmd.Process.Kill()
+		in, wait = out, cmd.Wait
+	} else {
+		f, err := os.Open(src)
+		if err != nil {
+			return fmt.Errorf("repack: %w", err)
+		}
+		defer f.Close()
+		zr, err := gzip.NewReader(f)
+		if err != nil {
+			return fmt.Errorf("repack %s: %w", src, err)
+		}
+		in, wait = zr, func() error { return nil }
+	}
+	out, err := atomicfile.Create(dst, true)
+	if err != nil {
+		return err
+	}
+	defer out.Abort()
+	zw, err := gzip.NewWriterLevel(out, gzip.DefaultCompression)
+	if err != nil {
+		return err
+	}
+	top := KernelTopDir(tag)
+	tw := tar.NewWriter(zw)
+	commit := sha256.Sum256([]byte(tag))
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeXGlobalHeader, Name: "pax_global_header",
+		PAXRecords: map[string]string{"comment": hex.EncodeToString(commit[:20])}}); err != nil {
+		return err
+	}
+	tr := tar.NewReader(in)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("repack %s: %w", src, err)
+		}
+		if h.Typeflag == tar.TypeXGlobalHeader {
+			continue
+		}
+		_, rest, _ := strings.Cut(strings.TrimPrefix(h.Name, "./"), "/")
+		if _, dup := extra[strings.TrimSuffix(rest, "/")]; dup {
+			continue
+		}
+		h.Name = top + "/" + rest
+		if h.Typeflag == tar.TypeLink {
+			_, lrest, _ := strings.Cut(strings.TrimPrefix(h.Linkname, "./"), "/")
+			h.Linkname = top + "/" + lrest
+		}
+		h.Format = tar.FormatPAX
+		if err := tw.WriteHeader(h); err != nil {
+			return fmt.Errorf("repack %s: %s: %w", src, h.Name, err)
+		}
+		if _, err := io.Copy(tw, tr); err != nil {
+			return fmt.Errorf("repack %s: %s: %w", src, h.Name, err)
+		}
+	}
+	for _, name := range sortedKeys(extra) {
+		b := extra[name]
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: top + "/" + name, Mode: 0o644, Size: int64(len(b))}); err != nil {
+			return err
+		}
+		if _, err := tw.Write(b); err != nil {
+			return err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	if err := zw.Close(); err != nil {
+		return err
+	}
+	if err := wait(); err != nil {
+		return fmt.Errorf("repack %s: %w", src, err)
+	}
+	return out.Commit(0o644)
+}
+
+func sortedKeys(m map[string][]byte) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

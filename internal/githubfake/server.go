@@ -1,0 +1,1379 @@
+package githubfake
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Routes, as http.ServeMux patterns relative to the API root (/api/v3),
+// the uploads root (/api/uploads) or the bytes host. They name routes for
+// Fail and DropAfter and appear in Request.Route.
+const (
+	RouteTags          = "GET /repos/{owner}/{repo}/tags"
+	RouteMatchingRefs  = "GET /repos/{owner}/{repo}/git/matching-refs/{ref...}"
+	RouteCommit        = "GET /repos/{owner}/{repo}/commits/{ref...}"
+	RouteTarball       = "GET /repos/{owner}/{repo}/tarball/{ref...}"
+	RouteReleases      = "GET /repos/{owner}/{repo}/releases"
+	RouteReleaseByTag  = "GET /repos/{owner}/{repo}/releases/tags/{tag...}"
+	RouteRelease       = "GET /repos/{owner}/{repo}/releases/{id}"
+	RouteCreateRelease = "POST /repos/{owner}/{repo}/releases"
+	RouteUpdateRelease = "PATCH /repos/{owner}/{repo}/releases/{id}"
+	RouteDeleteRelease = "DELETE /repos/{owner}/{repo}/releases/{id}"
+	RouteAssets        = "GET /repos/{owner}/{repo}/releases/{id}/assets"
+	RouteAsset         = "GET /repos/{owner}/{repo}/releases/assets/{id}"
+	RouteDeleteAsset   = "DELETE /repos/{owner}/{repo}/releases/assets/{id}"
+	// RouteUpload is on the uploads root.
+	RouteUpload = "POST /repos/{owner}/{repo}/releases/{id}/assets"
+	// RouteTarballBytes and RouteAssetBytes are on the bytes host.
+	RouteTarballBytes = "GET /{owner}/{repo}/legacy.tar.gz/{ref...}"
+	RouteAssetBytes   = "GET /release-assets/{id}"
+)
+
+// Hosts, as they appear in Request.Host.
+const (
+	HostAPI     = "api"
+	HostUploads = "uploads"
+	HostBytes   = "bytes"
+)
+
+const docsURL = "https://docs.github.com/rest"
+
+// Options configure a Server.
+type Options struct {
+	// Token, when set, is the only token accepted (as "Bearer T" or
+	// "token T"); writes without it get 401, and drafts are visible only
+	// with it. Anonymous reads of public data always work.
+	Token string
+	// Immutable enables immutable releases for every repository: once
+	// published, a release's assets cannot be uploaded or deleted, it
+	// cannot go back to draft or change its tag, and its tag can never be
+	// used by another release, even after the release is deleted.
+	Immutable bool
+	// RateLimit is the core limit per hour (default 5000).
+	RateLimit int
+	// Now is the server clock for rate-limit resets (default time.Now).
+	Now func() time.Time
+	// Dir stores uploaded asset bytes (default: a temporary directory that
+	// Close removes).
+	Dir string
+}
+
+// Tag is one tag of a repository.
+type Tag struct {
+	Name   string
+	Commit string
+}
+
+// Release is a snapshot of a release.
+type Release struct {
+	ID                           int64
+	Tag, Name, Body, Target      string
+	Draft, Prerelease, Immutable bool
+	// Latest is the make_latest value last sent ("true", "false", "legacy").
+	Latest    string
+	Created   time.Time
+	Published time.Time
+	Assets    []Asset
+}
+
+// Asset is a snapshot of a release asset.
+type Asset struct {
+	ID          int64
+	Name, Label string
+	// State is "uploaded", or "starter" for an upload that broke off.
+	State       string
+	ContentType string
+	Size        int64
+	SHA256      string
+}
+
+// Request is one entry of the request log.
+type Request struct {
+	// Host is HostAPI, HostUploads or HostBytes.
+	Host   string
+	Method string
+	// Path is relative to the host's root (without /api/v3).
+	Path  string
+	Query string
+	// Route is the matched route pattern ("" if none matched).
+	Route string
+	// Status is the response status (0 if the connection was dropped
+	// before a status was sent).
+	Status int
+	// Authorization is the Authorization header as received.
+	Authorization string
+	// IfNoneMatch is the If-None-Match header as received.
+	IfNoneMatch string
+}
+
+// Server is a fake GitHub. Create it with New or NewT.
+type Server struct {
+	// AfterRequest, if set, is called after each request to any host has
+	// been answered, outside the server's lock (it may call Releases).
+	AfterRequest func(Request)
+
+	opts     Options
+	api      *httptest.Server
+	bytes    *httptest.Server
+	dir      string
+	ownDir   bool
+	bytesURL string
+
+	mu       sync.Mutex
+	repos    map[string]*repo
+	nextID   int64
+	log      []Request
+	faults   []*fault
+	rlLimit  int
+	rlRemain int
+	rlReset  time.Time
+}
+
+type repo struct {
+	tags     []Tag
+	tarballs map[string]string
+	releases []*release // in creation order
+	burned   map[string]bool
+}
+
+type release struct {
+	Release
+	assets []*asset
+}
+
+type asset struct {
+	Asset
+	path      string
+	releaseID int64
+	created   time.Time
+}
+
+type fault struct {
+	route  string
+	n      int
+	status int
+	drop   int64 // >= 0: drop the connection after this many body bytes
+}
+
+type ctxKey struct{}
+
+type reqState struct {
+	req  *Request
+	drop int64
+}
+
+// New starts a fake GitHub. Call Close when done.
+func New(o Options) *Server {
+	if o.RateLimit <= 0 {
+		o.RateLimit = 5000
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	s := &Server{opts: o, repos: map[string]*repo{}, nextID: 1000, rlLimit: o.RateLimit, rlRemain: o.RateLimit}
+	s.rlReset = o.Now().Add(time.Hour)
+	s.dir = o.Dir
+	if s.dir == "" {
+		d, err := os.MkdirTemp("", "githubfake-")
+		if err != nil {
+			panic(fmt.Sprintf("githubfake: %v", err))
+		}
+		s.dir, s.ownDir = d, true
+	}
+
+	apiMux := http.NewServeMux()
+	s.route(apiMux, HostAPI, RouteTags, s.handleTags)
+	s.route(apiMux, HostAPI, RouteMatchingRefs, s.handleMatchingRefs)
+	s.route(apiMux, HostAPI, RouteCommit, s.handleCommit)
+	s.route(apiMux, HostAPI, RouteTarball, s.handleTarball)
+	s.route(apiMux, HostAPI, RouteReleases, s.handleListReleases)
+	s.route(apiMux, HostAPI, RouteReleaseByTag, s.handleReleaseByTag)
+	s.route(apiMux, HostAPI, RouteRelease, s.handleGetRelease)
+	s.route(apiMux, HostAPI, RouteCreateRelease, s.handleCreateRelease)
+	s.route(apiMux, HostAPI, RouteUpdateRelease, s.handleUpdateRelease)
+	s.route(apiMux, HostAPI, RouteDeleteRelease, s.handleDeleteRelease)
+	s.route(apiMux, HostAPI, RouteAssets, s.handleListAssets)
+	s.route(apiMux, HostAPI, RouteAsset, s.handleGetAsset)
+	s.route(apiMux, HostAPI, RouteDeleteAsset, s.handleDeleteAsset)
+	s.route(apiMux, HostAPI, "/", func(w http.ResponseWriter, r *http.Request) {
+		s.errorJSON(w, r, http.StatusNotFound, "Not Found", nil)
+	})
+	upMux := http.NewServeMux()
+	s.route(upMux, HostUploads, RouteUpload, s.handleUpload)
+	s.route(upMux, HostUploads, "/", func(w http.ResponseWriter, r *http.Request) {
+		s.errorJSON(w, r, http.StatusNotFound, "Not Found", nil)
+	})
+	top := http.NewServeMux()
+	top.Handle("/api/v3/", http.StripPrefix("/api/v3", apiMux))
+	top.Handle("/api/uploads/", http.StripPrefix("/api/uploads", upMux))
+	top.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { http.NotFound(w, r) })
+	s.api = httptest.NewServer(top)
+
+	bytesMux := http.NewServeMux()
+	s.route(bytesMux, HostBytes, RouteTarballBytes, s.handleTarballBytes)
+	s.route(bytesMux, HostBytes, RouteAssetBytes, s.handleAssetBytes)
+	s.route(bytesMux, HostBytes, "/", func(w http.ResponseWriter, r *http.Request) { http.NotFound(w, r) })
+	s.bytes = httptest.NewServer(bytesMux)
+	// The bytes host is reached by another name than the API, as
+	// codeload.github.com is.
+	u, _ := url.Parse(s.bytes.URL)
+	_, port, _ := net.SplitHostPort(u.Host)
+	s.bytesURL = "http://localhost:" + port
+	return s
+}
+
+// NewT starts a fake GitHub that is closed when the test ends.
+func NewT(t testing.TB, o Options) *Server {
+	t.Helper()
+	if o.Dir == "" {
+		o.Dir = t.TempDir()
+	}
+	s := New(o)
+	t.Cleanup(s.Close)
+	return s
+}
+
+// Close stops the servers and removes stored asset bytes.
+func (s *Server) Close() {
+	s.api.Close()
+	s.bytes.Close()
+	if s.ownDir {
+		os.RemoveAll(s.dir)
+	}
+}
+
+// ServerURL is the GITHUB_SERVER_URL of the fake (web UI root).
+func (s *Server) ServerURL() string { return s.api.URL }
+
+// APIURL is the GITHUB_API_URL of the fake (GHES form: .../api/v3).
+func (s *Server) APIURL() string { return s.api.URL + "/api/v3" }
+
+// UploadURL is the uploads root (GHES form: .../api/uploads).
+func (s *Server) UploadURL() string { return s.api.URL + "/api/uploads" }
+
+// BytesURL is the root of the bytes host (codeload / S3 stand-in).
+func (s *Server) BytesURL() string { return s.bytesURL }
+
+// Getenv returns an environment lookup with GITHUB_API_URL,
+// GITHUB_SERVER_URL and GITHUB_TOKEN (if Options.Token is set) pointing at
+// the fake, overlaid by extra.
+func (s *Server) Getenv(extra map[string]string) func(string) string {
+	env := map[string]string{"GITHUB_API_URL": s.APIURL(), "GITHUB_SERVER_URL": s.ServerURL()}
+	if s.opts.Token != "" {
+		env["GITHUB_TOKEN"] = s.opts.Token
+	}
+	for k, v := range extra {
+		env[k] = v
+	}
+	return func(k string) string { return env[k] }
+}
+
+func (s *Server) repoLocked(name string) *repo {
+	r := s.repos[strings.ToLower(name)]
+	if r == nil {
+		r = &repo{tarballs: map[string]string{}, burned: map[string]bool{}}
+		s.repos[strings.ToLower(name)] = r
+	}
+	return r
+}
+
+// AddTags appends tags to repository "owner/name" (created if needed), in
+// the order the tags endpoint lists them. A tag without Commit gets a
+// commit derived from its name.
+func (s *Server) AddTags(repoName string, tags ...Tag) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.repoLocked(repoName)
+	for _, t := range tags {
+		if t.Commit == "" {
+			t.Commit = fakeSHA(repoName + "@" + t.Name)
+		}
+		r.tags = append(r.tags, t)
+	}
+}
+
+// SetTarball makes the tarball endpoint of repository "owner/name" serve
+// the file at path for ref.
+func (s *Server) SetTarball(repoName, ref, path string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.repoLocked(repoName).tarballs[ref] = path
+}
+
+// AddRelease stores a release (its ID and timestamps are assigned) with no
+// assets, as if created through the API, and returns its snapshot.
+func (s *Server) AddRelease(repoName string, rel Release) Release {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.repoLocked(repoName)
+	rel.ID = s.id()
+	rel.Created = s.opts.Now()
+	rel.Assets = nil
+	if !rel.Draft {
+		rel.Published = rel.Created
+		rel.Immutable = rel.Immutable || s.opts.Immutable
+	}
+	r.releases = append(r.releases, &release{Release: rel})
+	return rel
+}
+
+// Releases returns snapshots of the releases of "owner/name", newest
+// first, drafts included.
+func (s *Server) Releases(repoName string) []Release {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.repos[strings.ToLower(repoName)]
+	if r == nil {
+		return nil
+	}
+	var out []Release
+	for i := len(r.releases) - 1; i >= 0; i-- {
+		out = append(out, r.releases[i].snapshot())
+	}
+	return out
+}
+
+// AssetBytes returns the stored bytes of an asset.
+func (s *Server) AssetBytes(repoName string, id int64) ([]byte, error) {
+	s.mu.Lock()
+	a := s.findAssetLocked(repoName, id)
+	s.mu.Unlock()
+	if a == nil {
+		return nil, fmt.Errorf("githubfake: no asset %d in %s", id, repoName)
+	}
+	return os.ReadFile(a.path)
+}
+
+// Fail makes the next n requests on route answer status (e.g. 502) with
+// GitHub's error page, without doing anything.
+func (s *Server) Fail(route string, n, status int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = append(s.faults, &fault{route: route, n: n, status: status, drop: -1})
+}
+
+// DropAfter makes the next request on route lose its connection after k
+// body bytes: k bytes of the response body for downloads, or k bytes of the
+// request body for uploads (then, like GitHub, a broken asset in state
+// "starter" is left behind).
+func (s *Server) DropAfter(route string, k int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = append(s.faults, &fault{route: route, n: 1, drop: k})
+}
+
+// ExhaustRateLimit sets the remaining core requests to 0 until resetIn
+// from now (by Options.Now): API requests get GitHub's 403 rate-limit
+// answer until then.
+func (s *Server) ExhaustRateLimit(resetIn time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rlRemain = 0
+	s.rlReset = s.opts.Now().Add(resetIn)
+}
+
+// SetRateLimit sets the remaining core requests and the reset time.
+func (s *Server) SetRateLimit(remaining int, reset time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rlRemain, s.rlReset = remaining, reset
+}
+
+// Requests returns a copy of the request log.
+func (s *Server) Requests() []Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Request(nil), s.log...)
+}
+
+// CountRequests counts logged requests to the given hosts (all if none).
+func (s *Server) CountRequests(hosts ...string) int {
+	n := 0
+	for _, r := range s.Requests() {
+		if len(hosts) == 0 || contains(hosts, r.Host) {
+			n++
+		}
+	}
+	return n
+}
+
+// ResetRequests clears the request log.
+func (s *Server) ResetRequests() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.log = nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) id() int64 { s.nextID++; return s.nextID }
+
+func fakeSHA(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(h[:20])
+}
+
+// statusWriter records the status for the log.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// route registers h for pattern with logging, auth, rate limits and faults.
+func (s *Server) route(mux *http.ServeMux, host, pattern string, h http.HandlerFunc) {
+	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		rec := Request{Host: host, Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery,
+			Authorization: r.Header.Get("Authorization"), IfNoneMatch: r.Header.Get("If-None-Match")}
+		if pattern != "/" {
+			rec.Route = pattern
+		}
+		sw := &statusWriter{ResponseWriter: w}
+		st := &reqState{req: &rec, drop: -1}
+		defer func() {
+			rec.Status = sw.status
+			s.mu.Lock()
+			s.log = append(s.log, rec)
+			s.mu.Unlock()
+			if s.AfterRequest != nil {
+				s.AfterRequest(rec)
+			}
+		}()
+		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, st))
+
+		if host == HostBytes {
+			if r.Header.Get("Authorization") != "" {
+				// Like S3 with a presigned URL.
+				sw.Header().Set("Content-Type", "application/xml")
+				sw.WriteHeader(http.StatusBadRequest)
+				io.WriteString(sw, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>InvalidArgument</Code><Message>Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature query string parameter or the Authorization header should be specified</Message></Error>`)
+				return
+			}
+		} else {
+			auth := r.Header.Get("Authorization")
+			if auth != "" && s.opts.Token != "" && !s.validAuth(auth) {
+				s.errorJSON(sw, r, http.StatusUnauthorized, "Bad credentials", nil)
+				return
+			}
+			if !s.rateLimitHeaders(sw) {
+				sw.Header().Set("Content-Type", "application/json; charset=utf-8")
+				sw.WriteHeader(http.StatusForbidden)
+				io.WriteString(sw, `{"message":"API rate limit exceeded for 127.0.0.1. (But here's the good news: Authenticated requests get a higher rate limit. Check out the documentation for more details.)","documentation_url":"https://docs.github.com/rest/overview/resources-in-the-rest-api#rate-limiting"}`)
+				return
+			}
+			if r.Method != http.MethodGet && s.opts.Token != "" && !s.validAuth(auth) {
+				s.errorJSON(sw, r, http.StatusUnauthorized, "Requires authentication", nil)
+				return
+			}
+		}
+		if f := s.takeFault(rec.Route); f != nil {
+			if f.drop < 0 {
+				sw.Header().Set("Content-Type", "text/html")
+				sw.WriteHeader(f.status)
+				fmt.Fprintf(sw, "<html><body><h1>%d %s</h1></body></html>\n", f.status, http.StatusText(f.status))
+				return
+			}
+			st.drop = f.drop
+		}
+		h(sw, r)
+	})
+}
+
+func (s *Server) validAuth(auth string) bool {
+	return s.opts.Token == "" || auth == "Bearer "+s.opts.Token || auth == "token "+s.opts.Token
+}
+
+func (s *Server) authed(r *http.Request) bool {
+	a := r.Header.Get("Authorization")
+	return a != "" && s.validAuth(a)
+}
+
+func (s *Server) takeFault(route string) *fault {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, f := range s.faults {
+		if f.route == route && f.n > 0 {
+			f.n--
+			if f.n == 0 {
+				s.faults = append(s.faults[:i], s.faults[i+1:]...)
+			}
+			return f
+		}
+	}
+	return nil
+}
+
+// rateLimitHeaders charges one request and sets the X-RateLimit-*
+// headers; it returns false when the limit is exhausted.
+func (s *Server) rateLimitHeaders(w http.ResponseWriter) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.opts.Now()
+	if !now.Before(s.rlReset) {
+		s.rlRemain = s.rlLimit
+		s.rlReset = now.Add(time.Hour)
+	}
+	ok := s.rlRemain > 0
+	if ok {
+		s.rlRemain--
+	}
+	s.setRateHeadersLocked(w.Header())
+	w.Header().Set("X-GitHub-Request-Id", strconv.FormatInt(s.id(), 16))
+	return ok
+}
+
+func (s *Server) setRateHeadersLocked(h http.Header) {
+	h.Set("X-RateLimit-Limit", strconv.Itoa(s.rlLimit))
+	h.Set("X-RateLimit-Remaining", strconv.Itoa(s.rlRemain))
+	h.Set("X-RateLimit-Used", strconv.Itoa(s.rlLimit-s.rlRemain))
+	h.Set("X-RateLimit-Reset", strconv.FormatInt(s.rlReset.Unix(), 10))
+	h.Set("X-RateLimit-Resource", "core")
+}
+
+// writeJSON answers v with ETag support: a GET whose If-None-Match matches
+// gets a 304, which (as on GitHub) does not count against the rate limit.
+func (s *Server) writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	if r.Method == http.MethodGet && status == http.StatusOK {
+		sum := sha256.Sum256(b)
+		etag := `W/"` + hex.EncodeToString(sum[:16]) + `"`
+		w.Header().Set("ETag", etag)
+		w.Header().Set("Cache-Control", "private, max-age=60, s-maxage=60")
+		w.Header().Set("Vary", "Accept, Authorization, Cookie, X-GitHub-OTP")
+		if inm := r.Header.Get("If-None-Match"); inm != "" && (inm == etag || strings.TrimPrefix(inm, "W/") == strings.TrimPrefix(etag, "W/")) {
+			s.mu.Lock()
+			s.rlRemain++
+			s.setRateHeadersLocked(w.Header())
+			s.mu.Unlock()
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	s.writeBody(w, r, status, b)
+}
+
+// writeBody writes b, honouring a DropAfter fault for the request.
+func (s *Server) writeBody(w http.ResponseWriter, r *http.Request, status int, b []byte) {
+	st, _ := r.Context().Value(ctxKey{}).(*reqState)
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(status)
+	if st != nil && st.drop >= 0 && st.drop < int64(len(b)) {
+		w.Write(b[:st.drop])
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
+		panic(http.ErrAbortHandler)
+	}
+	w.Write(b)
+}
+
+type apiError struct {
+	Resource string `json:"resource,omitempty"`
+	Code     string `json:"code"`
+	Field    string `json:"field,omitempty"`
+	Message  string `json:"message,omitempty"`
+}
+
+func (s *Server) errorJSON(w http.ResponseWriter, r *http.Request, status int, msg string, errs []apiError) {
+	body := map[string]any{"message": msg, "documentation_url": docsURL, "status": strconv.Itoa(status)}
+	if errs != nil {
+		body["errors"] = errs
+	}
+	s.writeJSON(w, r, status, body)
+}
+
+func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
+	s.errorJSON(w, r, http.StatusNotFound, "Not Found", nil)
+}
+
+func (s *Server) validation(w http.ResponseWriter, r *http.Request, errs ...apiError) {
+	s.errorJSON(w, r, http.StatusUnprocessableEntity, "Validation Failed", errs)
+}
+
+// pageParams reads per_page (default 30, max 100) and page (default 1).
+func pageParams(r *http.Request) (perPage, page int) {
+	perPage, page = 30, 1
+	if v, err := strconv.Atoi(r.URL.Query().Get("per_page")); err == nil && v > 0 {
+		perPage = min(v, 100)
+	}
+	if v, err := strconv.Atoi(r.URL.Query().Get("page")); err == nil && v > 0 {
+		page = v
+	}
+	return perPage, page
+}
+
+// paginate returns the slice bounds for a page and sets the Link header
+// the way GitHub does (next/last, and prev/first after page 1).
+func (s *Server) paginate(w http.ResponseWriter, r *http.Request, total int) (lo, hi int) {
+	perPage, page := pageParams(r)
+	last := max((total+perPage-1)/perPage, 1)
+	link := func(p int, rel string) string {
+		u := url.URL{Scheme: "http", Host: r.Host, Path: "/api/v3" + r.URL.Path}
+		q := r.URL.Query()
+		q.Set("per_page", strconv.Itoa(perPage))
+		q.Set("page", strconv.Itoa(p))
+		u.RawQuery = q.Encode()
+		return fmt.Sprintf(`<%s>; rel="%s"`, u.String(), rel)
+	}
+	var links []string
+	if page > 1 {
+		links = append(links, link(page-1, "prev"))
+	}
+	if page < last {
+		links = append(links, link(page+1, "next"), link(last, "last"))
+	}
+	if page > 1 {
+		links = append(links, link(1, "first"))
+	}
+	if len(links) > 0 {
+		w.Header().Set("Link", strings.Join(links, ", "))
+	}
+	lo = min((page-1)*perPage, total)
+	hi = min(lo+perPage, total)
+	return lo, hi
+}
+
+func repoName(r *http.Request) string { return r.PathValue("owner") + "/" + r.PathValue("repo") }
+
+// getRepo returns the repository or nil (caller answers 404).
+func (s *Server) getRepoLocked(r *http.Request) *repo {
+	return s.repos[strings.ToLower(repoName(r))]
+}
+
+func (s *Server) apiBase(r *http.Request) string { return "http://" + r.Host + "/api/v3" }
+
+func (s *Server) handleTags(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	rp := s.getRepoLocked(r)
+	if rp == nil {
+		s.mu.Unlock()
+		s.notFound(w, r)
+		return
+	}
+	lo, hi := s.paginate(w, r, len(rp.tags))
+	base := s.apiBase(r) + "/repos/" + repoName(r)
+	out := []map[string]any{}
+	for _, t := range rp.tags[lo:hi] {
+		out = append(out, map[string]any{
+			"name":        t.Name,
+			"zipball_url": base + "/zipball/refs/tags/" + t.Name,
+			"tarball_url": base + "/tarball/refs/tags/" + t.Name,
+			"commit":      map[string]any{"sha": t.Commit, "url": base + "/commits/" + t.Commit},
+			"node_id":     "REF_" + t.Name,
+		})
+	}
+	s.mu.Unlock()
+	s.writeJSON(w, r, http.StatusOK, out)
+}
+
+func (s *Server) handleMatchingRefs(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	rp := s.getRepoLocked(r)
+	if rp == nil {
+		s.mu.Unlock()
+		s.notFound(w, r)
+		return
+	}
+	prefix := "refs/" + r.PathValue("ref")
+	base := s.apiBase(r) + "/repos/" + repoName(r)
+	out := []map[string]any{}
+	tags := append([]Tag(nil), rp.tags...)
+	s.mu.Unlock()
+	// Not paginated, sorted by ref name, like GitHub.
+	sort.Slice(tags, func(i, j int) bool { return tags[i].Name < tags[j].Name })
+	for _, t := range tags {
+		ref := "refs/tags/" + t.Name
+		if !strings.HasPrefix(ref, prefix) {
+			continue
+		}
+		out = append(out, map[string]any{
+			"ref": ref, "node_id": "REF_" + t.Name, "url": base + "/git/" + ref,
+			"object": map[string]any{"sha": t.Commit, "type": "commit", "url": base + "/git/commits/" + t.Commit},
+		})
+	}
+	s.writeJSON(w, r, http.StatusOK, out)
+}
+
+func (s *Server) resolveRef(rp *repo, ref string) (string, bool) {
+	ref = strings.TrimPrefix(strings.TrimPrefix(ref, "refs/tags/"), "tags/")
+	for _, t := range rp.tags {
+		if t.Name == ref || t.Commit == ref {
+			return t.Commit, true
+		}
+	}
+	return "", false
+}
+
+func (s *Server) handleCommit(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	rp := s.getRepoLocked(r)
+	if rp == nil {
+		s.mu.Unlock()
+		s.notFound(w, r)
+		return
+	}
+	sha, ok := s.resolveRef(rp, r.PathValue("ref"))
+	s.mu.Unlock()
+	if !ok {
+		s.errorJSON(w, r, http.StatusUnprocessableEntity, "No commit found for SHA: "+r.PathValue("ref"), nil)
+		return
+	}
+	if strings.Contains(r.Header.Get("Accept"), ".sha") {
+		etag := `"` + sha + `"`
+		w.Header().Set("ETag", etag)
+		if r.Header.Get("If-None-Match") == etag {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		w.Header().Set("Content-Type", "application/vnd.github.sha; charset=utf-8")
+		s.writeBody(w, r, http.StatusOK, []byte(sha))
+		return
+	}
+	s.writeJSON(w, r, http.StatusOK, map[string]any{"sha": sha, "url": s.apiBase(r) + "/repos/" + repoName(r) + "/commits/" + sha})
+}
+
+func (s *Server) handleTarball(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	rp := s.getRepoLocked(r)
+	var ok bool
+	if rp != nil {
+		ref := strings.TrimPrefix(r.PathValue("ref"), "refs/tags/")
+		_, ok = rp.tarballs[ref]
+	}
+	s.mu.Unlock()
+	if !ok {
+		s.notFound(w, r)
+		return
+	}
+	loc := s.bytesURL + "/" + repoName(r) + "/legacy.tar.gz/refs/tags/" + strings.TrimPrefix(r.PathValue("ref"), "refs/tags/")
+	w.Header().Set("Location", loc)
+	w.Header().Set("Content-Length", "0")
+	w.WriteHeader(http.StatusFound)
+}
+
+func (s *Server) handleTarballBytes(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	rp := s.getRepoLocked(r)
+	var path string
+	if rp != nil {
+		path = rp.tarballs[r.PathValue("ref")]
+	}
+	s.mu.Unlock()
+	if path == "" {
+		http.NotFound(w, r)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-gzip")
+	w.Header().Set("Content-Disposition", "attachment; filename="+strings.ReplaceAll(repoName(r), "/", "-")+"-"+r.PathValue("ref")+".tar.gz")
+	s.serveFile(w, r, path)
+}
+
+// serveFile streams a file with Content-Length, honouring DropAfter.
+func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, path string) {
+	f, err := os.Open(path)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Length", strconv.FormatInt(st.Size(), 10))
+	w.WriteHeader(http.StatusOK)
+	rs, _ := r.Context().Value(ctxKey{}).(*reqState)
+	if rs != nil && rs.drop >= 0 && rs.drop < st.Size() {
+		io.CopyN(w, f, rs.drop)
+		if fl, ok := w.(http.Flusher); ok {
+			fl.Flush()
+		}
+		panic(http.ErrAbortHandler)
+	}
+	io.Copy(w, f)
+}
+
+func (rel *release) snapshot() Release {
+	out := rel.Release
+	out.Assets = nil
+	for _, a := range rel.assets {
+		out.Assets = append(out.Assets, a.Asset)
+	}
+	return out
+}
+
+func (s *Server) releaseJSON(r *http.Request, rel *release) map[string]any {
+	name := repoName(r)
+	base := s.apiBase(r) + "/repos/" + name
+	html := s.ServerURL() + "/" + name + "/releases/tag/" + rel.Tag
+	if rel.Draft {
+		html = s.ServerURL() + "/" + name + "/releases/tag/untagged-" + fakeSHA(strconv.FormatInt(rel.ID, 10))[:20]
+	}
+	var published any
+	if !rel.Draft {
+		published = rel.Published.UTC().Format(time.RFC3339)
+	}
+	assets := []map[string]any{}
+	for _, a := range rel.assets {
+		assets = append(assets, s.assetJSON(r, rel, a))
+	}
+	return map[string]any{
+		"id": rel.ID, "node_id": "RE_" + strconv.FormatInt(rel.ID, 10),
+		"url":              base + "/releases/" + strconv.FormatInt(rel.ID, 10),
+		"html_url":         html,
+		"assets_url":       base + "/releases/" + strconv.FormatInt(rel.ID, 10) + "/assets",
+		"upload_url":       s.UploadURL() + "/repos/" + name + "/releases/" + strconv.FormatInt(rel.ID, 10) + "/assets{?name,label}",
+		"tarball_url":      base + "/tarball/" + rel.Tag,
+		"zipball_url":      base + "/zipball/" + rel.Tag,
+		"tag_name":         rel.Tag,
+		"target_commitish": rel.Target,
+		"name":             rel.Name,
+		"body":             rel.Body,
+		"draft":            rel.Draft,
+		"prerelease":       rel.Prerelease,
+		"immutable":        rel.Immutable,
+		"created_at":       rel.Created.UTC().Format(time.RFC3339),
+		"published_at":     published,
+		"author":           map[string]any{"login": "github-actions[bot]", "id": 41898282, "type": "Bot"},
+		"assets":           assets,
+	}
+}
+
+func (s *Server) assetJSON(r *http.Request, rel *release, a *asset) map[string]any {
+	name := repoName(r)
+	m := map[string]any{
+		"id": a.ID, "node_id": "RA_" + strconv.FormatInt(a.ID, 10),
+		"url":                  s.apiBase(r) + "/repos/" + name + "/releases/assets/" + strconv.FormatInt(a.ID, 10),
+		"browser_download_url": s.ServerURL() + "/" + name + "/releases/download/" + rel.Tag + "/" + a.Name,
+		"name":                 a.Name, "label": a.Label, "state": a.State,
+		"content_type": a.ContentType, "size": a.Size, "download_count": 0,
+		"created_at": a.created.UTC().Format(time.RFC3339), "updated_at": a.created.UTC().Format(time.RFC3339),
+		"uploader": map[string]any{"login": "github-actions[bot]", "id": 41898282, "type": "Bot"},
+	}
+	if a.State == "uploaded" {
+		m["digest"] = "sha256:" + a.SHA256
+	}
+	return m
+}
+
+// visibleReleases returns the releases the request may see, newest first.
+func (s *Server) visibleReleasesLocked(r *http.Request, rp *repo) []*release {
+	var out []*release
+	for i := len(rp.releases) - 1; i >= 0; i-- {
+		rel := rp.releases[i]
+		if rel.Draft && !s.authed(r) {
+			continue
+		}
+		out = append(out, rel)
+	}
+	return out
+}
+
+func (s *Server) handleListReleases(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	rp := s.getRepoLocked(r)
+	if rp == nil {
+		s.mu.Unlock()
+		s.notFound(w, r)
+		return
+	}
+	rels := s.visibleReleasesLocked(r, rp)
+	lo, hi := s.paginate(w, r, len(rels))
+	out := []map[string]any{}
+	for _, rel := range rels[lo:hi] {
+		out = append(out, s.releaseJSON(r, rel))
+	}
+	s.mu.Unlock()
+	s.writeJSON(w, r, http.StatusOK, out)
+}
+
+func (s *Server) handleReleaseByTag(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	rp := s.getRepoLocked(r)
+	var out map[string]any
+	if rp != nil {
+		for _, rel := range s.visibleReleasesLocked(r, rp) {
+			if !rel.Draft && rel.Tag == r.PathValue("tag") {
+				out = s.releaseJSON(r, rel)
+				break
+			}
+		}
+	}
+	s.mu.Unlock()
+	if out == nil {
+		s.notFound(w, r)
+		return
+	}
+	s.writeJSON(w, r, http.StatusOK, out)
+}
+
+// findReleaseLocked finds a release by the {id} path value.
+func (s *Server) findReleaseLocked(r *http.Request) (*repo, *release) {
+	rp := s.getRepoLocked(r)
+	if rp == nil {
+		return nil, nil
+	}
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil {
+		return rp, nil
+	}
+	for _, rel := range rp.releases {
+		if rel.ID == id && (!rel.Draft || s.authed(r)) {
+			return rp, rel
+		}
+	}
+	return rp, nil
+}
+
+func (s *Server) findAssetLocked(repoName string, id int64) *asset {
+	rp := s.repos[strings.ToLower(repoName)]
+	if rp == nil {
+		return nil
+	}
+	for _, rel := range rp.releases {
+		for _, a := range rel.assets {
+			if a.ID == id {
+				return a
+			}
+		}
+	}
+	return nil
+}
+
+func (s *Server) handleGetRelease(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	_, rel := s.findReleaseLocked(r)
+	var out map[string]any
+	if rel != nil {
+		out = s.releaseJSON(r, rel)
+	}
+	s.mu.Unlock()
+	if out == nil {
+		s.notFound(w, r)
+		return
+	}
+	s.writeJSON(w, r, http.StatusOK, out)
+}
+
+type releaseInput struct {
+	TagName    *string `json:"tag_name"`
+	Target     *string `json:"target_commitish"`
+	Name       *string `json:"name"`
+	Body       *string `json:"body"`
+	Draft      *bool   `json:"draft"`
+	Prerelease *bool   `json:"prerelease"`
+	MakeLatest *string `json:"make_latest"`
+}
+
+func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	if err := json.NewDecoder(r.Body).Decode(v); err != nil {
+		s.errorJSON(w, r, http.StatusBadRequest, "Problems parsing JSON", nil)
+		return false
+	}
+	return true
+}
+
+// tagConflictLocked returns a validation error if publishing rel under tag
+// would clash with a published release or a burned (immutable) tag.
+func tagConflictLocked(rp *repo, self *release, tag string) []apiError {
+	if rp.burned[tag] {
+		return []apiError{{Resource: "Release", Code: "custom", Field: "tag_name",
+			Message: "tag_name " + tag + " was used by an immutable release and cannot be reused"}}
+	}
+	for _, rel := range rp.releases {
+		if rel != self && !rel.Draft && rel.Tag == tag {
+			return []apiError{{Resource: "Release", Code: "already_exists", Field: "tag_name"}}
+		}
+	}
+	return nil
+}
+
+func (s *Server) handleCreateRelease(w http.ResponseWriter, r *http.Request) {
+	var in releaseInput
+	if !s.decode(w, r, &in) {
+		return
+	}
+	s.mu.Lock()
+	rp := s.getRepoLocked(r)
+	if rp == nil {
+		s.mu.Unlock()
+		s.notFound(w, r)
+		return
+	}
+	if in.TagName == nil || *in.TagName == "" {
+		s.mu.Unlock()
+		s.validation(w, r, apiError{Resource: "Release", Code: "missing_field", Field: "tag_name"})
+		return
+	}
+	rel := &release{Release: Release{ID: s.id(), Tag: *in.TagName, Created: s.opts.Now(), Target: "main"}}
+	if in.Target != nil && *in.Target != "" {
+		rel.Target = *in.Target
+	}
+	if in.Name != nil {
+		rel.Name = *in.Name
+	}
+	if in.Body != nil {
+		rel.Body = *in.Body
+	}
+	rel.Draft = in.Draft != nil && *in.Draft
+	rel.Prerelease = in.Prerelease != nil && *in.Prerelease
+	if in.MakeLatest != nil {
+		rel.Latest = *in.MakeLatest
+	}
+	if errs := tagConflictLocked(rp, nil, rel.Tag); errs != nil && !rel.Draft {
+		s.mu.Unlock()
+		s.validation(w, r, errs...)
+		return
+	}
+	if !rel.Draft {
+		rel.Published = rel.Created
+		rel.Immutable = s.opts.Immutable
+	}
+	rp.releases = append(rp.releases, rel)
+	out := s.releaseJSON(r, rel)
+	s.mu.Unlock()
+	w.Header().Set("Location", out["url"].(string))
+	s.writeJSON(w, r, http.StatusCreated, out)
+}
+
+func (s *Server) handleUpdateRelease(w http.ResponseWriter, r *http.Request) {
+	var in releaseInput
+	if !s.decode(w, r, &in) {
+		return
+	}
+	s.mu.Lock()
+	rp, rel := s.findReleaseLocked(r)
+	if rel == nil {
+		s.mu.Unlock()
+		s.notFound(w, r)
+		return
+	}
+	tag := rel.Tag
+	if in.TagName != nil && *in.TagName != "" {
+		tag = *in.TagName
+	}
+	draft := rel.Draft
+	if in.Draft != nil {
+		draft = *in.Draft
+	}
+	if rel.Immutable && (tag != rel.Tag || draft) {
+		s.mu.Unlock()
+		s.validation(w, r, apiError{Resource: "Release", Code: "custom", Field: "tag_name",
+			Message: "Cannot change the tag or draft state of an immutable release"})
+		return
+	}
+	if !draft {
+		if errs := tagConflictLocked(rp, rel, tag); errs != nil {
+			s.mu.Unlock()
+			s.validation(w, r, errs...)
+			return
+		}
+	}
+	rel.Tag = tag
+	if in.Name != nil {
+		rel.Name = *in.Name
+	}
+	if in.Body != nil {
+		rel.Body = *in.Body
+	}
+	if in.Target != nil && *in.Target != "" {
+		rel.Target = *in.Target
+	}
+	if in.Prerelease != nil {
+		rel.Prerelease = *in.Prerelease
+	}
+	if in.MakeLatest != nil {
+		rel.Latest = *in.MakeLatest
+	}
+	if rel.Draft && !draft {
+		rel.Published = s.opts.Now()
+		rel.Immutable = s.opts.Immutable
+	}
+	rel.Draft = draft
+	out := s.releaseJSON(r, rel)
+	s.mu.Unlock()
+	s.writeJSON(w, r, http.StatusOK, out)
+}
+
+func (s *Server) handleDeleteRelease(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	rp, rel := s.findReleaseLocked(r)
+	if rel == nil {
+		s.mu.Unlock()
+		s.notFound(w, r)
+		return
+	}
+	if rel.Immutable {
+		rp.burned[rel.Tag] = true
+	}
+	for i, x := range rp.releases {
+		if x == rel {
+			rp.releases = append(rp.releases[:i], rp.releases[i+1:]...)
+			break
+		}
+	}
+	for _, a := range rel.assets {
+		os.Remove(a.path)
+	}
+	s.mu.Unlock()
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) handleListAssets(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	_, rel := s.findReleaseLocked(r)
+	if rel == nil {
+		s.mu.Unlock()
+		s.notFound(w, r)
+		return
+	}
+	lo, hi := s.paginate(w, r, len(rel.assets))
+	out := []map[string]any{}
+	for _, a := range rel.assets[lo:hi] {
+		out = append(out, s.assetJSON(r, rel, a))
+	}
+	s.mu.Unlock()
+	s.writeJSON(w, r, http.StatusOK, out)
+}
+
+// findAssetReqLocked finds the asset named by the {id} path value.
+func (s *Server) findAssetReqLocked(r *http.Request) (*release, *asset) {
+	rp := s.getRepoLocked(r)
+	if rp == nil {
+		return nil, nil
+	}
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil {
+		return nil, nil
+	}
+	for _, rel := range rp.releases {
+		if rel.Draft && !s.authed(r) {
+			continue
+		}
+		for _, a := range rel.assets {
+			if a.ID == id {
+				return rel, a
+			}
+		}
+	}
+	return nil, nil
+}
+
+func (s *Server) handleGetAsset(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	rel, a := s.findAssetReqLocked(r)
+	var out map[string]any
+	if a != nil {
+		out = s.assetJSON(r, rel, a)
+	}
+	s.mu.Unlock()
+	if a == nil {
+		s.notFound(w, r)
+		return
+	}
+	if strings.Contains(r.Header.Get("Accept"), "application/octet-stream") {
+		// A presigned URL on another host, as objects.githubusercontent.com.
+		w.Header().Set("Location", fmt.Sprintf("%s/release-assets/%d?X-Amz-Signature=%s", s.bytesURL, a.ID, fakeSHA(r.PathValue("id"))[:16]))
+		w.WriteHeader(http.StatusFound)
+		return
+	}
+	s.writeJSON(w, r, http.StatusOK, out)
+}
+
+func (s *Server) handleAssetBytes(w http.ResponseWriter, r *http.Request) {
+	id, _ := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	s.mu.Lock()
+	var path string
+	for _, rp := range s.repos {
+		for _, rel := range rp.releases {
+			for _, a := range rel.assets {
+				if a.ID == id {
+					path = a.path
+					w.Header().Set("Content-Type", a.ContentType)
+				}
+			}
+		}
+	}
+	s.mu.Unlock()
+	if path == "" {
+		http.NotFound(w, r)
+		return
+	}
+	s.serveFile(w, r, path)
+}
+
+func (s *Server) handleDeleteAsset(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	rel, a := s.findAssetReqLocked(r)
+	if a == nil {
+		s.mu.Unlock()
+		s.notFound(w, r)
+		return
+	}
+	if rel.Immutable {
+		s.mu.Unlock()
+		s.errorJSON(w, r, http.StatusUnprocessableEntity, "Cannot delete asset from an immutable release.", nil)
+		return
+	}
+	for i, x := range rel.assets {
+		if x == a {
+			rel.assets = append(rel.assets[:i], rel.assets[i+1:]...)
+			break
+		}
+	}
+	os.Remove(a.path)
+	s.mu.Unlock()
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
+	name := r.URL.Query().Get("name")
+	s.mu.Lock()
+	_, rel := s.findReleaseLocked(r)
+	if rel == nil {
+		s.mu.Unlock()
+		s.notFound(w, r)
+		return
+	}
+	if name == "" {
+		s.mu.Unlock()
+		s.validation(w, r, apiError{Resource: "ReleaseAsset", Code: "missing_field", Field: "name"})
+		return
+	}
+	if rel.Immutable {
+		s.mu.Unlock()
+		s.errorJSON(w, r, http.StatusUnprocessableEntity, "Cannot upload assets to an immutable release.", nil)
+		return
+	}
+	s.mu.Unlock()
+	if r.ContentLength < 0 {
+		s.errorJSON(w, r, http.StatusBadRequest, "Bad Content-Length", nil)
+		return
+	}
+
+	a := &asset{Asset: Asset{ID: 0, Name: name, Label: r.URL.Query().Get("label"), ContentType: r.Header.Get("Content-Type"), State: "starter"},
+		releaseID: rel.ID, created: s.opts.Now()}
+	f, err := os.CreateTemp(s.dir, "asset-*")
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	a.path = f.Name()
+	h := sha256.New()
+	var body io.Reader = r.Body
+	st, _ := r.Context().Value(ctxKey{}).(*reqState)
+	dropping := st != nil && st.drop >= 0
+	if dropping {
+		body = io.LimitReader(r.Body, st.drop)
+	}
+	n, copyErr := io.Copy(io.MultiWriter(f, h), body)
+	f.Close()
+	a.Size = n
+	complete := copyErr == nil && n == r.ContentLength && !dropping
+
+	s.mu.Lock()
+	dup := false
+	for _, x := range rel.assets {
+		if x.Name == name {
+			dup = true
+		}
+	}
+	if !dup && !rel.Immutable {
+		a.ID = s.id()
+		if complete {
+			a.State, a.SHA256 = "uploaded", hex.EncodeToString(h.Sum(nil))
+		}
+		// Like GitHub, an upload that broke off leaves a "starter" asset
+		// that blocks the name until it is deleted.
+		rel.assets = append(rel.assets, a)
+	}
+	var out map[string]any
+	if !dup && complete {
+		out = s.assetJSON(r, rel, a)
+	}
+	s.mu.Unlock()
+	if dup || !complete {
+		if a.ID == 0 {
+			os.Remove(a.path)
+		}
+	}
+	if dropping {
+		if hj, ok := unwrapHijacker(w); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				conn.Close()
+				return
+			}
+		}
+		panic(http.ErrAbortHandler)
+	}
+	if dup {
+		s.validation(w, r, apiError{Resource: "ReleaseAsset", Code: "already_exists", Field: "name"})
+		return
+	}
+	if !complete {
+		s.errorJSON(w, r, http.StatusBadRequest, "Bad Content-Length", nil)
+		return
+	}
+	s.writeJSON(w, r, http.StatusCreated, out)
+}
+
+func unwrapHijacker(w http.ResponseWriter) (http.Hijacker, bool) {
+	for {
+		if hj, ok := w.(http.Hijacker); ok {
+			return hj, true
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return nil, false
+		}
+		w = u.Unwrap()
+	}
+}
