@@ -45,6 +45,20 @@ if ! ls "$cache"/debian-image/lib/modules/*/modules.order >/dev/null 2>&1; then
   rm -rf "$tmp"
 fi
 
+# Module.symvers of the same kernel (from its linux-headers package), for
+# the depmod -E checks.
+debian_headers=${debian_image/linux-image-/linux-headers-}
+if [ ! -s "$cache/debian-symvers/Module.symvers" ]; then
+  echo "setup: fetching $debian_headers (Module.symvers)"
+  tmp=$(mktemp -d "$cache/.dl-XXXXXX")
+  (cd "$tmp" && apt-get download "$debian_headers" >/dev/null 2>&1 || $SUDO apt-get download "$debian_headers")
+  dpkg -x "$tmp"/*.deb "$tmp/tree"
+  mkdir -p "$cache/debian-symvers"
+  cp "$tmp"/tree/usr/src/*/Module.symvers "$cache/debian-symvers/.Module.symvers.tmp"
+  mv "$cache/debian-symvers/.Module.symvers.tmp" "$cache/debian-symvers/Module.symvers"
+  rm -rf "$tmp"
+fi
+
 go version >/dev/null 2>&1 || { echo "setup: Go is required (https://go.dev/dl/)" >&2; exit 1; }
 go mod download
 echo "setup: ok (test cache: $cache)"
