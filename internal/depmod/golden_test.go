@@ -152,12 +152,12 @@ func TestGoldenCompressed(t *testing.T) {
 		t.Fatal(err)
 	}
 	kinds := map[string]string{
-		"kernel/fs/fat/fat.ko":                      "xz",
-		"kernel/crypto/twofish_common.ko":           "zst",
-		"kernel/net/netfilter/nf_conntrack.ko":      "xz",
-		"kernel/sound/core/snd.ko":                  "zst",
-		"kernel/drivers/usb/serial/usbserial.ko":    "xz",
-		"kernel/arch/x86/crypto/twofish-x86_64.ko":  "xz",
+		"kernel/fs/fat/fat.ko":                       "xz",
+		"kernel/crypto/twofish_common.ko":            "zst",
+		"kernel/net/netfilter/nf_conntrack.ko":       "xz",
+		"kernel/sound/core/snd.ko":                   "zst",
+		"kernel/drivers/usb/serial/usbserial.ko":     "xz",
+		"kernel/arch/x86/crypto/twofish-x86_64.ko":   "xz",
 		"kernel/drivers/media/v4l2-core/videodev.ko": "zst",
 	}
 	for i, l := range ParseOrder(order) {
