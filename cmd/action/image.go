@@ -1,0 +1,217 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/wsl-modules/wsl-modules-action/internal/image"
+	"github.com/wsl-modules/wsl-modules-action/internal/progress"
+)
+
+func init() {
+	register(&command{
+		Name:    "image",
+		Summary: "write modules.vhdx (ext4 in a dynamic VHDX) in pure Go; 'image ls' and 'image extract' read VHDX, VHD or raw images",
+		Usage: "image --source DIR --kernel-release REL --out FILE.vhdx [--layout flat|nested] [--headers DIR] [--devel DIR] [--slack SIZE] [--source-date-epoch N] [--force]\n" +
+			"       wsl-modules-action image ls FILE\n" +
+			"       wsl-modules-action image extract FILE DIR [--force]",
+		Examples: []string{
+			"image --source build/staging --kernel-release 6.6.87.2-microsoft-standard-WSL2 --out dist/modules.vhdx",
+			"image ls dist/modules.vhdx",
+			"image extract 'C:/Program Files/WSL/tools/modules.vhd' stock-modules",
+		},
+		Run: runImage,
+	})
+}
+
+func runImage(ctx context.Context, env *cliEnv, args []string) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "ls":
+			return runImageLs(ctx, env, args[1:])
+		case "extract":
+			return runImageExtract(ctx, env, args[1:])
+		}
+	}
+	c := commands["image"]
+	fs := newFlagSet(env, c)
+	var o image.Options
+	var out, layout, slack, sde string
+	fs.StringVar(&o.Source, "source", "", "root holding lib/modules/REL (like depmod -b), or the module directory itself")
+	fs.StringVar(&o.Release, "kernel-release", "", "kernel release (uname -r)")
+	fs.StringVar(&out, "out", "", "output .vhdx file")
+	fs.StringVar(&layout, "layout", "flat", "image layout: flat (every released WSL) or nested (<release>/modules, newer WSL)")
+	fs.StringVar(&o.Headers, "headers", "", "UAPI headers tree for <release>/linux-headers (nested layout only)")
+	fs.StringVar(&o.Devel, "devel", "", "kernel-devel tree placed at build/ in the module tree")
+	fs.StringVar(&slack, "slack", "16M", "free space beyond the content (bytes, or with K/M/G suffix)")
+	fs.StringVar(&sde, "source-date-epoch", "", "Unix time of every timestamp (default $SOURCE_DATE_EPOCH, else 0; never the clock)")
+	fs.BoolVar(&o.Force, "force", false, "overwrite an existing output file")
+	pos, err := parseFlags(env, c, fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return usagef("image: unexpected argument %q (see 'image --help')", pos[0])
+	}
+	if o.Source == "" || o.Release == "" || out == "" {
+		return usagef("image: --source, --kernel-release and --out are required (see 'image --help')")
+	}
+	o.Layout = image.Layout(layout)
+	if o.Slack, err = parseSize(slack); err != nil {
+		return usagef("image: --slack: %v", err)
+	}
+	if sde == "" {
+		sde = env.Getenv("SOURCE_DATE_EPOCH")
+	}
+	if sde != "" {
+		if o.SourceDateEpoch, err = strconv.ParseInt(sde, 10, 64); err != nil {
+			return usagef("image: source date epoch %q is not an integer", sde)
+		}
+	}
+	res, err := image.Build(ctx, o, out, progress.New(env.Stderr))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "%s: %d bytes (%s; virtual disk %s, %d blocks of 1 MiB stored)\n",
+		res.Path, res.Size, progress.Bytes(res.Size), progress.Bytes(res.DiskSize), res.StoredBlocks)
+	fmt.Fprintf(env.Stdout, "files: %d (%d directories, %d symlinks), content %s", res.Files, res.Dirs, res.Symlinks, progress.Bytes(res.ContentBytes))
+	if res.DevelBytes > 0 {
+		fmt.Fprintf(env.Stdout, ", devel %s", progress.Bytes(res.DevelBytes))
+	}
+	if res.HeadersBytes > 0 {
+		fmt.Fprintf(env.Stdout, ", headers %s", progress.Bytes(res.HeadersBytes))
+	}
+	fmt.Fprintf(env.Stdout, "\nsha256: %s\nraw sha256: %s\n", res.SHA256, res.RawSHA256)
+	return nil
+}
+
+// parseSize parses a byte count with an optional K, M, G or T suffix
+// (binary units, optional "iB"/"B").
+func parseSize(s string) (int64, error) {
+	t := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "B"), "I")
+	mult := int64(1)
+	if t != "" {
+		switch t[len(t)-1] {
+		case 'K':
+			mult = 1 << 10
+		case 'M':
+			mult = 1 << 20
+		case 'G':
+			mult = 1 << 30
+		case 'T':
+			mult = 1 << 40
+		}
+		if mult > 1 {
+			t = t[:len(t)-1]
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 || n > (1<<46)/mult {
+		return 0, fmt.Errorf("invalid size %q", s)
+	}
+	return n * mult, nil
+}
+
+func runImageLs(ctx context.Context, env *cliEnv, args []string) error {
+	c := commands["image"]
+	fs := newFlagSet(env, c)
+	pos, err := parseFlags(env, c, fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("image ls: want exactly one FILE argument, got %d", len(pos))
+	}
+	d, err := image.OpenDisk(pos[0])
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	n := 0
+	err = image.Walk(d, func(e image.Entry) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if e.Path == "" {
+			return nil
+		}
+		n++
+		line := fmt.Sprintf("%s %d/%d %12d %s /%s", modeString(e.Mode), e.UID, e.GID, e.Size,
+			time.Unix(e.MTime, 0).UTC().Format("2006-01-02T15:04:05Z"), e.Path)
+		if e.Target != "" {
+			line += " -> " + e.Target
+		}
+		_, err := fmt.Fprintln(env.Stdout, line)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", pos[0], err)
+	}
+	fmt.Fprintf(env.Stderr, "%s: %s, virtual disk %s, %d entries\n", pos[0], d.Format, progress.Bytes(d.Size()), n)
+	return nil
+}
+
+// modeString formats a mode like ls -l, with s/t bits.
+func modeString(m fs.FileMode) string {
+	b := []byte("-rwxrwxrwx")
+	switch {
+	case m.IsDir():
+		b[0] = 'd'
+	case m&fs.ModeSymlink != 0:
+		b[0] = 'l'
+	case m&fs.ModeCharDevice != 0:
+		b[0] = 'c'
+	case m&fs.ModeDevice != 0:
+		b[0] = 'b'
+	case m&fs.ModeNamedPipe != 0:
+		b[0] = 'p'
+	case m&fs.ModeSocket != 0:
+		b[0] = 's'
+	}
+	for i := 0; i < 9; i++ {
+		if m&(1<<uint(8-i)) == 0 {
+			b[i+1] = '-'
+		}
+	}
+	setx := func(i int, on bool, c byte) {
+		if on {
+			if b[i] == 'x' {
+				b[i] = c
+			} else {
+				b[i] = c - 'a' + 'A'
+			}
+		}
+	}
+	setx(3, m&fs.ModeSetuid != 0, 's')
+	setx(6, m&fs.ModeSetgid != 0, 's')
+	setx(9, m&fs.ModeSticky != 0, 't')
+	return string(b)
+}
+
+func runImageExtract(ctx context.Context, env *cliEnv, args []string) error {
+	c := commands["image"]
+	fs := newFlagSet(env, c)
+	force := fs.Bool("force", false, "replace an existing destination directory")
+	pos, err := parseFlags(env, c, fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 {
+		return usagef("image extract: want FILE and DIR arguments, got %d", len(pos))
+	}
+	d, err := image.OpenDisk(pos[0])
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	n, err := image.Extract(ctx, d, pos[1], *force)
+	if err != nil {
+		return fmt.Errorf("%s: %w", pos[0], err)
+	}
+	fmt.Fprintf(env.Stdout, "%s: extracted %d entries from %s (%s) into %s\n", pos[0], n, d.Format, progress.Bytes(d.Size()), pos[1])
+	return nil
+}

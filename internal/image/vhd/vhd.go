@@ -1,0 +1,227 @@
+// Package vhd reads VHD (version 1, "Virtual Hard Disk Image Format")
+// files: fixed and dynamic disks, exposed as an io.ReaderAt of the virtual
+// disk. WSL's stock modules.vhd is such a file. Differencing disks are not
+// supported.
+package vhd
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+const (
+	footerSize      = 512
+	dynHeaderSize   = 1024
+	sectorSize      = 512
+	typeFixed       = 2
+	typeDynamic     = 3
+	typeDifferncing = 4
+	unallocated     = 0xFFFFFFFF
+)
+
+var be = binary.BigEndian
+
+// ErrFormat is wrapped by every error about a malformed VHD file.
+var ErrFormat = errors.New("not a valid VHD file")
+
+func formatErr(format string, a ...any) error {
+	return fmt.Errorf("vhd: %s: %w", fmt.Sprintf(format, a...), ErrFormat)
+}
+
+// Disk is an opened VHD file.
+type Disk struct {
+	r         io.ReaderAt
+	size      int64
+	dynamic   bool
+	blockSize int64
+	bitmap    int64 // bytes of sector bitmap before each block's data
+	bat       []uint32
+}
+
+// checksum is the one's complement of the byte sum with the checksum
+// field (4 bytes at field) counted as zero.
+func checksum(b []byte, field int) uint32 {
+	var s uint32
+	for i, c := range b {
+		if i >= field && i < field+4 {
+			continue
+		}
+		s += uint32(c)
+	}
+	return ^s
+}
+
+// IsVHD reports whether the last 512 bytes of a file (or its first 512,
+// for a dynamic disk whose end is damaged) look like a VHD footer.
+func IsVHD(footer []byte) bool {
+	return len(footer) >= 8 && string(footer[:8]) == "conectix"
+}
+
+func parseFooter(f []byte) error {
+	if string(f[:8]) != "conectix" {
+		return formatErr("no \"conectix\" footer cookie")
+	}
+	if got, want := be.Uint32(f[64:]), checksum(f[:footerSize], 64); got != want {
+		return formatErr("footer checksum 0x%08x, want 0x%08x", got, want)
+	}
+	if v := be.Uint32(f[12:]); v>>16 != 1 {
+		return formatErr("file format version 0x%08x, want 1.x", v)
+	}
+	return nil
+}
+
+// Open reads the footer (and for dynamic disks the dynamic header and the
+// block allocation table) of a VHD file of fileSize bytes. A damaged
+// trailing footer falls back to the copy at the start of dynamic disks.
+// Every allocated block is checked to lie within the file.
+func Open(r io.ReaderAt, fileSize int64) (*Disk, error) {
+	if fileSize < footerSize {
+		return nil, formatErr("file is %d bytes, shorter than a footer", fileSize)
+	}
+	foot := make([]byte, footerSize)
+	if _, err := r.ReadAt(foot, fileSize-footerSize); err != nil {
+		return nil, fmt.Errorf("vhd: reading footer: %w", err)
+	}
+	ferr := parseFooter(foot)
+	if ferr != nil {
+		// Dynamic disks keep a copy of the footer at offset 0.
+		if _, err := r.ReadAt(foot, 0); err != nil {
+			return nil, fmt.Errorf("vhd: reading footer copy: %w", err)
+		}
+		if parseFooter(foot) != nil || be.Uint32(foot[60:]) != typeDynamic {
+			return nil, ferr
+		}
+	}
+	d := &Disk{r: r, size: int64(be.Uint64(foot[48:]))}
+	if d.size <= 0 {
+		return nil, formatErr("current size %d", d.size)
+	}
+	switch t := be.Uint32(foot[60:]); t {
+	case typeFixed:
+		if ferr != nil {
+			return nil, ferr
+		}
+		if fileSize-footerSize < d.size {
+			return nil, formatErr("fixed disk of %d bytes but only %d bytes of data (truncated?)", d.size, fileSize-footerSize)
+		}
+		return d, nil
+	case typeDynamic:
+		return d, d.openDynamic(int64(be.Uint64(foot[16:])), fileSize)
+	case typeDifferncing:
+		return nil, formatErr("differencing disks are not supported")
+	default:
+		return nil, formatErr("unknown disk type %d", t)
+	}
+}
+
+func (d *Disk) openDynamic(hdrOff, fileSize int64) error {
+	d.dynamic = true
+	if hdrOff < footerSize || hdrOff+dynHeaderSize > fileSize {
+		return formatErr("dynamic header offset %d outside the file (%d bytes; truncated?)", hdrOff, fileSize)
+	}
+	h := make([]byte, dynHeaderSize)
+	if _, err := d.r.ReadAt(h, hdrOff); err != nil {
+		return fmt.Errorf("vhd: reading dynamic header: %w", err)
+	}
+	if string(h[:8]) != "cxsparse" {
+		return formatErr("no \"cxsparse\" dynamic header cookie at offset %d", hdrOff)
+	}
+	if got, want := be.Uint32(h[36:]), checksum(h, 36); got != want {
+		return formatErr("dynamic header checksum 0x%08x, want 0x%08x", got, want)
+	}
+	tableOff := int64(be.Uint64(h[16:]))
+	entries := int64(be.Uint32(h[28:]))
+	d.blockSize = int64(be.Uint32(h[32:]))
+	if d.blockSize < sectorSize || d.blockSize&(d.blockSize-1) != 0 {
+		return formatErr("block size %d is not a power of two of at least 512", d.blockSize)
+	}
+	need := (d.size + d.blockSize - 1) / d.blockSize
+	if entries < need {
+		return formatErr("%d table entries cannot map %d bytes", entries, d.size)
+	}
+	if tableOff < 0 || tableOff+entries*4 > fileSize {
+		return formatErr("block table at %d (+%d) outside the file (%d bytes; truncated?)", tableOff, entries*4, fileSize)
+	}
+	d.bitmap = (d.blockSize/sectorSize/8 + sectorSize - 1) / sectorSize * sectorSize
+	raw := make([]byte, need*4)
+	if _, err := d.r.ReadAt(raw, tableOff); err != nil {
+		return fmt.Errorf("vhd: reading block table: %w", err)
+	}
+	d.bat = make([]uint32, need)
+	for i := range d.bat {
+		e := be.Uint32(raw[4*i:])
+		d.bat[i] = e
+		if e == unallocated {
+			continue
+		}
+		if off := int64(e) * sectorSize; off+d.bitmap+d.blockSize > fileSize {
+			return formatErr("block %d at offset %d ends past the end of the file (%d bytes; truncated?)", i, off, fileSize)
+		}
+	}
+	return nil
+}
+
+// Size returns the virtual disk size (the footer's current size).
+func (d *Disk) Size() int64 { return d.size }
+
+// Dynamic reports whether the disk is dynamic (otherwise fixed).
+func (d *Disk) Dynamic() bool { return d.dynamic }
+
+// ReadAt reads the virtual disk. Unallocated blocks and sectors whose
+// bitmap bit is clear read as zeros.
+func (d *Disk) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, errors.New("vhd: negative offset")
+	}
+	if off >= d.size {
+		return 0, io.EOF
+	}
+	var err error
+	if int64(len(p)) > d.size-off {
+		p = p[:d.size-off]
+		err = io.EOF
+	}
+	if !d.dynamic {
+		n, rerr := d.r.ReadAt(p, off)
+		if rerr != nil {
+			return n, fmt.Errorf("vhd: %w", rerr)
+		}
+		return n, err
+	}
+	n := 0
+	var bm []byte
+	for len(p) > 0 {
+		blk := off / d.blockSize
+		in := off % d.blockSize
+		k := min(int64(len(p)), d.blockSize-in)
+		e := d.bat[blk]
+		if e == unallocated {
+			clear(p[:k])
+		} else {
+			base := int64(e) * sectorSize
+			if cap(bm) < int(d.bitmap) {
+				bm = make([]byte, d.bitmap)
+			}
+			bm = bm[:d.bitmap]
+			if _, rerr := d.r.ReadAt(bm, base); rerr != nil {
+				return n, fmt.Errorf("vhd: reading bitmap of block %d: %w", blk, rerr)
+			}
+			if _, rerr := d.r.ReadAt(p[:k], base+d.bitmap+in); rerr != nil {
+				return n, fmt.Errorf("vhd: reading block %d: %w", blk, rerr)
+			}
+			for s := in / sectorSize; s*sectorSize < in+k; s++ {
+				if bm[s/8]&(0x80>>(s%8)) == 0 {
+					lo := max(s*sectorSize, in) - in
+					hi := min((s+1)*sectorSize, in+k) - in
+					clear(p[lo:hi])
+				}
+			}
+		}
+		p = p[k:]
+		n += int(k)
+		off += k
+	}
+	return n, err
+}
