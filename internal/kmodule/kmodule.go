@@ -173,7 +173,7 @@ func Decompress(data []byte) ([]byte, Compression, error) {
 	}
 	out, err := io.ReadAll(r)
 	if err != nil {
-		return nil, c, fmt.Errorf("%s: %w", c, err)
+		return nil, c, fmt.Errorf("%s decompression: %w", c, err)
 	}
 	return out, c, nil
 }
