@@ -43,13 +43,19 @@ func linkFile(src, dst string) error {
 }
 
 // debianTree hard-links the Debian module tree into a new base directory
-// (the cache is never modified: depmod only adds files by rename). Only
-// the inputs are linked, not any depmod output.
+// (the cache is never modified: depmod only adds files by rename).
 func debianTree(t testing.TB) (base, rel string) {
 	t.Helper()
 	root, rel := testenv.DebianModules(t)
+	return linkModuleTree(t, filepath.Join(root, "lib", "modules", rel), rel), rel
+}
+
+// linkModuleTree hard-links the module directory src into
+// base/lib/modules/rel of a new base directory. Only the inputs are
+// linked, not any depmod output already present.
+func linkModuleTree(t testing.TB, src, rel string) (base string) {
+	t.Helper()
 	base = t.TempDir()
-	src := filepath.Join(root, "lib", "modules", rel)
 	dst := filepath.Join(base, "lib", "modules", rel)
 	err := filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
 		if err != nil {
@@ -57,9 +63,12 @@ func debianTree(t testing.TB) (base, rel string) {
 		}
 		r, _ := filepath.Rel(src, p)
 		if d.IsDir() {
+			if r == "build" || r == "source" {
+				return filepath.SkipDir
+			}
 			return os.MkdirAll(filepath.Join(dst, r), 0o755)
 		}
-		if strings.HasPrefix(d.Name(), "modules.") && !isInput(d.Name()) {
+		if !d.Type().IsRegular() || strings.HasPrefix(d.Name(), "modules.") && !isInput(d.Name()) {
 			return nil
 		}
 		return linkFile(p, filepath.Join(dst, r))
@@ -67,7 +76,7 @@ func debianTree(t testing.TB) (base, rel string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return base, rel
+	return base
 }
 
 func isInput(name string) bool {
