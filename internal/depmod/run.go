@@ -126,6 +126,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	var missing []string
+	if gopts.Builtin == nil {
+		missing = append(missing, fmt.Sprintf("could not open modules.builtin at %s: No such file or directory", dir))
+	}
+	if gopts.BuiltinModinfo == nil {
+		missing = append(missing, fmt.Sprintf("could not open modules.builtin.modinfo at %s: No such file or directory", dir))
+	}
+	res.Warnings = append(missing, res.Warnings...)
 	if err := ctx.Err(); err != nil {
 		return &res.Report, err
 	}
