@@ -1,0 +1,106 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"time"
+
+	"github.com/wsl-modules/wsl-modules-action/internal/build"
+	"github.com/wsl-modules/wsl-modules-action/internal/modlist"
+	"github.com/wsl-modules/wsl-modules-action/internal/progress"
+)
+
+func init() {
+	register(&command{
+		Name:    "build",
+		Summary: "build the kernel (cached) and the modules of wsl-modules.yml against it, in parallel",
+		Usage:   "build --kernel-source DIR|TARBALL --modules wsl-modules.yml --out DIR [--cache DIR] [--config FILE] [--jobs N] [--keep-going] [--force]",
+		Examples: []string{
+			"build --kernel-source WSL2-Linux-Kernel-linux-msft-wsl-6.6.87.2.tar.gz --modules wsl-modules.yml --out build",
+			"build --kernel-source ./WSL2-Linux-Kernel --modules wsl-modules.yml --out build --cache ~/.cache/wsl-modules --jobs 8 --keep-going",
+		},
+		Run: runBuild,
+	})
+}
+
+func runBuild(ctx context.Context, env *cliEnv, args []string) error {
+	c := commands["build"]
+	fs := newFlagSet(env, c)
+	var o build.Options
+	var listPath, epoch string
+	fs.StringVar(&o.KernelSource, "kernel-source", "", "kernel source directory or tarball (.tar.gz, .tar.xz)")
+	fs.StringVar(&listPath, "modules", "", "the module list, wsl-modules.yml")
+	fs.StringVar(&o.Out, "out", "", "output directory (written atomically)")
+	fs.StringVar(&o.CacheDir, "cache", "", "kernel cache directory (default $XDG_CACHE_HOME/wsl-modules-action or ~/.cache/wsl-modules-action)")
+	fs.StringVar(&o.ConfigFile, "config", "", "kernel config to use instead of the tree's Microsoft/config-wsl")
+	fs.IntVar(&o.Jobs, "jobs", runtime.NumCPU(), "total parallel compile jobs, shared by all builds")
+	fs.BoolVar(&o.KeepGoing, "keep-going", false, "produce the output without the modules that failed (and say so) instead of failing")
+	fs.BoolVar(&o.Force, "force", false, "replace an existing --out directory")
+	fs.StringVar(&epoch, "source-date-epoch", "", "KBUILD_BUILD_TIMESTAMP as Unix seconds (default $SOURCE_DATE_EPOCH, else the source's Makefile time)")
+	pos, err := parseFlags(env, c, fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usagef("build: unexpected argument %q (see 'build --help')", pos[0])
+	}
+	switch {
+	case o.KernelSource == "":
+		return usagef("build: --kernel-source is required (see 'build --help')")
+	case listPath == "":
+		return usagef("build: --modules is required (see 'build --help')")
+	case o.Out == "":
+		return usagef("build: --out is required (see 'build --help')")
+	case o.Jobs < 1:
+		return usagef("build: --jobs must be at least 1")
+	}
+	if epoch == "" {
+		epoch = env.Getenv("SOURCE_DATE_EPOCH")
+	}
+	if epoch != "" {
+		n, err := strconv.ParseInt(epoch, 10, 64)
+		if err != nil {
+			return usagef("build: bad source date epoch %q", epoch)
+		}
+		o.Timestamp = time.Unix(n, 0)
+	}
+	if o.CacheDir == "" {
+		base := env.Getenv("XDG_CACHE_HOME")
+		if base == "" {
+			home := env.Getenv("HOME")
+			if home == "" {
+				return usagef("build: no --cache and no HOME")
+			}
+			base = filepath.Join(home, ".cache")
+		}
+		o.CacheDir = filepath.Join(base, "wsl-modules-action")
+	}
+	o.List, err = modlist.Load(listPath)
+	if err != nil {
+		return err
+	}
+	o.Progress = progress.New(env.Stderr)
+	// git and url sources come from internal/fetch, wired in by the run
+	// command; this command builds path modules only.
+	res, err := build.Run(ctx, o)
+	if err != nil {
+		return err
+	}
+	k := res.Kernel
+	hit := "built"
+	if k.CacheHit {
+		hit = "cache hit"
+	}
+	fmt.Fprintf(env.Stdout, "kernel %s (%s, cache entry %s)\n", k.Meta.Release, hit, progress.Bytes(k.Meta.Bytes))
+	for _, m := range res.Manifest.Modules {
+		fmt.Fprintf(env.Stdout, "module %-20s %-7s %5.1fs %v\n", m.Name, m.Status, m.Seconds, m.Files)
+	}
+	fmt.Fprintf(env.Stdout, "output: %s\n", o.Out)
+	if len(res.Failed) > 0 {
+		fmt.Fprintf(env.Stderr, "wsl-modules-action: build: %d module(s) failed and were left out (--keep-going)\n", len(res.Failed))
+	}
+	return nil
+}

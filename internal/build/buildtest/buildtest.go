@@ -1,0 +1,82 @@
+// Package buildtest gives tests a real built kernel: Debian's
+// linux-source-6.12 with the small config in testdata/kernel/config-test,
+// built once into testenv.CacheDir()/kernel-cache (keyed by its inputs and
+// guarded by a file lock, so concurrent test packages build it once) and
+// reused afterwards.
+package buildtest
+
+import (
+	"context"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/wsl-modules/wsl-modules-action/internal/build"
+	"github.com/wsl-modules/wsl-modules-action/internal/progress"
+	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
+)
+
+// RepoRoot returns the repository's root directory.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", "..", ".."))
+}
+
+// Testdata returns the path of a file under the repository's testdata/.
+func Testdata(elem ...string) string {
+	return filepath.Join(append([]string{RepoRoot(), "testdata"}, elem...)...)
+}
+
+// ConfigFile is the test kernel's full config.
+func ConfigFile() string { return Testdata("kernel", "config-test") }
+
+// CacheDir is the kernel cache the test kernel lives in.
+func CacheDir() string { return filepath.Join(testenv.CacheDir(), "kernel-cache") }
+
+
+var (
+	mu     sync.Mutex
+	cached *build.Kernel
+)
+
+// Options returns the KernelOptions of the test kernel.
+func Options(t testing.TB) build.KernelOptions {
+	return build.KernelOptions{
+		Source:     testenv.KernelSourceTarball(t),
+		ConfigFile: ConfigFile(),
+		Arch:       "x86_64",
+		CacheDir:   CacheDir(),
+		Progress:   progress.New(tWriter{t}),
+	}
+}
+
+// TestKernel returns the test kernel: bzImage (k.Image()), the installed
+// stock modules (k.ModulesDir()), Module.symvers, kernel-devel, headers
+// and the release (k.Meta.Release). The first call on a machine builds it
+// (a few minutes on 2 cores); later calls take it from the cache.
+func TestKernel(t testing.TB) *build.Kernel {
+	t.Helper()
+	mu.Lock()
+	defer mu.Unlock()
+	if cached != nil {
+		return cached
+	}
+	k, err := build.BuildKernel(context.Background(), Options(t))
+	if err != nil {
+		t.Fatalf("building the test kernel: %v", err)
+	}
+	if !strings.HasPrefix(k.Meta.Release, "6.12.") || !strings.HasSuffix(k.Meta.Release, "-microsoft-standard-WSL2") {
+		t.Fatalf("test kernel release %q", k.Meta.Release)
+	}
+	cached = k
+	return k
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
