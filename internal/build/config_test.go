@@ -63,7 +63,7 @@ func TestFragmentCheckResult(t *testing.T) {
 		t.Errorf("unset result: %v", err)
 	}
 	after["CONFIG_NLS_UTF8"] = "m"
-	after["CONFIG_NEW_HELPER"] = "m"      // new dependency as m: fine
+	after["CONFIG_NEW_HELPER"] = "m"       // new dependency as m: fine
 	after["CONFIG_NEW_HELPER_DEBUG"] = "n" // newly visible, off: fine
 	after["CONFIG_NEW_HELPER_COUNT"] = "4" // newly visible value: fine
 	notes, err := f.CheckResult(before, after)

@@ -623,4 +623,3 @@ func AppendModulesOrder(dir string, files []string) error {
 	}
 	return os.Rename(tmp, p)
 }
-

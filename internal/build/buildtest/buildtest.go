@@ -35,7 +35,6 @@ func ConfigFile() string { return Testdata("kernel", "config-test") }
 // CacheDir is the kernel cache the test kernel lives in.
 func CacheDir() string { return filepath.Join(testenv.CacheDir(), "kernel-cache") }
 
-
 var (
 	mu     sync.Mutex
 	cached *build.Kernel
