@@ -29,7 +29,7 @@ const (
 	RouteCommit        = "GET /repos/{owner}/{repo}/commits/{ref...}"
 	RouteTarball       = "GET /repos/{owner}/{repo}/tarball/{ref...}"
 	RouteReleases      = "GET /repos/{owner}/{repo}/releases"
-	RouteReleaseByTag  = "GET /repos/{owner}/{repo}/releases/tags/{tag...}"
+	RouteReleaseByTag  = "GET /repos/{owner}/{repo}/releases/tags/{tag}"
 	RouteRelease       = "GET /repos/{owner}/{repo}/releases/{id}"
 	RouteCreateRelease = "POST /repos/{owner}/{repo}/releases"
 	RouteUpdateRelease = "PATCH /repos/{owner}/{repo}/releases/{id}"
@@ -52,6 +52,27 @@ const (
 )
 
 const docsURL = "https://docs.github.com/rest"
+
+// releasesTwo is the mux pattern behind RouteReleaseByTag and RouteAssets.
+const releasesTwo = "GET /repos/{owner}/{repo}/releases/{a}/{b}"
+
+// routeName names the route of a request matched by pattern, setting the
+// path values the route's handler reads.
+func routeName(pattern string, r *http.Request) string {
+	switch {
+	case pattern == "/":
+		return ""
+	case pattern != releasesTwo:
+		return pattern
+	case r.PathValue("a") == "tags":
+		r.SetPathValue("tag", r.PathValue("b"))
+		return RouteReleaseByTag
+	case r.PathValue("b") == "assets":
+		r.SetPathValue("id", r.PathValue("a"))
+		return RouteAssets
+	}
+	return ""
+}
 
 // Options configure a Server.
 type Options struct {
@@ -164,10 +185,11 @@ type asset struct {
 }
 
 type fault struct {
-	route  string
-	n      int
-	status int
-	drop   int64 // >= 0: drop the connection after this many body bytes
+	route      string
+	n          int
+	status     int
+	drop       int64 // >= 0: drop the connection after this many body bytes
+	retryAfter time.Duration
 }
 
 type ctxKey struct{}
@@ -202,12 +224,22 @@ func New(o Options) *Server {
 	s.route(apiMux, HostAPI, RouteCommit, s.handleCommit)
 	s.route(apiMux, HostAPI, RouteTarball, s.handleTarball)
 	s.route(apiMux, HostAPI, RouteReleases, s.handleListReleases)
-	s.route(apiMux, HostAPI, RouteReleaseByTag, s.handleReleaseByTag)
 	s.route(apiMux, HostAPI, RouteRelease, s.handleGetRelease)
 	s.route(apiMux, HostAPI, RouteCreateRelease, s.handleCreateRelease)
 	s.route(apiMux, HostAPI, RouteUpdateRelease, s.handleUpdateRelease)
 	s.route(apiMux, HostAPI, RouteDeleteRelease, s.handleDeleteRelease)
-	s.route(apiMux, HostAPI, RouteAssets, s.handleListAssets)
+	// releases/tags/{tag} and releases/{id}/assets overlap as ServeMux
+	// patterns, so one pattern serves both and names the route.
+	s.route(apiMux, HostAPI, releasesTwo, func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.PathValue("a") == "tags":
+			s.handleReleaseByTag(w, r)
+		case r.PathValue("b") == "assets":
+			s.handleListAssets(w, r)
+		default:
+			s.notFound(w, r)
+		}
+	})
 	s.route(apiMux, HostAPI, RouteAsset, s.handleGetAsset)
 	s.route(apiMux, HostAPI, RouteDeleteAsset, s.handleDeleteAsset)
 	s.route(apiMux, HostAPI, "/", func(w http.ResponseWriter, r *http.Request) {
@@ -367,6 +399,14 @@ func (s *Server) Fail(route string, n, status int) {
 	s.faults = append(s.faults, &fault{route: route, n: n, status: status, drop: -1})
 }
 
+// SecondaryRateLimit makes the next n requests on route answer GitHub's
+// 403 secondary rate limit with a Retry-After header.
+func (s *Server) SecondaryRateLimit(route string, n int, retryAfter time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = append(s.faults, &fault{route: route, n: n, status: http.StatusForbidden, drop: -1, retryAfter: retryAfter})
+}
+
 // DropAfter makes the next request on route lose its connection after k
 // body bytes: k bytes of the response body for downloads, or k bytes of the
 // request body for uploads (then, like GitHub, a broken asset in state
@@ -468,9 +508,7 @@ func (s *Server) route(mux *http.ServeMux, host, pattern string, h http.HandlerF
 	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		rec := Request{Host: host, Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery,
 			Authorization: r.Header.Get("Authorization"), IfNoneMatch: r.Header.Get("If-None-Match")}
-		if pattern != "/" {
-			rec.Route = pattern
-		}
+		rec.Route = routeName(pattern, r)
 		sw := &statusWriter{ResponseWriter: w}
 		st := &reqState{req: &rec, drop: -1}
 		defer func() {
@@ -510,6 +548,11 @@ func (s *Server) route(mux *http.ServeMux, host, pattern string, h http.HandlerF
 			}
 		}
 		if f := s.takeFault(rec.Route); f != nil {
+			if f.retryAfter > 0 {
+				sw.Header().Set("Retry-After", strconv.Itoa(int(f.retryAfter/time.Second)))
+				s.errorJSON(sw, r, f.status, "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.", nil)
+				return
+			}
 			if f.drop < 0 {
 				sw.Header().Set("Content-Type", "text/html")
 				sw.WriteHeader(f.status)
@@ -803,7 +846,7 @@ func (s *Server) handleTarballBytes(w http.ResponseWriter, r *http.Request) {
 	rp := s.getRepoLocked(r)
 	var path string
 	if rp != nil {
-		path = rp.tarballs[r.PathValue("ref")]
+		path = rp.tarballs[strings.TrimPrefix(r.PathValue("ref"), "refs/tags/")]
 	}
 	s.mu.Unlock()
 	if path == "" {
@@ -811,7 +854,7 @@ func (s *Server) handleTarballBytes(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/x-gzip")
-	w.Header().Set("Content-Disposition", "attachment; filename="+strings.ReplaceAll(repoName(r), "/", "-")+"-"+r.PathValue("ref")+".tar.gz")
+	w.Header().Set("Content-Disposition", "attachment; filename="+strings.ReplaceAll(repoName(r), "/", "-")+"-"+path[strings.LastIndex(path, "/")+1:])
 	s.serveFile(w, r, path)
 }
 
