@@ -57,7 +57,7 @@ func statuses(reqs []githubfake.Request, route string) []int {
 
 func TestURLs(t *testing.T) {
 	for _, tc := range []struct {
-		env                    map[string]string
+		env                      map[string]string
 		api, upload, server, tok string
 	}{
 		{map[string]string{}, "https://api.github.com/", "https://uploads.github.com/", "https://github.com/", ""},
