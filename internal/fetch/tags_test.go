@@ -1,0 +1,278 @@
+package fetch
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os/exec"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wsl-modules/wsl-modules-action/internal/githubapi"
+	"github.com/wsl-modules/wsl-modules-action/internal/githubfake"
+	"github.com/wsl-modules/wsl-modules-action/internal/progress"
+	"github.com/wsl-modules/wsl-modules-action/internal/release"
+)
+
+const kernelRepo = "microsoft/WSL2-Linux-Kernel"
+
+// realisticTags returns a few hundred kernel tags across the 5.15, 6.1,
+// 6.6 and 6.18 series plus tags that must be ignored, shuffled.
+func realisticTags() []string {
+	var names []string
+	add := func(series string, from, to, revs int) {
+		for p := from; p <= to; p += 1 {
+			for r := 1; r <= 1+(p%revs); r++ {
+				names = append(names, fmt.Sprintf("linux-msft-wsl-%s.%d.%d", series, p, r))
+			}
+		}
+	}
+	add("5.15", 1, 167, 3)
+	add("6.1", 21, 60, 2)
+	add("6.6", 1, 120, 2)
+	add("6.18", 20, 40, 3)
+	names = append(names, "linux-msft-5.4.72", "rolling-lts/wsl/5.15.90.1", "linux-msft-wsl-6.6.87.2-rc1",
+		"v6.6", "linux-msft-wsl-6.6", "wsl-6.6.87.2", "linux-msft-wsl-6.6.x.1")
+	r := rand.New(rand.NewPCG(1, 2))
+	r.Shuffle(len(names), func(i, j int) { names[i], names[j] = names[j], names[i] })
+	return names
+}
+
+// sortV orders names with GNU sort -V, an independent version sort.
+func sortV(t *testing.T, names []string) []string {
+	t.Helper()
+	cmd := exec.Command("sort", "-V")
+	cmd.Stdin = strings.NewReader(strings.Join(names, "\n") + "\n")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("sort -V: %v", err)
+	}
+	return strings.Fields(string(out))
+}
+
+// oracle is the list of valid tags in version order, from sort -V.
+func oracle(t *testing.T, names []string) []string {
+	var valid []string
+	for _, n := range names {
+		if strings.HasPrefix(n, "linux-msft-wsl-") {
+			parts := strings.Split(strings.TrimPrefix(n, "linux-msft-wsl-"), ".")
+			ok := len(parts) == 4
+			for _, p := range parts {
+				if p == "" || strings.Trim(p, "0123456789") != "" {
+					ok = false
+				}
+			}
+			if ok {
+				valid = append(valid, n)
+			}
+		}
+	}
+	return sortV(t, valid)
+}
+
+func newFake(t *testing.T, names []string) (*githubfake.Server, *githubapi.Client, *bytes.Buffer) {
+	t.Helper()
+	clock := githubfake.NewClock(time.Now())
+	fake := githubfake.NewT(t, githubfake.Options{Token: "tok-" + t.Name()})
+	var tags []githubfake.Tag
+	for _, n := range names {
+		tags = append(tags, githubfake.Tag{Name: n})
+	}
+	fake.AddTags(kernelRepo, tags...)
+	fake.AddTags("me/mods") // the target repository exists
+	var log bytes.Buffer
+	c, err := githubapi.New(githubapi.Options{Getenv: fake.Getenv(nil), Sleep: clock.Sleep, Log: progress.New(&log)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fake, c, &log
+}
+
+func tagNames(tags []Tag) []string {
+	var out []string
+	for _, t := range tags {
+		out = append(out, t.Name)
+	}
+	return out
+}
+
+func TestParseTagCompare(t *testing.T) {
+	for _, bad := range []string{"linux-msft-5.4.72", "linux-msft-wsl-6.6", "linux-msft-wsl-6.6.87.2-rc1", "v6.6.87.2", "linux-msft-wsl-6.6.87.x", ""} {
+		if _, ok := ParseTag(bad); ok {
+			t.Errorf("ParseTag(%q) accepted", bad)
+		}
+	}
+	v, ok := ParseTag("linux-msft-wsl-6.18.40.1")
+	if !ok || v != (Version{6, 18, 40, 1}) || v.Series() != "6.18" || v.Tag() != "linux-msft-wsl-6.18.40.1" || v.Release() != "6.18.40.1-microsoft-standard-WSL2" {
+		t.Errorf("ParseTag: %v %v", v, ok)
+	}
+	a, _ := ParseTag("linux-msft-wsl-6.6.87.2")
+	b, _ := ParseTag("linux-msft-wsl-6.6.114.1")
+	if a.Compare(b) != -1 || b.Compare(a) != 1 || a.Compare(a) != 0 || v.Compare(b) != 1 {
+		t.Error("Compare does not order by version")
+	}
+}
+
+// Both listing endpoints, over several pages, give the sort -V order, and
+// non-matching tags are ignored with a debug line.
+func TestListTags(t *testing.T) {
+	names := realisticTags()
+	want := oracle(t, names)
+	if len(want) < 300 {
+		t.Fatalf("only %d valid tags in the fixture", len(want))
+	}
+	fake, c, log := newFake(t, names)
+	paged, err := ListTags(context.Background(), c, kernelRepo, progress.New(log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pages := 0
+	for _, r := range fake.Requests() {
+		if r.Route == githubfake.RouteTags {
+			pages++
+		}
+	}
+	if wantPages := (len(names) + 99) / 100; pages != wantPages {
+		t.Errorf("%d tag pages requested, want %d", pages, wantPages)
+	}
+	refs, err := ListTagRefs(context.Background(), c, kernelRepo, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, got := range map[string][]Tag{"tags": paged, "matching-refs": refs} {
+		if g := tagNames(got); strings.Join(g, " ") != strings.Join(want, " ") {
+			t.Errorf("%s: order differs from sort -V (%d vs %d tags)", name, len(g), len(want))
+		}
+	}
+	if paged[0].Commit == "" {
+		t.Error("tags endpoint: no commit")
+	}
+	if !strings.Contains(log.String(), `ignoring tag "rolling-lts/wsl/5.15.90.1"`) {
+		t.Errorf("no debug line for an ignored tag:\n%s", log)
+	}
+}
+
+func TestListTagsRetries(t *testing.T) {
+	fake, c, log := newFake(t, realisticTags())
+	fake.Fail(githubfake.RouteTags, 2, http.StatusBadGateway)
+	if _, err := ListTags(context.Background(), c, kernelRepo, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(log.String(), "502 Bad Gateway; retrying") {
+		t.Errorf("no retries logged:\n%s", log)
+	}
+}
+
+func TestSelect(t *testing.T) {
+	names := realisticTags()
+	want := oracle(t, names)
+	newestIn := func(series string) string {
+		last := ""
+		for _, n := range want {
+			if strings.HasPrefix(n, "linux-msft-wsl-"+series+".") {
+				last = n
+			}
+		}
+		return last
+	}
+	for _, paginated := range []bool{false, true} {
+		fake, c, _ := newFake(t, names)
+		sel := func(track string) []string {
+			t.Helper()
+			s, err := Select(context.Background(), c, SelectOptions{Track: track, TargetRepo: "me/mods", Paginated: paginated, MaxTags: 3})
+			if err != nil {
+				t.Fatalf("track %s: %v", track, err)
+			}
+			for _, x := range s.Selected {
+				if x.Reason == "" {
+					t.Errorf("track %s: no reason for %s", track, x.Tag.Name)
+				}
+			}
+			return tagNames(tagsOf(s.Selected))
+		}
+		check := func(track string, got []string, exp ...string) {
+			t.Helper()
+			if strings.Join(got, " ") != strings.Join(exp, " ") {
+				t.Errorf("paginated=%v track %s: got %v, want %v", paginated, track, got, exp)
+			}
+		}
+		check("latest", sel("latest"), want[len(want)-1])
+		check("6.6", sel("6.6"), newestIn("6.6"))
+		check("6.18", sel("6.18"), newestIn("6.18"))
+		check("5.15", sel("5.15"), newestIn("5.15"))
+		check("exact", sel("linux-msft-wsl-6.6.87.2"), "linux-msft-wsl-6.6.87.2")
+		check("exact short", sel("6.6.87.2"), "linux-msft-wsl-6.6.87.2")
+		// Nothing released yet: start from the newest.
+		check("all-new (none released)", sel("all-new"), want[len(want)-1])
+
+		// Released: the sixth newest tag. all-new picks the next three, oldest first.
+		released := want[len(want)-6]
+		fake.AddRelease("me/mods", githubfake.Release{Tag: release.TagName(released, "x86_64", "")})
+		fake.AddRelease("me/mods", githubfake.Release{Tag: release.TagName(want[len(want)-1], "arm64", "")})               // other arch
+		fake.AddRelease("me/mods", githubfake.Release{Tag: release.TagName(want[len(want)-2], "x86_64", ""), Draft: true}) // not published
+		fake.AddRelease("me/mods", githubfake.Release{Tag: "unrelated-v1"})
+		check("all-new", sel("all-new"), want[len(want)-5:len(want)-2]...)
+
+		for _, bad := range []string{"6.7", "linux-msft-wsl-6.6.999.1"} {
+			if _, err := Select(context.Background(), c, SelectOptions{Track: bad, Paginated: paginated}); err == nil {
+				t.Errorf("track %s: no error", bad)
+			}
+		}
+	}
+	if err := CheckTrack("newest"); err == nil {
+		t.Error("CheckTrack accepted 'newest'")
+	}
+}
+
+func tagsOf(s []Selected) []Tag {
+	var out []Tag
+	for _, x := range s {
+		out = append(out, x.Tag)
+	}
+	return out
+}
+
+// A scheduled run with nothing new costs at most two API requests.
+func TestNothingNewWithinTwoRequests(t *testing.T) {
+	names := realisticTags()
+	want := oracle(t, names)
+	fake, c, _ := newFake(t, names)
+	// Realistic history: many releases, the newest one built last.
+	for _, n := range want[len(want)-150:] {
+		fake.AddRelease("me/mods", githubfake.Release{Tag: release.TagName(n, "x86_64", "")})
+	}
+	fake.ResetRequests()
+	s, err := Select(context.Background(), c, SelectOptions{Track: TrackAllNew, TargetRepo: "me/mods"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Selected) != 0 || !strings.HasPrefix(s.Summary, "nothing new") {
+		t.Errorf("selected %v (%s), want nothing", tagNames(tagsOf(s.Selected)), s.Summary)
+	}
+	if s.Released != release.TagName(want[len(want)-1], "x86_64", "") {
+		t.Errorf("released = %s", s.Released)
+	}
+	if n := fake.CountRequests(); n > 2 {
+		for _, r := range fake.Requests() {
+			t.Logf("%s %s?%s", r.Method, r.Path, r.Query)
+		}
+		t.Errorf("%d API requests, want at most 2", n)
+	}
+}
+
+func TestSelectFromOrder(t *testing.T) {
+	var tags []Tag
+	for _, n := range []string{"linux-msft-wsl-6.6.9.1", "linux-msft-wsl-6.6.10.1", "linux-msft-wsl-6.6.100.1"} {
+		v, _ := ParseTag(n)
+		tags = append(tags, Tag{Name: n, Version: v})
+	}
+	sort.Slice(tags, func(i, j int) bool { return tags[i].Name < tags[j].Name }) // by name: wrong order
+	sortTags(tags)
+	if tags[2].Name != "linux-msft-wsl-6.6.100.1" || tags[0].Name != "linux-msft-wsl-6.6.9.1" {
+		t.Errorf("sorted by name, not version: %v", tagNames(tags))
+	}
+}
