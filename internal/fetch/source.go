@@ -147,6 +147,9 @@ func (f *Fetcher) unpack(ctx context.Context, r io.Reader, total int64, dest, wh
 	tree := filepath.Join(stage, "tree")
 	res, err := archive.Extract(ctx, cr, tree, archive.Options{Name: what})
 	if err != nil {
+		if total > 0 && cr.n < total && errors.Is(err, io.ErrUnexpectedEOF) {
+			return "", cr.n, fmt.Errorf("fetch: %s: download broke off after %d of %d bytes; nothing was kept: %w", what, cr.n, total, err)
+		}
 		return "", cr.n, fmt.Errorf("fetch: %s: %w", what, err)
 	}
 	// Read what follows the tar end marker (gzip trailer, padding) so the

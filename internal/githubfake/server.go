@@ -190,6 +190,7 @@ type fault struct {
 	status     int
 	drop       int64 // >= 0: drop the connection after this many body bytes
 	retryAfter time.Duration
+	asset      string // for uploads: only this asset name
 }
 
 type ctxKey struct{}
@@ -417,6 +418,23 @@ func (s *Server) DropAfter(route string, k int64) {
 	s.faults = append(s.faults, &fault{route: route, n: 1, drop: k})
 }
 
+// DropUpload makes the next n uploads of the asset named name lose their
+// connection after k bytes of the request body, leaving a broken
+// "starter" asset as GitHub does.
+func (s *Server) DropUpload(name string, n int, k int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = append(s.faults, &fault{route: RouteUpload, n: n, drop: k, asset: name})
+}
+
+// ClearFaults removes every pending Fail, DropAfter, DropUpload and
+// SecondaryRateLimit fault.
+func (s *Server) ClearFaults() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = nil
+}
+
 // ExhaustRateLimit sets the remaining core requests to 0 until resetIn
 // from now (by Options.Now): API requests get GitHub's 403 rate-limit
 // answer until then.
@@ -547,7 +565,7 @@ func (s *Server) route(mux *http.ServeMux, host, pattern string, h http.HandlerF
 				return
 			}
 		}
-		if f := s.takeFault(rec.Route); f != nil {
+		if f := s.takeFault(rec.Route, r.URL.Query().Get("name")); f != nil {
 			if f.retryAfter > 0 {
 				sw.Header().Set("Retry-After", strconv.Itoa(int(f.retryAfter/time.Second)))
 				s.errorJSON(sw, r, f.status, "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.", nil)
@@ -574,11 +592,11 @@ func (s *Server) authed(r *http.Request) bool {
 	return a != "" && s.validAuth(a)
 }
 
-func (s *Server) takeFault(route string) *fault {
+func (s *Server) takeFault(route, asset string) *fault {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i, f := range s.faults {
-		if f.route == route && f.n > 0 {
+		if f.route == route && f.n > 0 && (f.asset == "" || f.asset == asset) {
 			f.n--
 			if f.n == 0 {
 				s.faults = append(s.faults[:i], s.faults[i+1:]...)
