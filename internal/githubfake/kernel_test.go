@@ -12,7 +12,7 @@ import (
 // present.
 func TestKernelTarball(t *testing.T) {
 	const tag = "linux-msft-wsl-6.12.0.1"
-	p := KernelTarball(t, tag, map[string][]byte{"Microsoft/config-wsl": []byte("CONFIG_TEST=y\n")})
+	p := KernelTarball(t, tag, map[string][]byte{"Microsoft/config-wsl": []byte("CONFIG_LOCALVERSION=\"-microsoft-standard-WSL2\"\n")})
 	count := func(args ...string) (n int, names map[string]bool) {
 		t.Helper()
 		cmd := exec.Command("tar", args...)
