@@ -7,12 +7,15 @@ package buildtest
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
+	"github.com/wsl-modules/wsl-modules-action/internal/archive"
 	"github.com/wsl-modules/wsl-modules-action/internal/build"
 	"github.com/wsl-modules/wsl-modules-action/internal/progress"
 	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
@@ -78,4 +81,32 @@ type tWriter struct{ t testing.TB }
 func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// SourceDir returns Debian's linux-source-6.12 unpacked (once, atomically)
+// into testenv.CacheDir()/linux-source-6.12, for tests that need a source
+// directory (config checks). Do not write into it.
+func SourceDir(t testing.TB) string {
+	t.Helper()
+	dir := filepath.Join(testenv.CacheDir(), "linux-source-6.12")
+	if _, err := os.Stat(filepath.Join(dir, "Makefile")); err == nil {
+		return dir
+	}
+	tarball := testenv.KernelSourceTarball(t)
+	lock, err := os.OpenFile(dir+".lock", os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	if _, err := os.Stat(filepath.Join(dir, "Makefile")); err == nil {
+		return dir
+	}
+	if _, err := archive.ExtractFile(context.Background(), tarball, dir, archive.Options{StripComponents: 1, Force: true}); err != nil {
+		t.Fatalf("unpacking %s: %v", tarball, err)
+	}
+	return dir
 }
