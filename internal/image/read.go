@@ -101,6 +101,28 @@ type Entry struct {
 	// MTime is the modification time in Unix seconds.
 	MTime int64
 	ino   *ext4img.Inode
+	efs   *ext4img.FS
+}
+
+// WriteTo streams the content of a regular file entry to w.
+func (e Entry) WriteTo(w io.Writer) (int64, error) {
+	if !e.Mode.IsRegular() {
+		return 0, fmt.Errorf("image: /%s is not a regular file", e.Path)
+	}
+	cw := &countWriter{w: w}
+	err := e.efs.WriteContent(e.ino, cw)
+	return cw.n, err
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // Walk calls fn for every entry of the ext4 filesystem on disk, depth
@@ -123,7 +145,7 @@ func walk(efs *ext4img.FS, fn func(e Entry) error) error {
 		if err != nil {
 			return fmt.Errorf("image: /%s: %w", p, err)
 		}
-		e := Entry{Path: p, Mode: in.Mode, Size: in.Size, UID: in.UID, GID: in.GID, MTime: in.MTime, ino: in}
+		e := Entry{Path: p, Mode: in.Mode, Size: in.Size, UID: in.UID, GID: in.GID, MTime: in.MTime, ino: in, efs: efs}
 		if in.Mode&fs.ModeSymlink != 0 {
 			if e.Target, err = efs.ReadLink(in); err != nil {
 				return fmt.Errorf("image: /%s: %w", p, err)
