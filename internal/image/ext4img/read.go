@@ -38,6 +38,9 @@ type FS struct {
 // starts at offset 0 of r (size bytes long).
 func Open(r io.ReaderAt, size int64) (*FS, error) {
 	sb := make([]byte, 1024)
+	if size < 2048 {
+		return nil, corrupt("disk of %d bytes is too small to hold an ext4 superblock (not a VHDX, VHD or ext4 image?)", size)
+	}
 	if _, err := r.ReadAt(sb, 1024); err != nil {
 		return nil, fmt.Errorf("ext4: reading superblock: %w", err)
 	}
