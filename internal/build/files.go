@@ -12,8 +12,11 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"time"
 
 	"golang.org/x/sync/errgroup"
+
+	"github.com/wsl-modules/wsl-modules-action/internal/progress"
 )
 
 func sha256Hex(b []byte) string {
@@ -304,4 +307,30 @@ func copyDevel(src, obj, srcArch, devel string) error {
 		}
 	}
 	return nil
+}
+
+// longStep announces a step like Reporter.Step and, while it runs, prints
+// a line with the elapsed time every interval, so CI logs show progress
+// during builds that take many minutes.
+func longStep(p *progress.Reporter, interval time.Duration, format string, a ...any) (done func()) {
+	end := p.Step(format, a...)
+	if p == nil {
+		return end
+	}
+	name := fmt.Sprintf(format, a...)
+	start := time.Now()
+	stop := make(chan struct{})
+	go func() {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				p.Printf("... %s: still running (%s)", name, time.Since(start).Round(time.Second))
+			}
+		}
+	}()
+	return func() { close(stop); end() }
 }

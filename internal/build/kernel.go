@@ -452,7 +452,7 @@ func buildKernel(ctx context.Context, o KernelOptions, tc Toolchain, src manifes
 	} else {
 		b.src = filepath.Join(work, "src")
 		if _, err := os.Stat(b.src); err != nil {
-			done := o.Progress.Step("kernel: unpacking %s", filepath.Base(o.Source))
+			done := longStep(o.Progress, 30*time.Second, "kernel: unpacking %s", filepath.Base(o.Source))
 			_, err := archive.ExtractFile(ctx, o.Source, b.src, archive.Options{StripComponents: 1})
 			done()
 			if err != nil {
@@ -484,7 +484,7 @@ func buildKernel(ctx context.Context, o KernelOptions, tc Toolchain, src manifes
 	}
 	release := meta.Release
 
-	done := o.Progress.Step("kernel: make -j%d %s modules (%s)", jobs, tc.ImageFile, release)
+	done := longStep(o.Progress, time.Minute, "kernel: make -j%d %s modules (%s)", jobs, tc.ImageFile, release)
 	err = b.make(ctx, fmt.Sprintf("-j%d", jobs), tc.ImageFile, "modules")
 	done()
 	if err != nil {

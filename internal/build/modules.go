@@ -417,6 +417,8 @@ func buildOne(ctx context.Context, o ModulesOptions, js *Jobserver, tc Toolchain
 		cmd.Env = env
 	}
 	cmd.Dir = r.dir
+	// Makefiles use $(PWD) for M=; it must be the build copy.
+	cmd.Env = append(cmd.Env, "PWD="+r.dir)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := js.Run(ctx, cmd); err != nil {
 		return fmt.Errorf("build failed: %w", err)
@@ -488,7 +490,7 @@ func moduleEnv(tc Toolchain, extraSymbols []string) []string {
 		switch k {
 		case "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "ARCH", "CROSS_COMPILE", "KBUILD_EXTRA_SYMBOLS",
 			"KERNELRELEASE", "KBUILD_EXTMOD", "KBUILD_OUTPUT", "O", "M", "LANG", "LC_ALL",
-			"kernelver", "kernel_source_dir", "arch":
+			"kernelver", "kernel_source_dir", "arch", "PWD", "OLDPWD":
 			continue
 		}
 		env = append(env, e)
