@@ -30,6 +30,7 @@ import (
 
 	"github.com/wsl-modules/wsl-modules-action/internal/archive"
 	"github.com/wsl-modules/wsl-modules-action/internal/build"
+	"github.com/wsl-modules/wsl-modules-action/internal/build/buildtest"
 	"github.com/wsl-modules/wsl-modules-action/internal/modlist"
 	"github.com/wsl-modules/wsl-modules-action/internal/progress"
 )
@@ -73,9 +74,11 @@ func run(n, jobs int, cache string) error {
 	copies := map[string]string{
 		"fat": filepath.Join(src, "fs/fat"), "isofs": filepath.Join(src, "fs/isofs"),
 		"minix": filepath.Join(src, "fs/minix"), "ext2": filepath.Join(src, "fs/ext2"),
-		"v4l2loopback": v4l[len(v4l)-1],
 		"provider":     filepath.Join(root, "testdata/modules/provider"),
 		"consumer":     filepath.Join(root, "testdata/modules/consumer"),
+	}
+	if err := buildtest.PrepareV4L2Loopback(v4l[len(v4l)-1], filepath.Join(repo, "v4l2loopback")); err != nil {
+		return err
 	}
 	for name, from := range copies {
 		if err := build.CopyTree(from, filepath.Join(repo, name)); err != nil {

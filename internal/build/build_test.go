@@ -81,7 +81,10 @@ modules:
 // vermagic, modprobe --dump-modversions CRCs, depmod -e).
 func TestRunModules(t *testing.T) {
 	k := buildtest.TestKernel(t)
-	v4l := testenv.DKMSSource(t, "v4l2loopback")
+	v4l := filepath.Join(t.TempDir(), "v4l2loopback")
+	if err := buildtest.PrepareV4L2Loopback(testenv.DKMSSource(t, "v4l2loopback"), v4l); err != nil {
+		t.Fatal(err)
+	}
 	l := repo(t, fullList, map[string]string{"v4l2loopback": v4l})
 	out := filepath.Join(t.TempDir(), "build")
 	ctx := context.Background()

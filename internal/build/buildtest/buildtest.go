@@ -110,3 +110,36 @@ func SourceDir(t testing.TB) string {
 	}
 	return dir
 }
+
+// PrepareV4L2Loopback copies Debian's v4l2loopback DKMS source (src, e.g.
+// testenv.DKMSSource(t, "v4l2loopback")) to dest and adds, the DKMS way,
+// the testdata patch that makes 0.12.7 build on 6.12 (strlcpy is gone
+// since 6.8): patches/<file> and a PATCH[0] line in dkms.conf.
+func PrepareV4L2Loopback(src, dest string) error {
+	if err := build.CopyTree(src, dest); err != nil {
+		return err
+	}
+	if filepath.Base(src) != "v4l2loopback-0.12.7" {
+		return nil // other versions need no patch (or a different one)
+	}
+	const patch = "v4l2loopback-0.12.7-strscpy.patch"
+	b, err := os.ReadFile(Testdata("dkms", patch))
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Join(dest, "patches"), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dest, "patches", patch), b, 0o644); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(filepath.Join(dest, "dkms.conf"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString("PATCH[0]=\"" + patch + "\"\n")
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
