@@ -74,8 +74,8 @@ func run(n, jobs int, cache string) error {
 	copies := map[string]string{
 		"fat": filepath.Join(src, "fs/fat"), "isofs": filepath.Join(src, "fs/isofs"),
 		"minix": filepath.Join(src, "fs/minix"), "ext2": filepath.Join(src, "fs/ext2"),
-		"provider":     filepath.Join(root, "testdata/modules/provider"),
-		"consumer":     filepath.Join(root, "testdata/modules/consumer"),
+		"provider": filepath.Join(root, "testdata/modules/provider"),
+		"consumer": filepath.Join(root, "testdata/modules/consumer"),
 	}
 	if err := buildtest.PrepareV4L2Loopback(v4l[len(v4l)-1], filepath.Join(repo, "v4l2loopback")); err != nil {
 		return err
