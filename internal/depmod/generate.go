@@ -58,6 +58,9 @@ type Inputs struct {
 	// BuiltinModinfo is the content of modules.builtin.modinfo; nil if
 	// missing.
 	BuiltinModinfo []byte
+	// Warnings found while reading the inputs; Generate copies them into
+	// its Report.
+	Warnings []string
 }
 
 // GenerateOptions controls Generate.
@@ -188,6 +191,7 @@ func Generate(tree *modtree.Tree, o GenerateOptions) (*Result, error) {
 	}
 	res := &Result{}
 	rep := &res.Report
+	rep.Warnings = append(rep.Warnings, o.Inputs.Warnings...)
 
 	// Duplicates: keep the best-ranked module; equal rank keeps the first
 	// in path order.

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 
@@ -307,5 +308,51 @@ func TestMissingBuiltin(t *testing.T) {
 	out, err := kmod(t, "modprobe", "-d", ours, "-S", rel, "-C", conf, "--show-depends", "vfat")
 	if err != nil || !strings.Contains(out, "fat.ko") {
 		t.Errorf("modprobe with our indexes: %v\n%s", err, out)
+	}
+}
+
+// TestOrderRules: a module listed twice in modules.order takes the
+// position of its last line (kmod 30), compared byte for byte with kmod;
+// modules missing from modules.order come after the listed ones, sorted
+// by path (kmod's order for those is unspecified, so only the set of
+// lines is compared with kmod's).
+func TestOrderRules(t *testing.T) {
+	mods := []string{"kernel/fs/fat/fat.ko", "kernel/fs/fat/vfat.ko", "kernel/fs/fat/msdos.ko",
+		"kernel/fs/nls/nls_cp437.ko", "kernel/fs/nls/nls_iso8859-1.ko", "kernel/fs/nls/nls_utf8.ko"}
+	base, rel := subsetTree(t, mods...)
+	dir := modDir(base, rel)
+	writeFile(t, filepath.Join(dir, "modules.order"),
+		"kernel/fs/fat/fat.ko\nkernel/fs/nls/nls_utf8.ko\nkernel/fs/fat/vfat.ko\nkernel/fs/fat/msdos.ko\n"+
+			"kernel/fs/nls/nls_cp437.ko\nkernel/fs/fat/fat.ko\nkernel/fs/nls/nls_iso8859-1.ko\nkernel/no/such.ko\n")
+	conf := emptyConf(t)
+	ours := cloneTree(t, base)
+	kmodDepmod(t, base, rel, conf)
+	runOurs(t, ours, rel, Options{})
+	compareOutputs(t, dir, modDir(ours, rel))
+	dep, _ := os.ReadFile(filepath.Join(dir, FileDep))
+	if !strings.Contains(string(dep), "kernel/fs/nls/nls_cp437.ko:\nkernel/fs/fat/fat.ko:\n") {
+		t.Errorf("kmod did not place fat.ko at its last modules.order line:\n%s", dep)
+	}
+
+	// Unlisted modules.
+	writeFile(t, filepath.Join(dir, "modules.order"), "kernel/fs/nls/nls_utf8.ko\nkernel/fs/fat/vfat.ko\n")
+	ours = cloneTree(t, base)
+	kmodDepmod(t, base, rel, conf)
+	runOurs(t, ours, rel, Options{})
+	kdep, _ := os.ReadFile(filepath.Join(dir, FileDep))
+	odep, _ := os.ReadFile(filepath.Join(modDir(ours, rel), FileDep))
+	want := "kernel/fs/nls/nls_utf8.ko:\nkernel/fs/fat/vfat.ko: kernel/fs/fat/fat.ko\n" +
+		"kernel/fs/fat/fat.ko:\nkernel/fs/fat/msdos.ko: kernel/fs/fat/fat.ko\n" +
+		"kernel/fs/nls/nls_cp437.ko:\nkernel/fs/nls/nls_iso8859-1.ko:\n"
+	if string(odep) != want {
+		t.Errorf("our modules.dep:\n%s\nwant\n%s", odep, want)
+	}
+	sortedLines := func(b []byte) string {
+		l := strings.Split(strings.TrimSpace(string(b)), "\n")
+		sort.Strings(l)
+		return strings.Join(l, "\n")
+	}
+	if sortedLines(kdep) != sortedLines(odep) {
+		t.Errorf("modules.dep lines differ from kmod's:\n%s\nkmod:\n%s", odep, kdep)
 	}
 }

@@ -22,6 +22,9 @@
 //     rest (kmod's default has no extra/ rank).
 //   - Index keys and values that are not 7-bit ASCII are an error, as in
 //     kmod ≥ 34.
+//   - A modules.order whose last line lacks its newline is still used
+//     (kmod warns and then ignores the whole file).
+//   - Files are fsynced before they are renamed into place.
 package depmod
 
 import (
@@ -200,6 +203,11 @@ func ReadInputs(dir string) (Inputs, error) {
 	}
 	if order != nil {
 		in.Order = ParseOrder(order)
+		if len(order) > 0 && order[len(order)-1] != '\n' {
+			// kmod then ignores modules.order altogether; we still use it.
+			in.Warnings = append(in.Warnings, fmt.Sprintf("%s:%d corrupted line misses '\\n'",
+				filepath.Join(dir, "modules.order"), len(in.Order)))
+		}
 	}
 	if in.Builtin, err = read("modules.builtin"); err != nil {
 		return in, err
