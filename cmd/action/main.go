@@ -158,8 +158,7 @@ func parseFlags(env *cliEnv, c *command, fs *flag.FlagSet, args []string) ([]str
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				fs.Usage()
-				return nil, err
+				return nil, err // the flag package already printed the usage
 			}
 			return nil, fmt.Errorf("%s: %v (see '%s --help')%w", c.Name, err, c.Name, wrapUsage)
 		}
