@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/image"
+	"github.com/wsl-modules/wsl-modules-action/internal/pack"
 	"github.com/wsl-modules/wsl-modules-action/internal/progress"
 )
 
@@ -131,6 +132,12 @@ func runImageLs(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	defer d.Close()
+	// A merged image records which pack each added module came from.
+	rec, prefix, err := pack.ReadRecordImage(d)
+	if err != nil {
+		return fmt.Errorf("%s: %w", pos[0], err)
+	}
+	origins := rec.Origins()
 	n := 0
 	err = image.Walk(d, func(e image.Entry) error {
 		if err := ctx.Err(); err != nil {
@@ -144,6 +151,14 @@ func runImageLs(ctx context.Context, env *cliEnv, args []string) error {
 			time.Unix(e.MTime, 0).UTC().Format("2006-01-02T15:04:05Z"), e.Path)
 		if e.Target != "" {
 			line += " -> " + e.Target
+		}
+		if rel, ok := strings.CutPrefix(e.Path, prefix+"/"); ok || prefix == "" {
+			if prefix == "" {
+				rel = e.Path
+			}
+			if p, ok := origins[rel]; ok {
+				line += "  [pack " + strings.TrimSpace(p.Name+" "+p.Version) + "]"
+			}
 		}
 		_, err := fmt.Fprintln(env.Stdout, line)
 		return err

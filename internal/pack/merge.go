@@ -25,6 +25,10 @@ type MergeOptions struct {
 	Symvers map[string]modtree.SymverEntry
 	// Arch is the base's architecture; empty means: from the base modules.
 	Arch string
+	// BaseOrigins maps base module paths to the pack they came from in an
+	// earlier merge (see Record). Base modules of a pack that is merged
+	// again are replaced by the new version of the pack.
+	BaseOrigins map[string]string
 }
 
 // Placement is one pack module placed in the merged tree.
@@ -52,7 +56,11 @@ type Plan struct {
 	Shadows []Shadow
 	// Dropped lists pack modules that lost to a --prefer'd pack.
 	Dropped []Placement
-	// Warnings are findings that could not be verified (no Module.symvers).
+	// Replaced lists base modules (paths) from an earlier merge of a pack
+	// that is merged again; they are removed.
+	Replaced []string
+	// Warnings are findings that do not stop the merge: symbols that could
+	// not be verified (no Module.symvers) and symbols exported twice.
 	Warnings []string
 	// Tree is the combined module tree (base minus shadowed, plus packs).
 	Tree *modtree.Tree
@@ -172,7 +180,8 @@ func PlanMerge(base *modtree.Tree, packs []*Pack, o MergeOptions) (*Plan, error)
 	}
 	sort.Slice(plan.Add, func(i, j int) bool { return plan.Add[i].Dest < plan.Add[j].Dest })
 
-	// Shadowed stock modules and the combined tree.
+	// Base modules of packs merged again, shadowed stock modules and the
+	// combined tree.
 	added := map[string]Placement{}
 	only := map[string]bool{}
 	for _, a := range plan.Add {
@@ -180,18 +189,55 @@ func PlanMerge(base *modtree.Tree, packs []*Pack, o MergeOptions) (*Plan, error)
 		only[a.Dest] = true
 	}
 	combined := &modtree.Tree{Release: base.Release}
+	var remaining []*modtree.Entry
 	for _, e := range base.Modules {
+		if p, ok := o.BaseOrigins[e.Path]; ok {
+			if _, again := seenPack[p]; again {
+				plan.Replaced = append(plan.Replaced, e.Path)
+				continue
+			}
+		}
 		if a, ok := added[e.Name]; ok {
 			plan.Shadows = append(plan.Shadows, Shadow{Pack: a.Pack, Module: e.Name, Dest: a.Dest, Stock: e.Path})
 			continue
 		}
-		combined.Modules = append(combined.Modules, e)
+		remaining = append(remaining, e)
 	}
+	combined.Modules = append(combined.Modules, remaining...)
 	for _, a := range plan.Add {
 		combined.Modules = append(combined.Modules, &modtree.Entry{Path: a.Dest, Module: a.Module, Origin: a.Pack})
 	}
 	sort.Slice(combined.Modules, func(i, j int) bool { return combined.Modules[i].Path < combined.Modules[j].Path })
 	plan.Tree = combined
+
+	// Symbols the packs export: clashes with vmlinux and other modules, and
+	// the base modules that import them (their CRCs must agree too).
+	packExports := map[string]Placement{}
+	for _, a := range plan.Add {
+		for _, x := range a.Module.Exports {
+			if prev, dup := packExports[x.Name]; dup {
+				errs = append(errs, fmt.Sprintf("pack %s: %s exports symbol %s, which pack %s (%s) exports too", a.Pack, a.Dest, x.Name, prev.Pack, prev.Dest))
+				continue
+			}
+			packExports[x.Name] = a
+			if sv, ok := o.Symvers[x.Name]; ok && sv.Module == "vmlinux" {
+				errs = append(errs, fmt.Sprintf("pack %s: %s exports symbol %s, which the kernel (vmlinux) already exports", a.Pack, a.Dest, x.Name))
+			}
+		}
+	}
+	for _, e := range remaining {
+		for _, x := range e.Exports {
+			if a, ok := packExports[x.Name]; ok {
+				plan.Warnings = append(plan.Warnings, fmt.Sprintf("pack %s: %s exports symbol %s, which %s exports too: the two cannot be loaded together", a.Pack, a.Dest, x.Name, e.Path))
+			}
+		}
+		for _, n := range e.Needs {
+			if _, ok := packExports[n.Name]; ok && !n.Weak {
+				only[e.Path] = true
+				break
+			}
+		}
+	}
 
 	strict := o.Symvers != nil
 	combined.Symvers = o.Symvers
@@ -213,16 +259,59 @@ func PlanMerge(base *modtree.Tree, packs []*Pack, o MergeOptions) (*Plan, error)
 		}
 	}
 	for _, pr := range combined.Validate(modtree.ValidateOptions{Vermagic: plan.Vermagic, Only: only}) {
-		msg := "pack " + pr.String()
+		var msg string
+		if pr.Origin != "" {
+			msg = "pack " + pr.String()
+		} else {
+			// A base module importing a symbol a pack now provides.
+			var via []string
+			for _, n := range lookupNeeds(combined, pr.Module) {
+				if a, ok := packExports[n]; ok {
+					via = append(via, a.Pack)
+				}
+			}
+			msg = fmt.Sprintf("base module %s (it uses pack %s)", pr.String(), strings.Join(dedup(via), ", "))
+			if pr.Symbol != "" {
+				if a, ok := packExports[pr.Symbol]; ok {
+					msg = fmt.Sprintf("pack %s: %s exports symbol %s with a CRC the base module %s does not expect (%s)", a.Pack, a.Dest, pr.Symbol, pr.Module, pr.Detail)
+				}
+			}
+		}
 		if pr.Kind == modtree.Unresolved && !strict {
-			plan.Warnings = append(plan.Warnings, msg+" (not found in any module or in the stock modules' __versions; pass Module.symvers to verify)")
+			plan.Warnings = append(plan.Warnings, msg+" (not exported by any module, and no stock module imports it from the kernel; give Module.symvers to verify)")
 			continue
 		}
 		errs = append(errs, msg)
 	}
+	sort.Strings(plan.Warnings)
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%w:\n  %s", ErrCheck, strings.Join(errs, "\n  "))
 	}
 	combined.Symvers = o.Symvers
 	return plan, nil
+}
+
+// lookupNeeds returns the needed symbol names of the module at path p.
+func lookupNeeds(t *modtree.Tree, p string) []string {
+	for _, e := range t.Modules {
+		if e.Path == p {
+			var out []string
+			for _, n := range e.Needs {
+				out = append(out, n.Name)
+			}
+			return out
+		}
+	}
+	return nil
+}
+
+func dedup(s []string) []string {
+	sort.Strings(s)
+	var out []string
+	for i, v := range s {
+		if i == 0 || v != s[i-1] {
+			out = append(out, v)
+		}
+	}
+	return out
 }

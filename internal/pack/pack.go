@@ -74,6 +74,8 @@ type Pack struct {
 	Meta Meta
 	// Source is where the pack was read from (for messages).
 	Source string
+	// SHA256 is the hex SHA-256 of the pack file (set by Open).
+	SHA256 string
 	// Files maps File (as in Meta.Modules) to the module's bytes.
 	Files map[string][]byte
 	// Parsed maps File to the parsed module.
@@ -255,6 +257,22 @@ func write(w io.Writer, meta *Meta, files map[string][]byte, mtime time.Time) er
 	return zw.Close()
 }
 
+// diffSymbols describes the first difference between two symbol lists, or
+// returns "" when they are equal.
+func diffSymbols(got, want []Symbol) string {
+	for i := 0; i < len(got) || i < len(want); i++ {
+		switch {
+		case i >= len(got):
+			return fmt.Sprintf("pack.json lists %s, the module does not", want[i].Name)
+		case i >= len(want):
+			return fmt.Sprintf("the module has %s, pack.json does not list it", got[i].Name)
+		case got[i] != want[i]:
+			return fmt.Sprintf("the module has %+v, pack.json says %+v", got[i], want[i])
+		}
+	}
+	return ""
+}
+
 // ErrCorrupt is wrapped by errors about malformed packs.
 var ErrCorrupt = errors.New("corrupt pack")
 
@@ -265,10 +283,16 @@ func Open(p string) (*Pack, error) {
 		return nil, fmt.Errorf("pack: %w", err)
 	}
 	defer f.Close()
-	pk, err := Read(f, p)
+	h := sha256.New()
+	pk, err := Read(io.TeeReader(f, h), p)
 	if err != nil {
 		return nil, err
 	}
+	// The zstd reader may stop before the end of the file; hash the rest.
+	if _, err := io.Copy(h, f); err != nil {
+		return nil, fmt.Errorf("pack: %s: %w", p, err)
+	}
+	pk.SHA256 = hex.EncodeToString(h.Sum(nil))
 	return pk, nil
 }
 
@@ -344,7 +368,11 @@ func Read(r io.Reader, name string) (*Pack, error) {
 	if meta.KernelRelease == "" || meta.Arch == "" {
 		return nil, fail("%s: kernel_release and arch are required", MetaFile)
 	}
+	if len(meta.Modules) == 0 {
+		return nil, fail("%s: no modules", MetaFile)
+	}
 	pk := &Pack{Meta: meta, Source: name, Files: map[string][]byte{}, Parsed: map[string]*kmodule.Module{}}
+	names := map[string]string{}
 	for i, md := range meta.Modules {
 		if !strings.HasPrefix(md.File, meta.Name+"/") || path.Clean(md.File) != md.File || !kmodule.IsModulePath(md.File) {
 			return nil, fail("%s: modules[%d].file %q is not a module under %s/", MetaFile, i, md.File, meta.Name)
@@ -364,6 +392,19 @@ func Read(r io.Reader, name string) (*Pack, error) {
 		if got.Name != md.Name || got.Vermagic != md.Vermagic {
 			return nil, fail("%s: name/vermagic %q/%q, pack.json says %q/%q", md.File, got.Name, got.Vermagic, md.Name, md.Vermagic)
 		}
+		if got.SrcVersion != md.SrcVersion {
+			return nil, fail("%s: srcversion %q, pack.json says %q", md.File, got.SrcVersion, md.SrcVersion)
+		}
+		if d := diffSymbols(got.Exports, md.Exports); d != "" {
+			return nil, fail("%s: exports differ from pack.json: %s", md.File, d)
+		}
+		if d := diffSymbols(got.Needs, md.Needs); d != "" {
+			return nil, fail("%s: needs differ from pack.json: %s", md.File, d)
+		}
+		if prev, dup := names[md.Name]; dup {
+			return nil, fail("%s: module %s is also %s", md.File, md.Name, prev)
+		}
+		names[md.Name] = md.File
 		if ArchOf(m.Machine) != meta.Arch {
 			return nil, fail("%s: module is %s, pack.json says %s", md.File, ArchOf(m.Machine), meta.Arch)
 		}

@@ -1,0 +1,148 @@
+package pack
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+
+	"github.com/wsl-modules/wsl-modules-action/internal/image"
+)
+
+// RecordFile is the name of the pack record merge writes at the root of the
+// module tree (lib/modules/<release>/). depmod ignores it, so kmod's
+// indexes are unaffected.
+const RecordFile = "modules.packs.json"
+
+// RecordFormat is the version of the record's format.
+const RecordFormat = 1
+
+// Record lists which pack each added module came from.
+type Record struct {
+	Format int `json:"format"`
+	// Release is the kernel release of the merged tree.
+	Release string       `json:"kernel_release"`
+	Packs   []RecordPack `json:"packs"`
+	// Shadows lists stock modules replaced by pack modules.
+	Shadows []RecordShadow `json:"shadows,omitempty"`
+}
+
+// RecordPack is one merged pack.
+type RecordPack struct {
+	Name    string `json:"name"`
+	Version string `json:"version,omitempty"`
+	// SHA256 is the pack file's hash.
+	SHA256 string `json:"sha256,omitempty"`
+	// Files are the module paths relative to lib/modules/<release>.
+	Files []string `json:"files"`
+}
+
+// RecordShadow is a stock module replaced by a pack module.
+type RecordShadow struct {
+	Module string `json:"module"`
+	Stock  string `json:"stock"`
+	Pack   string `json:"pack"`
+	File   string `json:"file"`
+}
+
+// Origins maps each module path of the record to "name version" of its
+// pack.
+func (r *Record) Origins() map[string]RecordPack {
+	out := map[string]RecordPack{}
+	if r == nil {
+		return out
+	}
+	for _, p := range r.Packs {
+		for _, f := range p.Files {
+			out[f] = p
+		}
+	}
+	return out
+}
+
+// Encode returns the record's canonical JSON.
+func (r *Record) Encode() []byte {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		panic(err) // only plain strings and slices: cannot fail
+	}
+	return append(b, '\n')
+}
+
+// DecodeRecord parses a record; name is used in errors.
+func DecodeRecord(name string, b []byte) (*Record, error) {
+	var r Record
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if r.Format != RecordFormat {
+		return nil, fmt.Errorf("%s: format %d, want %d", name, r.Format, RecordFormat)
+	}
+	for i, p := range r.Packs {
+		for _, f := range p.Files {
+			if c := path.Clean(f); c != f || path.IsAbs(f) || c == ".." || len(c) > 2 && c[:3] == "../" {
+				return nil, fmt.Errorf("%s: packs[%d]: bad file %q", name, i, f)
+			}
+		}
+	}
+	return &r, nil
+}
+
+// ReadRecordDir reads the record of a module directory; it returns nil,
+// nil when there is none.
+func ReadRecordDir(moduleDir string) (*Record, error) {
+	p := filepath.Join(moduleDir, RecordFile)
+	b, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return DecodeRecord(p, b)
+}
+
+// ReadRecordImage finds and reads the record in an image: at the root of a
+// flat image or in <release>/modules/ of a nested one. prefix is the path
+// of the module tree inside the image ("" for flat, "<release>/modules"
+// for nested). It returns a nil record when the image has none.
+func ReadRecordImage(d *image.Disk) (rec *Record, prefix string, err error) {
+	var found []image.Entry
+	err = image.Walk(d, func(e image.Entry) error {
+		if e.Mode.IsRegular() && path.Base(e.Path) == RecordFile {
+			dir := path.Dir(e.Path)
+			if dir == "." || (path.Base(dir) == "modules" && path.Dir(path.Dir(dir)) == ".") {
+				found = append(found, e)
+			}
+		}
+		return nil
+	})
+	if err != nil || len(found) == 0 {
+		return nil, "", err
+	}
+	sort.Slice(found, func(i, j int) bool { return found[i].Path < found[j].Path })
+	e := found[0]
+	if e.Size > 64<<20 {
+		return nil, "", fmt.Errorf("/%s: too large (%d bytes)", e.Path, e.Size)
+	}
+	var buf bytes.Buffer
+	if _, err := e.WriteTo(&buf); err != nil {
+		return nil, "", fmt.Errorf("/%s: %w", e.Path, err)
+	}
+	rec, err = DecodeRecord("/"+e.Path, buf.Bytes())
+	if err != nil {
+		return nil, "", err
+	}
+	prefix = path.Dir(e.Path)
+	if prefix == "." {
+		prefix = ""
+	}
+	return rec, prefix, nil
+}
