@@ -1,0 +1,344 @@
+package pipeline
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/google/go-github/v66/github"
+
+	"github.com/wsl-modules/wsl-modules-action/internal/build"
+	"github.com/wsl-modules/wsl-modules-action/internal/fetch"
+	"github.com/wsl-modules/wsl-modules-action/internal/githubapi"
+	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
+	"github.com/wsl-modules/wsl-modules-action/internal/modlist"
+	"github.com/wsl-modules/wsl-modules-action/internal/release"
+)
+
+// CacheKeyPrefix starts every kernel cache key the plan stage outputs
+// (for actions/cache). The version changes when the cache layout does.
+const CacheKeyPrefix = "wsl-modules-kernel-v1-"
+
+// Plan is what the plan stage decides before anything is fetched or
+// built.
+type Plan struct {
+	// Arch is the build architecture.
+	Arch string
+	// Build lists the kernels to build (tags, or "local"), oldest first;
+	// UpToDate the selected ones a published release already has.
+	Build, UpToDate []string
+	// Summary explains the tag selection in one line.
+	Summary string
+	// CacheKey and CacheRestorePrefix are the actions/cache key for the
+	// kernel cache dir (empty when nothing is to be built).
+	CacheKey, CacheRestorePrefix string
+
+	jobs []*kernelJob
+}
+
+// kernelJob is the state of one kernel through the stages.
+type kernelJob struct {
+	// name is the work dir name; tag the kernel tag ("" for a local
+	// source until derived); local the local source path.
+	name, tag, local string
+	dir              string
+	inputs           *manifest.Inputs
+	hash             string
+	upToDate         bool
+	upToDateURL      string
+
+	kernel       *build.Kernel
+	source       manifest.Source
+	cacheWritten bool
+	modules      []ModuleReport
+	manifest     *manifest.Manifest
+	publish      *release.Result
+	release      string
+}
+
+func (k *kernelJob) result() *KernelResult {
+	kr := &KernelResult{Name: k.name, Tag: k.tag, UpToDate: k.upToDate, Hash: k.hash, Dir: k.dir,
+		BuildDir: filepath.Join(k.dir, "build"), DistDir: filepath.Join(k.dir, "dist"),
+		Manifest: k.manifest, Publish: k.publish, KernelCacheWritten: k.cacheWritten, Modules: k.modules,
+		Release: k.release}
+	if k.inputs != nil {
+		kr.Arch = k.inputs.Arch
+	}
+	if k.manifest != nil {
+		kr.Tag = k.manifest.Kernel.Tag
+		kr.KernelImage = filepath.Join(kr.DistDir, release.ImageFile(k.manifest))
+		kr.VHDX = filepath.Join(kr.DistDir, release.VHDXFile)
+	}
+	return kr
+}
+
+// plan selects the kernels and computes their inputs and the up-to-date
+// state.
+func (r *runner) plan(ctx context.Context) (*Plan, error) {
+	p := &Plan{Arch: r.arch}
+	src := r.o.KernelSource
+	var jobs []*kernelJob
+	switch {
+	case src != "" && isLocal(src):
+		abs, err := filepath.Abs(src)
+		if err != nil {
+			return nil, fmt.Errorf("pipeline: kernel source: %w", err)
+		}
+		if r.o.KernelTag != "" {
+			if _, ok := fetch.ParseTag(r.o.KernelTag); !ok {
+				return nil, fmt.Errorf("pipeline: kernel tag %q: want linux-msft-wsl-<a>.<b>.<c>.<d>", r.o.KernelTag)
+			}
+		} else if r.o.Publish {
+			return nil, fmt.Errorf("pipeline: publishing a build of the local kernel source %s needs its kernel tag (--tag)", src)
+		}
+		jobs = append(jobs, &kernelJob{name: LocalName, tag: r.o.KernelTag, local: abs})
+		p.Summary = "local kernel source " + src
+	case src != "":
+		tag := src
+		if !strings.HasPrefix(tag, fetch.TagPrefix) {
+			tag = fetch.TagPrefix + tag
+		}
+		if _, ok := fetch.ParseTag(tag); !ok {
+			return nil, fmt.Errorf("pipeline: kernel source %q: not a directory, a tarball or a kernel tag (linux-msft-wsl-<a>.<b>.<c>.<d>)", src)
+		}
+		jobs = append(jobs, &kernelJob{name: tag, tag: tag})
+		p.Summary = "kernel tag " + tag
+	default:
+		c, err := r.github()
+		if err != nil {
+			return nil, err
+		}
+		target := r.o.TargetRepo
+		if r.o.Track == fetch.TrackAllNew && target == "" {
+			return nil, fmt.Errorf("pipeline: track all-new needs the target repository (GITHUB_REPOSITORY or --target-repo)")
+		}
+		sel, err := fetch.Select(ctx, c, fetch.SelectOptions{Repo: r.o.KernelRepo, Track: r.o.Track, MaxTags: r.o.MaxTags,
+			TargetRepo: target, Prefix: r.o.ReleasePrefix, Arch: r.arch, Log: r.log})
+		if err != nil {
+			return nil, fmt.Errorf("pipeline: %w", err)
+		}
+		p.Summary = sel.Summary
+		for _, s := range sel.Selected {
+			jobs = append(jobs, &kernelJob{name: s.Tag.Name, tag: s.Tag.Name})
+		}
+	}
+	pins, err := r.modulePins(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r.modPins = pins
+	for _, k := range jobs {
+		k.dir = filepath.Join(r.o.WorkDir, k.name)
+		in, err := r.inputs(ctx, k, pins)
+		if err != nil {
+			return nil, err
+		}
+		k.inputs, k.hash = in, (&manifest.Manifest{Inputs: in}).Hash()
+	}
+	if r.o.Publish && r.o.Stage != StageModules && r.o.Stage != StageKernel && len(jobs) > 0 && jobs[0].tag != "" {
+		if err := r.checkPublished(ctx, jobs); err != nil {
+			return nil, err
+		}
+	}
+	p.jobs = jobs
+	var build []*kernelJob
+	for _, k := range jobs {
+		if k.upToDate {
+			p.UpToDate = append(p.UpToDate, k.name)
+		} else {
+			p.Build = append(p.Build, k.name)
+			build = append(build, k)
+		}
+	}
+	if len(build) > 0 {
+		h := sha256.New()
+		fmt.Fprintf(h, "arch %s\n", r.arch)
+		for _, k := range build {
+			fmt.Fprintf(h, "kernel %s %s\n", k.name, k.inputs.SourcePin)
+		}
+		fmt.Fprintf(h, "config %s\nfragment %s\n", build[0].inputs.ConfigSHA256, build[0].inputs.FragmentSHA256)
+		if b, err := os.ReadFile(r.list.File); err == nil {
+			fmt.Fprintf(h, "modules %x\n", sha256.Sum256(b))
+		}
+		last := build[len(build)-1].name
+		p.CacheRestorePrefix = CacheKeyPrefix + r.arch + "-" + last + "-"
+		p.CacheKey = p.CacheRestorePrefix + hex.EncodeToString(h.Sum(nil))[:16]
+	}
+	return p, nil
+}
+
+// isLocal reports whether a kernel source names something on disk.
+func isLocal(src string) bool {
+	_, err := os.Stat(src)
+	return err == nil
+}
+
+// modulePins pins every listed module's source before anything is fetched:
+// a git ref to its commit (git ls-remote), a URL to its sha256, a path to
+// the digest of its tree.
+func (r *runner) modulePins(ctx context.Context) ([]manifest.InputModule, error) {
+	out := make([]manifest.InputModule, 0, len(r.list.Modules))
+	for i := range r.list.Modules {
+		m := &r.list.Modules[i]
+		im := manifest.InputModule{Name: m.Name, Kind: m.Kind(), Make: m.Make}
+		switch m.Kind() {
+		case modlist.KindGit:
+			commit, err := resolveGitRef(ctx, m.Git, m.Ref)
+			if err != nil {
+				return nil, fmt.Errorf("pipeline: %s:%d: modules[%d] (%s): %w", r.list.File, m.Line, i, m.Name, err)
+			}
+			im.Where, im.Pin = m.Git, commit
+		case modlist.KindURL:
+			im.Where, im.Pin = m.URL, strings.ToLower(m.SHA256)
+		default:
+			dir := r.list.SourceDir(m)
+			d, err := build.TreeDigest(ctx, dir)
+			if err != nil {
+				return nil, fmt.Errorf("pipeline: %s:%d: modules[%d] (%s): path %s: %w", r.list.File, m.Line, i, m.Name, dir, err)
+			}
+			im.Where, im.Pin = m.Path, "tree:"+d
+		}
+		out = append(out, im)
+	}
+	return out, nil
+}
+
+var hexCommit = regexp.MustCompile(`^[0-9a-f]{40}$`)
+
+// resolveGitRef returns the commit a git ref names, with git ls-remote
+// (a commit id is returned as is). An annotated tag resolves to the
+// commit it points to.
+func resolveGitRef(ctx context.Context, repo, ref string) (string, error) {
+	if hexCommit.MatchString(ref) {
+		return ref, nil
+	}
+	cmd := exec.CommandContext(ctx, "git", "ls-remote", "--", repo, ref, ref+"^{}")
+	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("git ls-remote %s %s: %v: %s", repo, ref, err, strings.TrimSpace(stderr.String()))
+	}
+	found := map[string]string{}
+	for _, line := range strings.Split(string(out), "\n") {
+		sha, name, ok := strings.Cut(strings.TrimSpace(line), "\t")
+		if ok {
+			found[name] = sha
+		}
+	}
+	for _, name := range []string{"refs/tags/" + ref + "^{}", "refs/tags/" + ref, "refs/heads/" + ref, ref + "^{}", ref} {
+		if sha, ok := found[name]; ok {
+			return sha, nil
+		}
+	}
+	return "", fmt.Errorf("ref %q not found in %s", ref, repo)
+}
+
+// inputs computes the pre-build pins of one kernel.
+func (r *runner) inputs(ctx context.Context, k *kernelJob, pins []manifest.InputModule) (*manifest.Inputs, error) {
+	in := &manifest.Inputs{Tag: k.tag, Arch: r.arch, Layout: r.o.Layout, Headers: r.o.Headers, Modules: pins}
+	if k.local != "" {
+		st, err := os.Stat(k.local)
+		if err != nil {
+			return nil, fmt.Errorf("pipeline: kernel source: %w", err)
+		}
+		if st.IsDir() {
+			d, err := build.TreeDigest(ctx, k.local)
+			if err != nil {
+				return nil, fmt.Errorf("pipeline: kernel source %s: %w", k.local, err)
+			}
+			in.SourcePin = "tree:" + d
+		} else {
+			d, err := fileSHA256(k.local)
+			if err != nil {
+				return nil, fmt.Errorf("pipeline: kernel source: %w", err)
+			}
+			in.SourcePin = "sha256:" + d
+		}
+	}
+	if r.o.ConfigFile != "" {
+		d, err := fileSHA256(r.o.ConfigFile)
+		if err != nil {
+			return nil, fmt.Errorf("pipeline: config: %w", err)
+		}
+		in.ConfigSHA256 = d
+	}
+	if r.fragment != nil {
+		s := sha256.Sum256([]byte(r.fragment.Text()))
+		in.FragmentSHA256 = hex.EncodeToString(s[:])
+	}
+	return in, nil
+}
+
+func fileSHA256(p string) (string, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("%s: %w", p, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// checkPublished marks the kernels whose newest published release (any
+// revision, for the arch) carries the same manifest hash as up to date.
+// It lists the target repository's releases (100 per page).
+func (r *runner) checkPublished(ctx context.Context, jobs []*kernelJob) error {
+	if r.o.TargetRepo == "" {
+		return fmt.Errorf("pipeline: publishing needs the target repository (GITHUB_REPOSITORY or --target-repo)")
+	}
+	c, err := r.github()
+	if err != nil {
+		return err
+	}
+	owner, name, err := githubapi.SplitRepo(r.o.TargetRepo)
+	if err != nil {
+		return fmt.Errorf("pipeline: target repo: %w", err)
+	}
+	type newest struct {
+		rev       int
+		hash, url string
+	}
+	byTag := map[string]*newest{}
+	opts := &github.ListOptions{PerPage: 100}
+	for {
+		rels, resp, err := c.Repositories.ListReleases(ctx, owner, name, opts)
+		if err != nil {
+			return fmt.Errorf("pipeline: listing releases of %s: %w", r.o.TargetRepo, err)
+		}
+		for _, rel := range rels {
+			if rel.GetDraft() {
+				continue
+			}
+			info, ok := release.ParseTagName(rel.GetTagName(), r.o.ReleasePrefix)
+			if !ok || !info.MatchesArch(r.arch) {
+				continue
+			}
+			if n := byTag[info.KernelTag]; n == nil || info.Revision > n.rev {
+				byTag[info.KernelTag] = &newest{info.Revision, release.HashFromBody(rel.GetBody()), rel.GetHTMLURL()}
+			}
+		}
+		if resp.NextPage == 0 {
+			break
+		}
+		opts.Page = resp.NextPage
+	}
+	for _, k := range jobs {
+		if n := byTag[k.tag]; n != nil && n.hash == k.hash {
+			k.upToDate, k.upToDateURL = true, n.url
+		}
+	}
+	return nil
+}
