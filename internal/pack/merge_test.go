@@ -1,0 +1,300 @@
+package pack
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
+	"github.com/wsl-modules/wsl-modules-action/internal/build"
+	"github.com/wsl-modules/wsl-modules-action/internal/build/buildtest"
+	"github.com/wsl-modules/wsl-modules-action/internal/image"
+	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
+	"github.com/wsl-modules/wsl-modules-action/internal/modlist"
+	"github.com/wsl-modules/wsl-modules-action/internal/progress"
+	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
+)
+
+// run runs an external tool and returns its combined output.
+func run(t *testing.T, tool string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(testenv.Tool(t, tool), args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", tool, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+type tlog struct{ t *testing.T }
+
+func (w tlog) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// vhdOf makes what WSL ships: an mke2fs-made ext4 (hashed directories,
+// metadata_csum) of dir, converted by qemu-img to a VHD of subformat
+// fixed or dynamic.
+func vhdOf(t *testing.T, dir, sub string) string {
+	t.Helper()
+	var size int64
+	filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
+		if err == nil {
+			size += fi.Size() + 4096
+		}
+		return nil
+	})
+	tmp := t.TempDir()
+	raw := filepath.Join(tmp, "base.ext4")
+	run(t, "mke2fs", "-q", "-t", "ext4", "-O", "metadata_csum,dir_index", "-E", "root_owner=0:0", "-d", dir, raw,
+		fmt.Sprintf("%dk", (size*5/4+(32<<20))>>10))
+	vhd := filepath.Join(tmp, "modules-"+sub+".vhd")
+	run(t, "qemu-img", "convert", "-f", "raw", "-O", "vpc", "-o", "subformat="+sub, raw, vhd)
+	return vhd
+}
+
+// unpackImage checks an output image with qemu-img check and e2fsck -fn
+// and unpacks it with debugfs rdump (independent of our reader) into a
+// root holding lib/modules/<release> (flat) or <release>/modules (nested).
+func unpackImage(t *testing.T, vhdx string) string {
+	t.Helper()
+	run(t, "qemu-img", "check", "-f", "vhdx", vhdx)
+	tmp := t.TempDir()
+	raw := filepath.Join(tmp, "out.raw")
+	run(t, "qemu-img", "convert", "-f", "vhdx", "-O", "raw", vhdx, raw)
+	run(t, "e2fsck", "-fn", raw)
+	dest := filepath.Join(tmp, "fs")
+	os.Mkdir(dest, 0o755)
+	run(t, "debugfs", "-R", "rdump / "+dest, raw)
+	return dest
+}
+
+// showDepends runs kmod's modprobe --show-depends on a module root.
+func showDepends(t *testing.T, root, release, module string) []string {
+	t.Helper()
+	out := run(t, "modprobe", "-d", root, "-S", release, "--show-depends", module)
+	var mods []string
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 2 && f[0] == "insmod" {
+			rel, _ := filepath.Rel(filepath.Join(root, "lib", "modules", release), f[1])
+			mods = append(mods, rel)
+		}
+	}
+	return mods
+}
+
+// sameAsKmod re-runs kmod's depmod on a copy of mdir and checks that its
+// indexes equal the ones merge wrote.
+func sameAsKmod(t *testing.T, mdir, release string) {
+	t.Helper()
+	root := t.TempDir()
+	copyDir := filepath.Join(root, "lib", "modules", release)
+	os.MkdirAll(filepath.Dir(copyDir), 0o755)
+	run(t, "cp", "-a", mdir, copyDir)
+	run(t, "depmod", "-b", root, release)
+	for _, f := range []string{"modules.dep", "modules.dep.bin", "modules.symbols", "modules.symbols.bin", "modules.alias", "modules.alias.bin", "modules.softdep", "modules.devname"} {
+		ours, err1 := os.ReadFile(filepath.Join(mdir, f))
+		theirs, err2 := os.ReadFile(filepath.Join(copyDir, f))
+		if err1 != nil || err2 != nil {
+			t.Fatalf("%s: %v %v", f, err1, err2)
+		}
+		if !bytes.Equal(ours, theirs) {
+			t.Errorf("%s differs from kmod depmod's (%d vs %d bytes)", f, len(ours), len(theirs))
+		}
+	}
+}
+
+// builtPacks builds three out-of-tree modules with our build against the
+// test kernel (provider, consumer which needs provider's symbol, and
+// Debian's v4l2loopback DKMS package, which needs the stock videodev) and
+// turns the build output into one pack per module with FromBuild. The
+// packs are cached in testenv.CacheDir(), keyed by the kernel and the
+// module sources.
+func builtPacks(t *testing.T) (k *build.Kernel, packs map[string]string) {
+	t.Helper()
+	k = buildtest.TestKernel(t)
+	ctx := context.Background()
+	v4lSrc := testenv.DKMSSource(t, "v4l2loopback")
+	h := sha256.New()
+	fmt.Fprintf(h, "pack-test v1\n%s\n", k.Meta.Key)
+	for _, d := range []string{buildtest.Testdata("modules"), buildtest.Testdata("dkms"), v4lSrc} {
+		dg, err := build.TreeDigest(ctx, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintln(h, dg)
+	}
+	dir := filepath.Join(testenv.CacheDir(), "pack-test", hex.EncodeToString(h.Sum(nil))[:24])
+	names := []string{"consumer", "provider", "v4l2loopback"}
+	packs = map[string]string{}
+	for _, n := range names {
+		packs[n] = filepath.Join(dir, n+Ext)
+	}
+	if _, err := os.Stat(packs["v4l2loopback"]); err == nil {
+		return k, packs
+	}
+	lock, err := os.OpenFile(dir+".lock", os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		os.MkdirAll(filepath.Dir(dir), 0o755)
+		if lock, err = os.OpenFile(dir+".lock", os.O_CREATE|os.O_RDWR, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer lock.Close()
+	syscall.Flock(int(lock.Fd()), syscall.LOCK_EX)
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	if _, err := os.Stat(packs["v4l2loopback"]); err == nil {
+		return k, packs
+	}
+
+	repo := t.TempDir()
+	if err := build.CopyTree(buildtest.Testdata("modules"), filepath.Join(repo, "modules")); err != nil {
+		t.Fatal(err)
+	}
+	if err := buildtest.PrepareV4L2Loopback(v4lSrc, filepath.Join(repo, "v4l2loopback")); err != nil {
+		t.Fatal(err)
+	}
+	yml := "modules:\n  - name: consumer\n    path: modules/consumer\n    make: [ \"KDIR={{.KernelDir}}\" ]\n" +
+		"  - name: provider\n    path: modules/provider\n  - name: v4l2loopback\n    path: v4l2loopback\n"
+	os.WriteFile(filepath.Join(repo, modlist.FileName), []byte(yml), 0o644)
+	l, err := modlist.Load(filepath.Join(repo, modlist.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "build")
+	res, err := build.Run(ctx, build.Options{KernelSource: testenv.KernelSourceTarball(t), ConfigFile: buildtest.ConfigFile(),
+		List: l, Out: out, CacheDir: buildtest.CacheDir(), Progress: progress.New(tlog{t})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ad, err := atomicfile.CreateDir(dir, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ad.Abort()
+	got, err := FromBuild(out, res.Manifest, nil, ad.Tmp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 {
+		t.Fatalf("FromBuild made %v", got)
+	}
+	// Each pack holds exactly the staged module bytes.
+	for _, p := range got {
+		pk := open(t, p)
+		for _, md := range pk.Meta.Modules {
+			name := strings.TrimSuffix(filepath.Base(p), Ext)
+			staged, err := os.ReadFile(filepath.Join(out, "staging", "lib", "modules", k.Meta.Release, "extra", name, strings.TrimPrefix(md.File, name+"/")))
+			if err != nil || !bytes.Equal(staged, pk.Files[md.File]) {
+				t.Fatalf("%s: %s differs from the staged module (%v)", p, md.File, err)
+			}
+		}
+		var mod manifest.Module
+		for _, m := range res.Manifest.Modules {
+			if m.Name == pk.Meta.Name {
+				mod = m
+			}
+		}
+		if pk.Meta.KernelRelease != k.Meta.Release || pk.Meta.Arch != "x86_64" || pk.Meta.Modules[0].SrcVersion != mod.SrcVersion {
+			t.Fatalf("%s: meta %+v, manifest %+v", p, pk.Meta, mod)
+		}
+	}
+	if err := ad.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	return k, packs
+}
+
+func TestMergeBuiltPacksOverStockVHD(t *testing.T) {
+	k, packs := builtPacks(t)
+	rel := k.Meta.Release
+	ctx := context.Background()
+	for _, sub := range []string{"fixed", "dynamic"} {
+		t.Run(sub, func(t *testing.T) {
+			base := vhdOf(t, k.ModulesDir(), sub)
+			out := filepath.Join(t.TempDir(), "modules.vhdx")
+			o := Options{Base: base, Packs: []string{packs["consumer"], packs["provider"], packs["v4l2loopback"]},
+				Out: out, Slack: image.DefaultSlack, Progress: progress.New(tlog{t})}
+			if sub == "fixed" {
+				o.Symvers = k.Symvers() // every symbol and CRC checked
+			}
+			res, err := Merge(ctx, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Base.Kind != "vhd-"+sub || res.Base.Release != rel || res.Base.ReleaseFrom != "vermagic" || res.Layout != image.LayoutFlat {
+				t.Errorf("base %s %s from %s, layout %s", res.Base.Kind, res.Base.Release, res.Base.ReleaseFrom, res.Layout)
+			}
+			if sub == "fixed" && len(res.Plan.Warnings) != 0 {
+				t.Errorf("warnings with Module.symvers: %v", res.Plan.Warnings)
+			}
+			root := unpackImage(t, out)
+			// The unpacked image is the flat module tree; give modprobe a
+			// root holding lib/modules/<release>.
+			mroot := t.TempDir()
+			os.MkdirAll(filepath.Join(mroot, "lib", "modules"), 0o755)
+			if err := os.Rename(root, filepath.Join(mroot, "lib", "modules", rel)); err != nil {
+				t.Fatal(err)
+			}
+			mdir := filepath.Join(mroot, "lib", "modules", rel)
+			if got := strings.Join(showDepends(t, mroot, rel, "wslt_consumer"), " "); got != "extra/provider/wslt_provider.ko extra/consumer/wslt_consumer.ko" {
+				t.Errorf("modprobe --show-depends wslt_consumer: %s", got)
+			}
+			v4l := showDepends(t, mroot, rel, "v4l2loopback")
+			if len(v4l) < 2 || v4l[len(v4l)-1] != "extra/v4l2loopback/v4l2loopback.ko" || !strings.Contains(strings.Join(v4l, " "), "kernel/drivers/media/v4l2-core/videodev.ko") {
+				t.Errorf("modprobe --show-depends v4l2loopback: %v", v4l)
+			}
+			// Stock modules resolve as they do in the stock tree.
+			for _, m := range []string{"vfat", "msdos", "isofs", "videodev"} {
+				got, want := showDepends(t, mroot, rel, m), showDepends(t, k.ModulesRoot(), rel, m)
+				if strings.Join(got, " ") != strings.Join(want, " ") || len(want) == 0 {
+					t.Errorf("modprobe --show-depends %s: %v, stock tree: %v", m, got, want)
+				}
+			}
+			sameAsKmod(t, mdir, rel)
+			// The record says where each module came from.
+			rec, err := ReadRecordDir(mdir)
+			if err != nil || rec == nil {
+				t.Fatalf("record: %v", err)
+			}
+			origins := rec.Origins()
+			for f, want := range map[string]string{"extra/consumer/wslt_consumer.ko": "consumer", "extra/provider/wslt_provider.ko": "provider", "extra/v4l2loopback/v4l2loopback.ko": "v4l2loopback"} {
+				if origins[f].Name != want {
+					t.Errorf("record: %s from %q, want %s", f, origins[f].Name, want)
+				}
+			}
+			// Our reader finds the same record in the image.
+			d, err := image.OpenDisk(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec2, prefix, err := ReadRecordImage(d)
+			d.Close()
+			if err != nil || prefix != "" || !bytes.Equal(rec2.Encode(), rec.Encode()) {
+				t.Errorf("ReadRecordImage: %v prefix %q", err, prefix)
+			}
+
+			// Same inputs in another order: the same bytes.
+			out2 := filepath.Join(t.TempDir(), "modules.vhdx")
+			o.Packs = []string{packs["v4l2loopback"], packs["provider"], packs["consumer"]}
+			o.Out = out2
+			if _, err := Merge(ctx, o); err != nil {
+				t.Fatal(err)
+			}
+			a, _ := os.ReadFile(out)
+			b, _ := os.ReadFile(out2)
+			if !bytes.Equal(a, b) {
+				t.Errorf("merge is not reproducible under pack order")
+			}
+		})
+	}
+}
