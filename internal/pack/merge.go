@@ -117,11 +117,13 @@ func PlanMerge(base *modtree.Tree, packs []*Pack, o MergeOptions) (*Plan, error)
 		prefer[p] = true
 	}
 	seenPack := map[string]string{}
+	unique := packs[:0]
 	for _, p := range packs {
 		if prev, dup := seenPack[p.Meta.Name]; dup {
 			errs = append(errs, fmt.Sprintf("pack %s: given twice (%s and %s)", p.Meta.Name, prev, p.Source))
 			continue
 		}
+		unique = append(unique, p)
 		seenPack[p.Meta.Name] = p.Source
 		if p.Meta.KernelRelease != base.Release {
 			errs = append(errs, fmt.Sprintf("pack %s: built for kernel release %s, base is %s", p.Meta.Name, p.Meta.KernelRelease, base.Release))
@@ -130,7 +132,8 @@ func PlanMerge(base *modtree.Tree, packs []*Pack, o MergeOptions) (*Plan, error)
 			errs = append(errs, fmt.Sprintf("pack %s: arch %s, base is %s", p.Meta.Name, p.Meta.Arch, arch))
 		}
 	}
-	for p := range prefer {
+	packs = unique
+	for _, p := range o.Prefer {
 		if _, ok := seenPack[p]; !ok {
 			errs = append(errs, fmt.Sprintf("--prefer %s: no such pack", p))
 		}
@@ -276,6 +279,9 @@ func PlanMerge(base *modtree.Tree, packs []*Pack, o MergeOptions) (*Plan, error)
 					msg = fmt.Sprintf("pack %s: %s exports symbol %s with a CRC the base module %s does not expect (%s)", a.Pack, a.Dest, pr.Symbol, pr.Module, pr.Detail)
 				}
 			}
+		}
+		if !strict {
+			msg = strings.Replace(msg, "Module.symvers has", "the stock modules import it with", 1)
 		}
 		if pr.Kind == modtree.Unresolved && !strict {
 			plan.Warnings = append(plan.Warnings, msg+" (not exported by any module, and no stock module imports it from the kernel; give Module.symvers to verify)")

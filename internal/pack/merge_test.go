@@ -1,6 +1,7 @@
 package pack
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -12,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
 	"github.com/wsl-modules/wsl-modules-action/internal/build"
@@ -297,4 +300,148 @@ func TestMergeBuiltPacksOverStockVHD(t *testing.T) {
 			}
 		})
 	}
+}
+
+// patchedKo writes a copy of a pack's module after applying fn to it.
+func patchedKo(t *testing.T, pack, file string, fn func([]byte)) string {
+	t.Helper()
+	pk := open(t, pack)
+	data := append([]byte(nil), pk.Files[file]...)
+	if data == nil {
+		t.Fatalf("%s has no %s", pack, file)
+	}
+	fn(data)
+	p := filepath.Join(t.TempDir(), filepath.Base(file))
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// setVersionCRC flips the __versions CRC of sym in a module.
+func setVersionCRC(t *testing.T, data []byte, sym string) {
+	t.Helper()
+	i := bytes.Index(data, append([]byte(sym), 0))
+	for i >= 0 && (i < 8 || (i-8)%8 != 0) {
+		j := bytes.Index(data[i+1:], append([]byte(sym), 0))
+		if j < 0 {
+			i = -1
+			break
+		}
+		i += 1 + j
+	}
+	if i < 0 {
+		t.Fatalf("no __versions entry for %s", sym)
+	}
+	data[i-8] ^= 0xff
+}
+
+// TestMergeRefusesBadInput runs each bad input of the issue through Merge
+// over the test kernel's module tree: each is refused with a message naming
+// pack, module and symbol, and no output (or temporary file) is left.
+func TestMergeRefusesBadInput(t *testing.T) {
+	k, packs := builtPacks(t)
+	rel := k.Meta.Release
+	ctx := context.Background()
+	prov, cons := packs["provider"], packs["consumer"]
+	mk := func(name, release string, mods map[string]string) string {
+		return mkPack(t, name, release, mods)
+	}
+	provKo := patchedKo(t, prov, "provider/wslt_provider.ko", func([]byte) {})
+	badVermagic := patchedKo(t, prov, "provider/wslt_provider.ko", func(b []byte) {
+		i := bytes.Index(b, []byte("vermagic="+rel))
+		if i < 0 {
+			t.Fatal("no vermagic")
+		}
+		copy(b[i+len("vermagic="+rel)-1:], "9")
+	})
+	badCRC := patchedKo(t, cons, "consumer/wslt_consumer.ko", func(b []byte) { setVersionCRC(t, b, "wslt_provider_add") })
+	badKernelCRC := patchedKo(t, cons, "consumer/wslt_consumer.ko", func(b []byte) { setVersionCRC(t, b, "_printk") })
+	good, _ := os.ReadFile(prov)
+	truncated := filepath.Join(t.TempDir(), "truncated.tar.zst")
+	os.WriteFile(truncated, good[:len(good)/2], 0o644)
+
+	cases := []struct {
+		name    string
+		packs   []string
+		symvers bool
+		want    string
+	}{
+		{"other-release", []string{mk("provider", "6.12.117-other", map[string]string{"wslt_provider.ko": provKo})}, false,
+			"pack provider: built for kernel release 6.12.117-other, base is " + rel},
+		{"vermagic", []string{mk("provider", rel, map[string]string{"wslt_provider.ko": badVermagic})}, false,
+			`pack provider: extra/provider/wslt_provider.ko: vermagic "6.12.117-microsoft-standard-WSL9 mod_unload modversions ", want "` + rel},
+		{"unresolved", []string{cons}, true,
+			"pack consumer: extra/consumer/wslt_consumer.ko needs unknown symbol wslt_provider_add"},
+		{"crc-mismatch", []string{prov, mk("consumer", rel, map[string]string{"wslt_consumer.ko": badCRC})}, false,
+			"pack consumer: extra/consumer/wslt_consumer.ko disagrees about version of symbol wslt_provider_add"},
+		{"crc-mismatch-kernel", []string{prov, mk("consumer", rel, map[string]string{"wslt_consumer.ko": badKernelCRC})}, true,
+			"pack consumer: extra/consumer/wslt_consumer.ko disagrees about version of symbol _printk"},
+		{"crc-mismatch-kernel-no-symvers", []string{prov, mk("consumer", rel, map[string]string{"wslt_consumer.ko": badKernelCRC})}, false,
+			"pack consumer: extra/consumer/wslt_consumer.ko disagrees about version of symbol _printk (module has"},
+		{"same-module", []string{prov, mk("other", rel, map[string]string{"sub/wslt_provider.ko": provKo})}, false,
+			"module wslt_provider is provided by several packs: other (other/sub/wslt_provider.ko), provider (provider/wslt_provider.ko); choose one with --prefer PACK"},
+		{"same-pack-twice", []string{prov, prov}, false, "pack provider: given twice"},
+		{"corrupt", []string{prov, truncated}, false, truncated + ": "},
+		{"traversal", []string{traversalPack(t)}, false, `entry "../evil.ko": path traversal`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			out := filepath.Join(dir, "modules.vhdx")
+			o := Options{Base: k.ModulesRoot(), Packs: c.packs, Out: out}
+			if c.symvers {
+				o.Symvers = k.Symvers()
+			}
+			_, err := Merge(ctx, o)
+			if err == nil {
+				t.Fatal("merge accepted bad input")
+			}
+			t.Logf("refused: %v", err)
+			if !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error:\n%v\nwant it to contain:\n%s", err, c.want)
+			}
+			if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+				t.Errorf("left behind: %v", ents)
+			}
+		})
+	}
+	if !strings.Contains(fmt.Sprint(cases[8]), "corrupt") {
+		t.Fatal("case order changed")
+	}
+
+	// Without Module.symvers an unknown symbol cannot be told from a kernel
+	// symbol no stock module uses: it is a warning, not an error.
+	res, err := Merge(ctx, Options{Base: k.ModulesRoot(), Packs: []string{cons}, DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Plan.Warnings) != 1 || !strings.Contains(res.Plan.Warnings[0], "pack consumer: extra/consumer/wslt_consumer.ko needs unknown symbol wslt_provider_add") {
+		t.Errorf("warnings: %q", res.Plan.Warnings)
+	}
+	// --prefer settles the duplicate.
+	res, err = Merge(ctx, Options{Base: k.ModulesRoot(), Packs: []string{prov, mk("other", rel, map[string]string{"sub/wslt_provider.ko": provKo})}, Prefer: []string{"other"}, DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Plan.Add) != 1 || res.Plan.Add[0].Dest != "extra/other/sub/wslt_provider.ko" || len(res.Plan.Dropped) != 1 || res.Plan.Dropped[0].Pack != "provider" {
+		t.Errorf("prefer: add %+v dropped %+v", res.Plan.Add, res.Plan.Dropped)
+	}
+}
+
+// traversalPack is a zstd tar with a valid-looking pack.json and an entry
+// escaping the tree.
+func traversalPack(t *testing.T) string {
+	var buf bytes.Buffer
+	zw, _ := zstd.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	for _, e := range []struct{ n, body string }{{"pack.json", `{"format":1,"name":"evil","kernel_release":"x","arch":"x86_64","modules":[]}`}, {"../evil.ko", "x"}} {
+		tw.WriteHeader(&tar.Header{Name: e.n, Mode: 0o644, Size: int64(len(e.body)), Typeflag: tar.TypeReg})
+		tw.Write([]byte(e.body))
+	}
+	tw.Close()
+	zw.Close()
+	p := filepath.Join(t.TempDir(), "evil.tar.zst")
+	os.WriteFile(p, buf.Bytes(), 0o644)
+	return p
 }
