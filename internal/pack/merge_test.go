@@ -445,3 +445,173 @@ func traversalPack(t *testing.T) string {
 	os.WriteFile(p, buf.Bytes(), 0o644)
 	return p
 }
+
+// debianBaseWithout hard-links the Debian module tree into a new directory
+// without the given module files (relative paths).
+func debianBaseWithout(t *testing.T, drop ...string) (mdir, release string) {
+	t.Helper()
+	root, rel := testenv.DebianModules(t)
+	src := filepath.Join(root, "lib", "modules", rel)
+	mdir = filepath.Join(t.TempDir(), rel)
+	run(t, "cp", "-al", src, mdir)
+	for _, d := range drop {
+		if err := os.Remove(filepath.Join(mdir, d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Dangling build/source symlinks of the package would stay dangling.
+	os.Remove(filepath.Join(mdir, "build"))
+	os.Remove(filepath.Join(mdir, "source"))
+	return mdir, rel
+}
+
+func debianSymvers(t *testing.T) string {
+	p := filepath.Join(testenv.CacheDir(), "debian-symvers", "Module.symvers")
+	if _, err := os.Stat(p); err != nil {
+		testenv.Missing(t, "%s (scripts/setup.sh)", p)
+	}
+	return p
+}
+
+// TestMergeDebianVHDNestedAndRemerge merges packs of real Debian modules
+// with a real dependency (fat <- vfat, msdos) over a VHD of the full
+// Debian tree without them, into a nested image; then uses that image as
+// the base of a second merge that replaces one pack and shadows a stock
+// module.
+func TestMergeDebianVHDNestedAndRemerge(t *testing.T) {
+	fat := []string{"kernel/fs/fat/fat.ko", "kernel/fs/fat/vfat.ko", "kernel/fs/fat/msdos.ko"}
+	mdir, rel := debianBaseWithout(t, fat...)
+	root, _ := testenv.DebianModules(t)
+	orig := filepath.Join(root, "lib", "modules", rel)
+	symvers := debianSymvers(t)
+	ctx := context.Background()
+	base := vhdOf(t, mdir, "dynamic")
+	fatcore := mkPack(t, "fatcore", rel, map[string]string{"fat.ko": filepath.Join(orig, fat[0])})
+	vfat := mkPack(t, "vfat", rel, map[string]string{"vfat.ko": filepath.Join(orig, fat[1])})
+	msdos := mkPack(t, "msdos", rel, map[string]string{"msdos.ko": filepath.Join(orig, fat[2])})
+
+	out := filepath.Join(t.TempDir(), "nested.vhdx")
+	res, err := Merge(ctx, Options{Base: base, Packs: []string{vfat, msdos, fatcore}, Out: out, Layout: image.LayoutNested, Symvers: symvers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Base.ReleaseFrom != "vermagic" || len(res.Plan.Shadows) != 0 || len(res.Plan.Warnings) != 0 || len(res.Plan.Add) != 3 {
+		t.Errorf("plan: from %s shadows %v warnings %v add %d", res.Base.ReleaseFrom, res.Plan.Shadows, res.Plan.Warnings, len(res.Plan.Add))
+	}
+	fsroot := unpackImage(t, out)
+	nested := filepath.Join(fsroot, rel, "modules")
+	mroot := t.TempDir()
+	os.MkdirAll(filepath.Join(mroot, "lib", "modules"), 0o755)
+	if err := os.Rename(nested, filepath.Join(mroot, "lib", "modules", rel)); err != nil {
+		t.Fatalf("nested layout: %v", err)
+	}
+	for m, want := range map[string]string{
+		"vfat":  "extra/fatcore/fat.ko extra/vfat/vfat.ko",
+		"msdos": "extra/fatcore/fat.ko extra/msdos/msdos.ko",
+	} {
+		if got := strings.Join(showDepends(t, mroot, rel, m), " "); got != want {
+			t.Errorf("modprobe --show-depends %s: %q, want %q", m, got, want)
+		}
+	}
+	sameAsKmod(t, filepath.Join(mroot, "lib", "modules", rel), rel)
+
+	// The merged image as a base: the nested layout and release are read
+	// from the image, the record tells which pack each module came from.
+	// vfat is merged again from a newer pack (its old files go), and a
+	// pack carrying nls_cp437 shadows the stock module.
+	vfat2 := filepath.Join(t.TempDir(), "vfat2.tar.zst")
+	if _, err := Create(vfat2, CreateOptions{Name: "vfat", Version: "2.0", KernelRelease: rel,
+		Modules: map[string]string{"fs/vfat.ko": filepath.Join(orig, fat[1])}}); err != nil {
+		t.Fatal(err)
+	}
+	nls := mkPack(t, "nls", rel, map[string]string{"nls_cp437.ko": filepath.Join(orig, "kernel/fs/nls/nls_cp437.ko")})
+	out2 := filepath.Join(t.TempDir(), "remerged.vhdx")
+	res, err = Merge(ctx, Options{Base: out, Packs: []string{nls, vfat2}, Out: out2, Symvers: symvers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Base.Kind != "vhdx" || res.Base.Layout != image.LayoutNested || res.Base.ReleaseFrom != "nested directory name" || res.Layout != image.LayoutNested {
+		t.Errorf("base %s %s from %s; out layout %s", res.Base.Kind, res.Base.Layout, res.Base.ReleaseFrom, res.Layout)
+	}
+	if strings.Join(res.Plan.Replaced, " ") != "extra/vfat/vfat.ko" {
+		t.Errorf("replaced %v", res.Plan.Replaced)
+	}
+	if len(res.Plan.Shadows) != 1 || res.Plan.Shadows[0].Stock != "kernel/fs/nls/nls_cp437.ko" || res.Plan.Shadows[0].Pack != "nls" {
+		t.Errorf("shadows %+v", res.Plan.Shadows)
+	}
+	fsroot = unpackImage(t, out2)
+	m2 := filepath.Join(fsroot, rel, "modules")
+	for p, want := range map[string]bool{"extra/vfat/vfat.ko": false, "extra/vfat/fs/vfat.ko": true, "extra/msdos/msdos.ko": true,
+		"kernel/fs/nls/nls_cp437.ko": false, "extra/nls/nls_cp437.ko": true} {
+		if _, err := os.Stat(filepath.Join(m2, p)); (err == nil) != want {
+			t.Errorf("%s present: %v, want %v", p, err == nil, want)
+		}
+	}
+	rec, err := ReadRecordDir(m2)
+	if err != nil || rec == nil {
+		t.Fatalf("record: %v", err)
+	}
+	var got []string
+	for _, p := range rec.Packs {
+		got = append(got, p.Name+"@"+p.Version+":"+strings.Join(p.Files, ","))
+	}
+	if w := "fatcore@1.0:extra/fatcore/fat.ko msdos@1.0:extra/msdos/msdos.ko nls@1.0:extra/nls/nls_cp437.ko vfat@2.0:extra/vfat/fs/vfat.ko"; strings.Join(got, " ") != w {
+		t.Errorf("record packs:\n%s\nwant\n%s", strings.Join(got, " "), w)
+	}
+	if len(rec.Shadows) != 1 || rec.Shadows[0].Stock != "kernel/fs/nls/nls_cp437.ko" {
+		t.Errorf("record shadows %+v", rec.Shadows)
+	}
+	order, _ := os.ReadFile(filepath.Join(m2, "modules.order"))
+	if bytes.Contains(order, []byte("kernel/fs/nls/nls_cp437.ko\n")) || !bytes.HasSuffix(order, []byte("extra/vfat/fs/vfat.ko\n")) || bytes.Contains(order, []byte("extra/vfat/vfat.ko\n")) {
+		t.Errorf("modules.order tail: %q", order[max(0, len(order)-200):])
+	}
+	mroot = t.TempDir()
+	os.MkdirAll(filepath.Join(mroot, "lib", "modules"), 0o755)
+	os.Rename(m2, filepath.Join(mroot, "lib", "modules", rel))
+	if got := strings.Join(showDepends(t, mroot, rel, "nls_cp437"), " "); got != "extra/nls/nls_cp437.ko" {
+		t.Errorf("modprobe --show-depends nls_cp437: %q", got)
+	}
+	sameAsKmod(t, filepath.Join(mroot, "lib", "modules", rel), rel)
+}
+
+// TestBaseRelease checks the release rule on directory bases.
+func TestBaseRelease(t *testing.T) {
+	k := buildtest.TestKernel(t)
+	rel := k.Meta.Release
+	ctx := context.Background()
+	open := func(src, given string) (*Base, error) {
+		b, err := OpenBase(ctx, src, BaseOptions{Release: given})
+		if err == nil {
+			b.Close()
+		}
+		return b, err
+	}
+	b, err := open(k.ModulesRoot(), "")
+	if err != nil || b.Release != rel || b.ReleaseFrom != "lib/modules directory name" {
+		t.Fatalf("root: %+v %v", b, err)
+	}
+	b, err = open(k.ModulesDir(), "")
+	if err != nil || b.Release != rel || b.ReleaseFrom != "vermagic" {
+		t.Fatalf("module dir: %+v %v", b, err)
+	}
+	if _, err = open(k.ModulesDir(), "6.12.117-other"); err == nil || !strings.Contains(err.Error(), `kernel release 6.12.117-other (from --kernel-release), but the modules' vermagic says "`+rel+`" in 12 modules`) {
+		t.Errorf("release disagreeing with vermagic: %v", err)
+	}
+	two := t.TempDir()
+	os.MkdirAll(filepath.Join(two, "lib", "modules", "a"), 0o755)
+	os.MkdirAll(filepath.Join(two, "lib", "modules", "b"), 0o755)
+	if _, err = open(two, ""); err == nil || !strings.Contains(err.Error(), "several kernel releases under lib/modules (a, b); choose one with --kernel-release") {
+		t.Errorf("two releases: %v", err)
+	}
+	// A tree of two kernels' modules is ambiguous.
+	mixed := filepath.Join(t.TempDir(), "mixed")
+	run(t, "cp", "-a", k.ModulesDir(), mixed)
+	root, _ := testenv.DebianModules(t)
+	run(t, "cp", filepath.Join(root, "lib/modules/6.1.0-56-amd64/kernel/fs/fat/vfat.ko"), filepath.Join(mixed, "kernel"))
+	if _, err = open(mixed, ""); err == nil || !strings.Contains(err.Error(), "the modules' vermagic names several kernel releases") || !strings.Contains(err.Error(), "kernel/vfat.ko") {
+		t.Errorf("mixed: %v", err)
+	}
+	if _, err = open(t.TempDir(), ""); err == nil || !strings.Contains(err.Error(), "neither a root with lib/modules/<release> nor a module tree") {
+		t.Errorf("empty dir: %v", err)
+	}
+}
