@@ -174,7 +174,7 @@ func CopyTree(from, to string) error {
 	})
 }
 
-// copyDevel is the fallback for kernels without
+// CopyDevel is the fallback for kernels without
 // scripts/package/install-extmod-build: it copies the same file set into
 // devel — from the source tree the top Makefile, arch Makefiles, include
 // directories, Kbuild.platforms/Platform files, include/ (without config
@@ -182,7 +182,7 @@ func CopyTree(from, to string) error {
 // generated headers, include/config/{auto.conf,kernel.release}, the
 // built scripts, objtool, resolve_btfids and GCC plugins — then deletes
 // .*.cmd and *.o files.
-func copyDevel(src, obj, srcArch, devel string) error {
+func CopyDevel(src, obj, srcArch, devel string) error {
 	auto, err := ReadConfig(filepath.Join(obj, "include", "config", "auto.conf"))
 	if err != nil {
 		return err

@@ -559,7 +559,7 @@ func (b *kernelBuild) install(ctx context.Context, dir, release string) error {
 
 // installDevel makes the external-module build tree, with the kernel's own
 // scripts/package/install-extmod-build when the tree has it, otherwise
-// with an equivalent copy (copyDevel). The config goes in as .config too,
+// with an equivalent copy (CopyDevel). The config goes in as .config too,
 // as Debian's linux-headers packages do (dkms.conf files source it).
 func (b *kernelBuild) installDevel(ctx context.Context, devel string) error {
 	script := filepath.Join(b.src, "scripts", "package", "install-extmod-build")
@@ -574,7 +574,7 @@ func (b *kernelBuild) installDevel(ctx context.Context, devel string) error {
 		if err := cmd.Run(); err != nil {
 			return fmt.Errorf("install-extmod-build: %w", err)
 		}
-	} else if err := copyDevel(b.src, b.obj, b.tc.SrcArch, devel); err != nil {
+	} else if err := CopyDevel(b.src, b.obj, b.tc.SrcArch, devel); err != nil {
 		return err
 	}
 	return copyFile(filepath.Join(b.obj, ".config"), filepath.Join(devel, ".config"))

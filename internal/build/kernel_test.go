@@ -184,3 +184,57 @@ func TestKernelBadInput(t *testing.T) {
 		t.Errorf("meta %+v", m)
 	}
 }
+
+// TestCopyDevelFallback checks the kernel-devel fallback for kernels
+// without scripts/package/install-extmod-build: applied to the tree that
+// script made (which holds every source and object file it copies), it
+// must reproduce the same file set, and a module must build against it.
+func TestCopyDevelFallback(t *testing.T) {
+	k := buildtest.TestKernel(t)
+	dest := filepath.Join(t.TempDir(), "kernel-devel")
+	if err := build.CopyDevel(k.DevelDir(), k.DevelDir(), "x86", dest); err != nil {
+		t.Fatal(err)
+	}
+	want, got := fileSet(t, k.DevelDir()), fileSet(t, dest)
+	delete(want, ".config") // added by installDevel, not part of the set
+	for f := range want {
+		if !got[f] {
+			t.Errorf("fallback lacks %s", f)
+		}
+	}
+	for f := range got {
+		if !want[f] {
+			t.Errorf("fallback has extra %s", f)
+		}
+	}
+	mod := filepath.Join(t.TempDir(), "provider")
+	if err := build.CopyTree(buildtest.Testdata("modules", "provider"), mod); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("make", "-C", dest, "M="+mod, "modules").CombinedOutput()
+	if err != nil {
+		t.Fatalf("module build against the fallback tree: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(mod, "wslt_provider.ko")); err != nil {
+		t.Error(err)
+	}
+}
+
+func fileSet(t *testing.T, dir string) map[string]bool {
+	t.Helper()
+	out := map[string]bool{}
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() {
+			rel, _ := filepath.Rel(dir, p)
+			out[rel] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
