@@ -313,9 +313,10 @@ func (f *FS) WriteContent(in *Inode, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	buf := make([]byte, 1<<20)
-	var pos int64
 	size := in.Size
+	// Most module files are far below 1 MiB: size the buffer to the file.
+	buf := make([]byte, min(1<<20, max(f.bs, (size+f.bs-1)/f.bs*f.bs)))
+	var pos int64
 	zeros := func(n int64) error {
 		for n > 0 {
 			k := min(n, int64(len(buf)))
