@@ -18,11 +18,12 @@ func buildModules(m *manifest.Manifest, names []string) ([]manifest.Module, erro
 		want[n] = true
 	}
 	var out []manifest.Module
+	found := map[string]bool{}
 	for _, mod := range m.Modules {
 		if len(want) > 0 && !want[mod.Name] {
 			continue
 		}
-		delete(want, mod.Name)
+		found[mod.Name] = true
 		if mod.Status != manifest.StatusOK {
 			return nil, fmt.Errorf("pack: module %s has status %s in %s; only built modules can be packed", mod.Name, mod.Status, manifest.FileName)
 		}
@@ -31,8 +32,10 @@ func buildModules(m *manifest.Manifest, names []string) ([]manifest.Module, erro
 		}
 		out = append(out, mod)
 	}
-	for n := range want {
-		return nil, fmt.Errorf("pack: module %s is not in %s", n, manifest.FileName)
+	for _, n := range names {
+		if !found[n] {
+			return nil, fmt.Errorf("pack: module %s is not in %s", n, manifest.FileName)
+		}
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("pack: %s lists no modules", manifest.FileName)
@@ -79,8 +82,9 @@ func buildModuleDir(buildOutDir string, m *manifest.Manifest) (string, error) {
 // named after the module, versioned with its manifest version (or source
 // pin). names selects modules (empty: every module of the manifest); a
 // module that failed to build is an error. It returns the pack paths, in
-// name order. Packs are reproducible, and each is written atomically; an
-// existing pack file is replaced.
+// name order. Packs are reproducible; all are made before the first is
+// renamed into place, so a failure writes none. Existing pack files of the
+// same names are replaced.
 func FromBuild(buildOutDir string, m *manifest.Manifest, names []string, outDir string) ([]string, error) {
 	mods, err := buildModules(m, names)
 	if err != nil {
@@ -93,6 +97,13 @@ func FromBuild(buildOutDir string, m *manifest.Manifest, names []string, outDir 
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
 		return nil, fmt.Errorf("pack: %w", err)
 	}
+	// Every pack is made first in a temporary directory, so a failure
+	// leaves none of them behind.
+	tmp, err := os.MkdirTemp(outDir, ".packs-*")
+	if err != nil {
+		return nil, fmt.Errorf("pack: %w", err)
+	}
+	defer os.RemoveAll(tmp)
 	var out []string
 	for _, mod := range mods {
 		if !ValidName(mod.Name) {
@@ -107,11 +118,15 @@ func FromBuild(buildOutDir string, m *manifest.Manifest, names []string, outDir 
 			}
 			o.Modules[rel] = filepath.Join(dir, filepath.FromSlash(f))
 		}
-		p := filepath.Join(outDir, mod.Name+Ext)
-		if _, err := Create(p, o); err != nil {
+		if _, err := Create(filepath.Join(tmp, mod.Name+Ext), o); err != nil {
 			return nil, err
 		}
-		out = append(out, p)
+		out = append(out, filepath.Join(outDir, mod.Name+Ext))
+	}
+	for _, p := range out {
+		if err := os.Rename(filepath.Join(tmp, filepath.Base(p)), p); err != nil {
+			return nil, fmt.Errorf("pack: %w", err)
+		}
 	}
 	return out, nil
 }

@@ -615,3 +615,28 @@ func TestBaseRelease(t *testing.T) {
 		t.Errorf("empty dir: %v", err)
 	}
 }
+
+// TestFromBuildRefusals checks FromBuild's errors on a manifest that does
+// not fit: nothing is written.
+func TestFromBuildRefusals(t *testing.T) {
+	m := &manifest.Manifest{Kernel: manifest.Kernel{Release: "6.12.117-microsoft-standard-WSL2", Arch: "x86_64"},
+		Modules: []manifest.Module{{Name: "good", Status: manifest.StatusOK, Files: []string{"extra/good/good.ko"}},
+			{Name: "bad", Status: manifest.StatusFailed}}}
+	out := filepath.Join(t.TempDir(), "packs")
+	for _, c := range []struct {
+		names []string
+		want  string
+	}{
+		{nil, "module bad has status failed"},
+		{[]string{"nope"}, "module nope is not in build-manifest.json"},
+		{[]string{"good"}, "no staging tree for release 6.12.117-microsoft-standard-WSL2"},
+	} {
+		_, err := FromBuild(t.TempDir(), m, c.names, out)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: %v, want %q", c.names, err, c.want)
+		}
+		if ents, _ := os.ReadDir(out); len(ents) != 0 {
+			t.Errorf("%v: left %v", c.names, ents)
+		}
+	}
+}
