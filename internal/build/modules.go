@@ -12,7 +12,6 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -156,12 +155,13 @@ func BuildModules(ctx context.Context, o ModulesOptions) ([]*ModuleResult, error
 
 	// 3. Builds, each after its dependencies.
 	vars := modlist.TemplateVars{KernelRelease: o.Kernel.Meta.Release, Arch: o.Kernel.Meta.Arch, KernelDir: o.Kernel.DevelDir()}
-	var wg sync.WaitGroup
+	// One goroutine per module (they mostly wait: for dependencies, then for
+	// a jobserver token); failures are recorded per module, never returned,
+	// so one failed module does not cancel the others.
+	var builds errgroup.Group
 	for i := range o.List.Modules {
 		m, r := &o.List.Modules[i], results[i]
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		builds.Go(func() error {
 			defer close(r.done)
 			var extra []string
 			for _, d := range r.deps {
@@ -170,18 +170,18 @@ func BuildModules(ctx context.Context, o ModulesOptions) ([]*ModuleResult, error
 				case <-dr.done:
 				case <-ctx.Done():
 					r.fail(ctx.Err().Error())
-					return
+					return nil
 				}
 				if dr.Status != manifest.StatusOK {
 					if r.Status == manifest.StatusOK {
 						r.fail(fmt.Sprintf("dependency %s %s", d, dr.Status))
 					}
-					return
+					return nil
 				}
 				extra = append(extra, dependencySymvers(dr, byName)...)
 			}
 			if r.Status != manifest.StatusOK {
-				return
+				return nil
 			}
 			done := o.Progress.Step("module %s: build", m.Name)
 			start := time.Now()
@@ -191,9 +191,10 @@ func BuildModules(ctx context.Context, o ModulesOptions) ([]*ModuleResult, error
 			if err != nil {
 				r.fail(err.Error())
 			}
-		}()
+			return nil
+		})
 	}
-	wg.Wait()
+	builds.Wait()
 
 	// 4. Verify every installed .ko against the kernel and each other.
 	if err := verify(o, results); err != nil {
