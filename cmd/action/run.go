@@ -20,7 +20,7 @@ func init() {
 		Usage: "run --modules FILE --out DIR [--kernel-source DIR|TARBALL|TAG] [--dry-run] [--config FILE] [--layout flat|nested] " +
 			"[--headers devel|uapi|none] [--keep-going] [--cache DIR] [--jobs N] [--repo owner/name] [--target-repo owner/name] [--track T] [--stage S --shard i/n]",
 		Examples: []string{
-			"run --modules examples/wsl-modules-local.yml --kernel-source /usr/src/linux-source-6.12.tar.xz --config testdata/kernel/config-test --out out --dry-run",
+			"run --modules testdata/wsl-modules-local.yml --kernel-source /usr/src/linux-source-6.12.tar.xz --config testdata/kernel/config-test --out out --dry-run",
 			"run --modules .github/wsl-modules.yml --kernel-source linux-msft-wsl-6.6.87.2 --out out --dry-run",
 			"run --modules .github/wsl-modules.yml --track all-new --target-repo me/wsl-kernel --out out",
 		},

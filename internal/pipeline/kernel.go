@@ -58,6 +58,7 @@ func (r *runner) ensureKernel(ctx context.Context, k *kernelJob) error {
 				kern.CacheHit = true
 				k.kernel, k.source, k.release = kern, rec.Source, kern.Meta.Release
 				r.log.Printf("%s: kernel %s from cache entry %s (%s)", k.name, kern.Meta.Release, short(rec.Key), KernelFile)
+				r.nameLocal(k)
 				return nil
 			}
 			r.log.Printf("%s: kernel cache entry %s of %s is not in %s; building it", k.name, short(rec.Key), recPath, r.o.CacheDir)
@@ -92,15 +93,21 @@ func (r *runner) ensureKernel(ctx context.Context, k *kernelJob) error {
 	if k.local != "" {
 		k.source = kern.Meta.Source
 	}
-	if k.tag == "" {
-		k.tag = derivedTag(kern.Meta.Release)
-		r.log.Printf("%s: no kernel tag given for the local source; naming it %s (from the release %s)", k.name, k.tag, kern.Meta.Release)
-	}
+	r.nameLocal(k)
 	b, _ := json.MarshalIndent(kernelRecord{Inputs: ki, Key: kern.Meta.Key, Release: kern.Meta.Release, Source: k.source}, "", "  ")
 	if err := atomicfile.WriteFile(recPath, append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("pipeline: %w", err)
 	}
 	return nil
+}
+
+// nameLocal gives a local source without a kernel tag one derived from
+// its release.
+func (r *runner) nameLocal(k *kernelJob) {
+	if k.tag == "" {
+		k.tag = derivedTag(k.kernel.Meta.Release)
+		r.log.Printf("%s: no kernel tag given for the local source; naming it %s (from the release %s)", k.name, k.tag, k.kernel.Meta.Release)
+	}
 }
 
 // fetchKernel fetches the kernel tag's source into WORK/<tag>/source,

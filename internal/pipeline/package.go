@@ -26,7 +26,8 @@ import (
 // inputs and kernel is kept.
 func (r *runner) assemble(ctx context.Context, k *kernelJob) error {
 	dir := filepath.Join(k.dir, "build")
-	if m, err := manifest.Read(filepath.Join(dir, manifest.FileName)); err == nil && m.Hash() == k.hash && m.Kernel.CacheKey == k.kernel.Meta.Key {
+	if r.assembled(k) {
+		m, _ := manifest.Read(filepath.Join(dir, manifest.FileName))
 		r.log.Printf("%s: build output already assembled (%s)", k.name, dir)
 		k.manifest = m
 		if len(k.modules) == 0 {
@@ -79,6 +80,13 @@ func (r *runner) assemble(ctx context.Context, k *kernelJob) error {
 	return nil
 }
 
+// assembled reports whether WORK/<kernel>/build holds the output for k's
+// inputs and kernel.
+func (r *runner) assembled(k *kernelJob) bool {
+	m, err := manifest.Read(filepath.Join(k.dir, "build", manifest.FileName))
+	return err == nil && m.Hash() == k.hash && m.Kernel.CacheKey == k.kernel.Meta.Key
+}
+
 // assembleInto fills the temporary build dir tmp and returns its manifest.
 func (r *runner) assembleInto(k *kernelJob, tmp string) (*manifest.Manifest, error) {
 	kern := k.kernel
@@ -106,7 +114,11 @@ func (r *runner) assembleInto(k *kernelJob, tmp string) (*manifest.Manifest, err
 
 	// Shards: every shard of one split must be present, built against
 	// this kernel for these inputs.
-	shards, err := r.shards(k)
+	only := 0
+	if r.o.Stage == StageAll {
+		only = 1
+	}
+	shards, err := r.shards(k, only)
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +163,14 @@ func (r *runner) assembleInto(k *kernelJob, tmp string) (*manifest.Manifest, err
 			missing = append(missing, lm.Name)
 			continue
 		}
-		m.Modules = append(m.Modules, sm.Module)
+		mm := sm.Module
+		if mm.Status == manifest.StatusFailed && r.o.KeepGoing {
+			// Left out of this image on purpose: recorded as skipped,
+			// with the failure, so the release can be published (a
+			// manifest with a failed module never is).
+			mm.Status, mm.Error = manifest.StatusSkipped, "build failed, left out (keep-going): "+mm.Error
+		}
+		m.Modules = append(m.Modules, mm)
 		switch sm.Status {
 		case manifest.StatusOK:
 			okFiles = append(okFiles, sm.Files...)
@@ -182,12 +201,13 @@ func (r *runner) assembleInto(k *kernelJob, tmp string) (*manifest.Manifest, err
 
 // shards returns the shard directories of one complete split for k: all
 // of 1..n of the same n, each recorded for k's inputs and kernel.
-func (r *runner) shards(k *kernelJob) ([]string, error) {
+// With only > 0, only the split into that many shards is considered.
+func (r *runner) shards(k *kernelJob, only int) ([]string, error) {
 	matches, _ := filepath.Glob(filepath.Join(k.dir, "shards", "*-of-*"))
 	byN := map[int]map[int]string{}
 	for _, d := range matches {
 		var i, n int
-		if _, err := fmt.Sscanf(filepath.Base(d), "%d-of-%d", &i, &n); err != nil {
+		if _, err := fmt.Sscanf(filepath.Base(d), "%d-of-%d", &i, &n); err != nil || only > 0 && n != only {
 			continue
 		}
 		rec, err := readShard(d)

@@ -415,8 +415,12 @@ func (r *runner) runKernel(ctx context.Context, k *kernelJob) error {
 	case StageKernel:
 		return nil
 	case StageAll:
-		if err := r.stage(k, "modules", func() error { return r.buildModules(ctx, k, 1, 1) }); err != nil {
-			return err
+		// A build output assembled for these inputs (a re-run after a
+		// failed upload) needs no module build.
+		if !r.assembled(k) {
+			if err := r.stage(k, "modules", func() error { return r.buildModules(ctx, k, 1, 1) }); err != nil {
+				return err
+			}
 		}
 	case StageModules:
 		return r.stage(k, "modules", func() error { return r.buildModules(ctx, k, r.shardI, r.shardN) })
