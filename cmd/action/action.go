@@ -230,6 +230,9 @@ func writeActionResults(a *githubactions.Action, o pipeline.Options, res *pipeli
 		a.AddStepSummary(fmt.Sprintf("## WSL kernel modules\n\n:x: failed before building: %s\n", summaryText(runErr)))
 		return
 	}
+	// Resolved directories, for action.yml's actions/cache steps.
+	a.SetOutput("cache-dir", o.CacheDir)
+	a.SetOutput("work-dir", o.WorkDir)
 	if p := res.Plan; p != nil {
 		a.SetOutput("cache-key", p.CacheKey)
 		a.SetOutput("cache-restore-prefix", p.CacheRestorePrefix)

@@ -99,10 +99,8 @@ func TestActionEndToEnd(t *testing.T) {
 		"  - name: provider\n    path: modules/provider\n" +
 		"  - name: consumer\n    path: modules/consumer\n    depends: [provider]\n" +
 		"  - name: v4l2loopback\n    url: " + files.URL + "/v4l2loopback-0.12.7.tar.gz\n    sha256: " + hex.EncodeToString(sum[:]) + "\n"
-	if err := os.MkdirAll(filepath.Join(ws, ".github"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(ws, ".github", "wsl-modules.yml"), []byte(list), 0o644); err != nil {
+	// Path modules are relative to the list's directory (and inside it).
+	if err := os.WriteFile(filepath.Join(ws, "wsl-modules.yml"), []byte(list), 0o644); err != nil {
 		t.Fatal(err)
 	}
 
@@ -124,7 +122,7 @@ func TestActionEndToEnd(t *testing.T) {
 			"GITHUB_REPOSITORY=me/wsl-kernel", "GITHUB_SHA=" + strings.Repeat("a", 40),
 			"GITHUB_API_URL=" + fake.APIURL(), "GITHUB_SERVER_URL=" + fake.ServerURL(),
 			"GITHUB_WORKSPACE=" + ws, "RUNNER_TEMP=" + runnerTemp,
-			"INPUT_MODULES=.github/wsl-modules.yml", "INPUT_KERNEL-REPO=microsoft/WSL2-Linux-Kernel",
+			"INPUT_MODULES=wsl-modules.yml", "INPUT_KERNEL-REPO=microsoft/WSL2-Linux-Kernel",
 			"INPUT_TRACK=6.12", "INPUT_MAX-TAGS=3", "INPUT_ARCH=", "INPUT_LAYOUT=flat", "INPUT_HEADERS=devel",
 			"INPUT_KEEP-GOING=false", "INPUT_PUBLISH=true", "INPUT_RELEASE-PREFIX=wsl-modules-",
 			"INPUT_TOKEN=" + e2eToken, "INPUT_CACHE-DIR=" + buildtest.CacheDir(), "INPUT_JOBS=0",
