@@ -600,10 +600,14 @@ func (v *verifier) hostTools() {
 
 // symlinks checks every symlink is relative and resolves inside the tree.
 func (v *verifier) symlinks() {
+	var links []string
 	for rel, m := range v.entries {
-		if m.Type() != fs.ModeSymlink {
-			continue
+		if m.Type() == fs.ModeSymlink {
+			links = append(links, rel)
 		}
+	}
+	sort.Strings(links)
+	for _, rel := range links {
 		target, err := os.Readlink(v.abs(rel))
 		if err != nil {
 			v.problem(rel, "%v", err)
