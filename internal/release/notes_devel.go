@@ -49,7 +49,7 @@ func develNotes(m *manifest.Manifest) string {
 	p("")
 	p("Notes:")
 	p("")
-	p("- The tree is read-only; builds write only into their own `M=` directory, so build from a directory you own.")
+	p("- Builds write only into their own `M=` directory, never into the tree, so build from a directory you own.")
 	p("- `/lib/modules/%s` is the read-only image under a tmpfs overlay: what `dkms install` or `modules_install` puts there is lost at `wsl --shutdown`. Run the install again after a restart, or load the `.ko` with `insmod`; to keep a module for good, add it to the module list and rebuild this release.", rel)
 	if m.Kernel.Compiler != "" {
 		p("- The kernel was built with %s. Use the same compiler major version: kbuild warns when it differs, and options the kernel's config took from its compiler may not be accepted by another.", m.Kernel.Compiler)
