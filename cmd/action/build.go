@@ -3,13 +3,16 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"time"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/build"
+	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
 	"github.com/wsl-modules/wsl-modules-action/internal/modlist"
+	"github.com/wsl-modules/wsl-modules-action/internal/pack"
 	"github.com/wsl-modules/wsl-modules-action/internal/progress"
 )
 
@@ -17,10 +20,11 @@ func init() {
 	register(&command{
 		Name:    "build",
 		Summary: "build the kernel (cached) and the modules of wsl-modules.yml against it, in parallel",
-		Usage:   "build --kernel-source DIR|TARBALL --modules wsl-modules.yml --out DIR [--cache DIR] [--config FILE] [--jobs N] [--keep-going] [--force]",
+		Usage:   "build --kernel-source DIR|TARBALL --modules wsl-modules.yml --out DIR [--cache DIR] [--config FILE] [--jobs N] [--keep-going] [--force] [--emit-packs DIR [--pack-name NAME]]",
 		Examples: []string{
 			"build --kernel-source WSL2-Linux-Kernel-linux-msft-wsl-6.6.87.2.tar.gz --modules wsl-modules.yml --out build",
 			"build --kernel-source ./WSL2-Linux-Kernel --modules wsl-modules.yml --out build --cache ~/.cache/wsl-modules --jobs 8 --keep-going",
+			"build --kernel-source linux.tar.gz --modules wsl-modules.yml --out build --emit-packs packs",
 		},
 		Run: runBuild,
 	})
@@ -30,7 +34,7 @@ func runBuild(ctx context.Context, env *cliEnv, args []string) error {
 	c := commands["build"]
 	fs := newFlagSet(env, c)
 	var o build.Options
-	var listPath, epoch string
+	var listPath, epoch, packsDir, packName string
 	fs.StringVar(&o.KernelSource, "kernel-source", "", "kernel source directory or tarball (.tar.gz, .tar.xz)")
 	fs.StringVar(&listPath, "modules", "", "the module list, wsl-modules.yml")
 	fs.StringVar(&o.Out, "out", "", "output directory (written atomically)")
@@ -39,6 +43,8 @@ func runBuild(ctx context.Context, env *cliEnv, args []string) error {
 	fs.IntVar(&o.Jobs, "jobs", runtime.NumCPU(), "total parallel compile jobs, shared by all builds")
 	fs.BoolVar(&o.KeepGoing, "keep-going", false, "produce the output without the modules that failed (and say so) instead of failing")
 	fs.BoolVar(&o.Force, "force", false, "replace an existing --out directory")
+	fs.StringVar(&packsDir, "emit-packs", "", "also write each built out-of-tree module as a pack DIR/<name>.tar.zst (see 'merge')")
+	fs.StringVar(&packName, "pack-name", "", "with --emit-packs: one pack NAME.tar.zst holding every built module instead of one pack per module")
 	fs.StringVar(&epoch, "source-date-epoch", "", "KBUILD_BUILD_TIMESTAMP as Unix seconds (default $SOURCE_DATE_EPOCH, else the source's Makefile time)")
 	pos, err := parseFlags(env, c, fs, args)
 	if err != nil {
@@ -56,6 +62,10 @@ func runBuild(ctx context.Context, env *cliEnv, args []string) error {
 		return usagef("build: --out is required (see 'build --help')")
 	case o.Jobs < 1:
 		return usagef("build: --jobs must be at least 1")
+	case packName != "" && packsDir == "":
+		return usagef("build: --pack-name needs --emit-packs")
+	case packName != "" && !pack.ValidName(packName):
+		return usagef("build: invalid --pack-name %q", packName)
 	}
 	if epoch == "" {
 		epoch = env.Getenv("SOURCE_DATE_EPOCH")
@@ -99,8 +109,42 @@ func runBuild(ctx context.Context, env *cliEnv, args []string) error {
 		fmt.Fprintf(env.Stdout, "module %-20s %-7s %5.1fs %v\n", m.Name, m.Status, m.Seconds, m.Files)
 	}
 	fmt.Fprintf(env.Stdout, "output: %s\n", o.Out)
+	if packsDir != "" {
+		paths, err := emitPacks(res.Manifest, o.Out, packsDir, packName)
+		if err != nil {
+			return err
+		}
+		for _, p := range paths {
+			fmt.Fprintf(env.Stdout, "pack: %s\n", p)
+		}
+	}
 	if len(res.Failed) > 0 {
 		fmt.Fprintf(env.Stderr, "wsl-modules-action: build: %d module(s) failed and were left out (--keep-going)\n", len(res.Failed))
 	}
 	return nil
+}
+
+// emitPacks writes the successfully built out-of-tree modules of a build
+// output directory as packs.
+func emitPacks(m *manifest.Manifest, out, dir, name string) ([]string, error) {
+	var names []string
+	for _, x := range m.Modules {
+		if x.Status == manifest.StatusOK && len(x.Files) > 0 {
+			names = append(names, x.Name)
+		}
+	}
+	if len(names) == 0 {
+		return nil, fmt.Errorf("build: --emit-packs: no module was built")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("build: --emit-packs: %w", err)
+	}
+	if name != "" {
+		p, err := pack.FromBuildCombined(out, m, names, name, dir)
+		if err != nil {
+			return nil, err
+		}
+		return []string{p}, nil
+	}
+	return pack.FromBuild(out, m, names, dir)
 }

@@ -3,10 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
 	"testing"
+
+	"github.com/wsl-modules/wsl-modules-action/internal/build"
+	"github.com/wsl-modules/wsl-modules-action/internal/build/buildtest"
+	"github.com/wsl-modules/wsl-modules-action/internal/pack"
 )
 
 func runBuildCLI(args ...string) (code int, stdout, stderr string) {
@@ -55,6 +62,66 @@ func TestBuildCLIBadModuleList(t *testing.T) {
 		}
 		if _, err := os.Stat(filepath.Join(dir, "out")); err == nil {
 			t.Errorf("output created for a bad list")
+		}
+	}
+}
+
+// TestBuildEmitPacks builds the testdata provider and consumer modules
+// against the cached test kernel through the CLI and checks the packs it
+// emits: one per module, and one combined with --pack-name.
+func TestBuildEmitPacks(t *testing.T) {
+	k := buildtest.TestKernel(t)
+	dir := t.TempDir()
+	list := filepath.Join(dir, "wsl-modules.yml")
+	for _, m := range []string{"provider", "consumer"} {
+		if err := build.CopyTree(buildtest.Testdata("modules", m), filepath.Join(dir, "src", m)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	yml := "modules:\n  - name: provider\n    path: src/provider\n  - name: consumer\n    path: src/consumer\n"
+	if err := os.WriteFile(list, []byte(yml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	opts := buildtest.Options(t)
+	for _, combined := range []bool{false, true} {
+		out := filepath.Join(dir, fmt.Sprintf("out-%v", combined))
+		packs := filepath.Join(dir, fmt.Sprintf("packs-%v", combined))
+		args := []string{"--kernel-source", opts.Source, "--config", opts.ConfigFile, "--cache", opts.CacheDir,
+			"--modules", list, "--out", out, "--emit-packs", packs}
+		if combined {
+			args = append(args, "--pack-name", "testpack")
+		}
+		code, stdout, stderr := runBuildCLI(args...)
+		if code != 0 {
+			t.Fatalf("build: exit %d\n%s\n%s", code, stdout, stderr)
+		}
+		files, _ := filepath.Glob(filepath.Join(packs, "*.tar.zst"))
+		want := map[string][]string{"consumer": {"wslt_consumer"}, "provider": {"wslt_provider"}}
+		if combined {
+			want = map[string][]string{"testpack": {"wslt_consumer", "wslt_provider"}}
+		}
+		if len(files) != len(want) {
+			t.Fatalf("packs %v, want %d", files, len(want))
+		}
+		for _, f := range files {
+			pk, err := pack.Open(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, m := range pk.Meta.Modules {
+				names = append(names, m.Name)
+				if m.Vermagic != k.Meta.Vermagic {
+					t.Errorf("%s: vermagic %q, kernel %q", m.File, m.Vermagic, k.Meta.Vermagic)
+				}
+			}
+			sort.Strings(names)
+			if pk.Meta.KernelRelease != k.Meta.Release || !slices.Equal(names, want[pk.Meta.Name]) {
+				t.Errorf("%s: pack %s release %s modules %v", f, pk.Meta.Name, pk.Meta.KernelRelease, names)
+			}
+			if !strings.Contains(stdout, "pack: "+f) {
+				t.Errorf("stdout does not name %s:\n%s", f, stdout)
+			}
 		}
 	}
 }
