@@ -20,6 +20,8 @@ pkgs=(
   linux-source-6.12 v4l2loopback-dkms dkms
   # independent checkers and the boot test
   kmod e2fsprogs qemu-utils qemu-system-x86 busybox-static
+  # arm64 kernel-devel trees: host programs cross-built for aarch64 (internal/devel)
+  gcc-aarch64-linux-gnu libc6-dev-arm64-cross
 )
 missing=()
 for p in "${pkgs[@]}"; do
