@@ -12,7 +12,9 @@
 // image needs aarch64 programs), and whether it can be used from a
 // read-only mount: nothing an external build needs is missing (make would
 // try to create it inside the tree), every symlink stays inside the tree,
-// and no make input points back into the build machine.
+// and no make input points back into the build machine. Retarget makes
+// the copy of a tree for a cross-compiled target (arm64 images built on
+// x86_64), with its host programs rebuilt for the target.
 package devel
 
 import (
