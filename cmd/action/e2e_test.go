@@ -32,7 +32,7 @@ import (
 // e2eTag is the kernel tag the fake GitHub serves: Debian's
 // linux-source-6.12 repacked as GitHub's tarball of it, with the test
 // kernel config at Microsoft/config-wsl.
-const e2eTag = "linux-msft-wsl-6.12.117.1"
+const e2eTag = buildtest.Tag
 
 const e2eToken = "ghs_E2EsecretTOKEN_0123456789abcdefghijkl"
 
@@ -64,11 +64,9 @@ func TestActionEndToEnd(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 
-	config, err := os.ReadFile(buildtest.ConfigFile())
-	if err != nil {
-		t.Fatal(err)
-	}
-	tarball := githubfake.KernelTarball(t, e2eTag, map[string][]byte{"Microsoft/config-wsl": config})
+	// The same tarball the test kernel is built from: its cache entry is
+	// reused, so this run does no kernel build when the test kernel exists.
+	tarball := buildtest.GitHubTarball(t)
 	fake := githubfake.NewT(t, githubfake.Options{Token: e2eToken})
 	fake.AddTags("microsoft/WSL2-Linux-Kernel", githubfake.Tag{Name: "linux-msft-wsl-6.6.87.2"}, githubfake.Tag{Name: e2eTag, Commit: e2eCommit()})
 	fake.SetTarball("microsoft/WSL2-Linux-Kernel", e2eTag, tarball)

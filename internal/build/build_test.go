@@ -49,8 +49,8 @@ func repo(t *testing.T, yml string, extra map[string]string) *modlist.List {
 
 func runOpts(t *testing.T, l *modlist.List, out string) build.Options {
 	return build.Options{
-		KernelSource: testenv.KernelSourceTarball(t), ConfigFile: buildtest.ConfigFile(),
-		List: l, Out: out, CacheDir: buildtest.CacheDir(), Progress: progress.New(&testLog{t: t}),
+		KernelSource: buildtest.GitHubTarball(t),
+		List:         l, Out: out, CacheDir: buildtest.CacheDir(), Progress: progress.New(&testLog{t: t}),
 	}
 }
 

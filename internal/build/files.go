@@ -1,7 +1,6 @@
 package build
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -9,12 +8,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 	"time"
-
-	"golang.org/x/sync/errgroup"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/progress"
 )
@@ -22,87 +18,6 @@ import (
 func sha256Hex(b []byte) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
-}
-
-func fileSHA256(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("%s: %w", path, err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-// TreeDigest hashes a directory tree: every entry's path, type, mode and
-// content (symlink target for links), in sorted order; .git is skipped.
-// Files are hashed in parallel.
-func TreeDigest(ctx context.Context, dir string) (string, error) {
-	type ent struct {
-		rel  string
-		kind string
-		sum  string
-	}
-	var ents []*ent
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		if d.IsDir() && d.Name() == ".git" {
-			return filepath.SkipDir
-		}
-		e := &ent{rel: filepath.ToSlash(rel)}
-		switch {
-		case d.IsDir():
-			e.kind = "d"
-		case d.Type()&fs.ModeSymlink != 0:
-			t, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			e.kind, e.sum = "l", t
-		case d.Type().IsRegular():
-			info, err := d.Info()
-			if err != nil {
-				return err
-			}
-			e.kind = fmt.Sprintf("f%o", info.Mode().Perm()&0o111)
-		default:
-			return nil
-		}
-		ents = append(ents, e)
-		return nil
-	})
-	if err != nil {
-		return "", err
-	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(runtime.NumCPU() * 2)
-	for _, e := range ents {
-		if e.kind[0] != 'f' {
-			continue
-		}
-		g.Go(func() error {
-			if gctx.Err() != nil {
-				return gctx.Err()
-			}
-			s, err := fileSHA256(filepath.Join(dir, filepath.FromSlash(e.rel)))
-			e.sum = s
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return "", err
-	}
-	h := sha256.New()
-	for _, e := range ents {
-		fmt.Fprintf(h, "%s\x00%s\x00%s\n", e.kind, e.rel, e.sum)
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // DirSize returns the total size of the regular files under dir.

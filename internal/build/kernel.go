@@ -19,6 +19,8 @@ import (
 
 	"github.com/wsl-modules/wsl-modules-action/internal/archive"
 	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
+	"github.com/wsl-modules/wsl-modules-action/internal/devel"
+	"github.com/wsl-modules/wsl-modules-action/internal/digest"
 	"github.com/wsl-modules/wsl-modules-action/internal/kmodule"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
 	"github.com/wsl-modules/wsl-modules-action/internal/modtree"
@@ -130,6 +132,17 @@ func (k *Kernel) Config() string { return filepath.Join(k.Dir, "config") }
 // DevelDir is the tree to build external modules against
 // (make -C DevelDir M=...).
 func (k *Kernel) DevelDir() string { return filepath.Join(k.Dir, "kernel-devel") }
+
+// TargetDevelDir is the kernel-devel tree whose host programs run on the
+// target architecture: the one to ship in the image. It differs from
+// DevelDir only for cross builds.
+func (k *Kernel) TargetDevelDir() string {
+	t := filepath.Join(k.Dir, "kernel-devel-target")
+	if _, err := os.Stat(t); err == nil {
+		return t
+	}
+	return k.DevelDir()
+}
 
 // HeadersDir is the UAPI headers tree (make headers_install).
 func (k *Kernel) HeadersDir() string { return filepath.Join(k.Dir, "headers") }
@@ -271,14 +284,19 @@ func cacheKey(ctx context.Context, o KernelOptions, isDir bool, compiler string)
 	if o.SourceInfo != nil {
 		src = *o.SourceInfo
 	}
+	// The source's identity is its content: the tarball's sha256 (also
+	// for a directory unpacked from a tarball whose sha256 is known), else
+	// the commit, else a digest of the directory. A commit alone is not
+	// preferred: the same bytes then share one entry whether they came
+	// from a tag download or a local file.
 	ident := ""
 	switch {
+	case src.SHA256 != "":
+		ident = "sha256:" + src.SHA256
 	case src.Commit != "":
 		ident = "commit:" + src.Commit
-	case src.SHA256 != "" && !isDir:
-		ident = "sha256:" + src.SHA256
 	case isDir:
-		d, err := TreeDigest(ctx, o.Source)
+		d, err := digest.Tree(ctx, o.Source)
 		if err != nil {
 			return src, "", fmt.Errorf("kernel: source: %w", err)
 		}
@@ -287,7 +305,7 @@ func cacheKey(ctx context.Context, o KernelOptions, isDir bool, compiler string)
 			src.Kind, src.Path = "dir", o.Source
 		}
 	default:
-		d, err := fileSHA256(o.Source)
+		d, err := digest.File(o.Source)
 		if err != nil {
 			return src, "", fmt.Errorf("kernel: source: %w", err)
 		}
@@ -301,6 +319,11 @@ func cacheKey(ctx context.Context, o KernelOptions, isDir bool, compiler string)
 	}
 	h := sha256.New()
 	fmt.Fprintf(h, "format %d\nsource %s\narch %s\ncompiler %s\n", CacheFormat, ident, o.Arch, compiler)
+	if tc, err := ToolchainFor(o.Arch, o.HostArch); err == nil && tc.CrossCompile != "" {
+		// Cross builds also hold kernel-devel-target (host programs
+		// rebuilt for the target); entries from before it are not reused.
+		fmt.Fprintf(h, "devel-target retarget-1\n")
+	}
 	if o.ConfigFile != "" {
 		b, err := os.ReadFile(o.ConfigFile)
 		if err != nil {
@@ -497,7 +520,7 @@ func buildKernel(ctx context.Context, o KernelOptions, tc Toolchain, src manifes
 	if err != nil {
 		return nil, fmt.Errorf("kernel: %w", err)
 	}
-	meta.ConfigSHA256, err = fileSHA256(filepath.Join(out.Tmp, "config"))
+	meta.ConfigSHA256, err = digest.File(filepath.Join(out.Tmp, "config"))
 	if err != nil {
 		return nil, fmt.Errorf("kernel: %w", err)
 	}
@@ -550,9 +573,19 @@ func (b *kernelBuild) install(ctx context.Context, dir, release string) error {
 			return err
 		}
 	}
-	devel := filepath.Join(dir, "kernel-devel")
-	if err := b.installDevel(ctx, devel); err != nil {
+	develDir := filepath.Join(dir, "kernel-devel")
+	if err := b.installDevel(ctx, develDir); err != nil {
 		return fmt.Errorf("kernel-devel: %w", err)
+	}
+	if b.tc.CrossCompile != "" {
+		// kernel-devel's host programs run on this machine (module builds
+		// here use it); the tree shipped in the image must run on the
+		// target, so its host programs are rebuilt with the cross compiler.
+		fmt.Fprintf(b.log, "==> retarget kernel-devel for %s\n", b.o.Arch)
+		if _, err := devel.Retarget(ctx, develDir, filepath.Join(dir, "kernel-devel-target"),
+			devel.RetargetOptions{Arch: b.o.Arch, CrossCompile: b.tc.CrossCompile, Jobs: b.o.Jobs, Log: b.log}); err != nil {
+			return fmt.Errorf("kernel-devel for %s: %w", b.o.Arch, err)
+		}
 	}
 	return nil
 }

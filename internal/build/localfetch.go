@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/archive"
+	"github.com/wsl-modules/wsl-modules-action/internal/digest"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
 	"github.com/wsl-modules/wsl-modules-action/internal/modlist"
 )
@@ -24,7 +25,7 @@ func LocalFetcher(ctx context.Context, m modlist.Module, dest string) (manifest.
 		return manifest.Source{}, fmt.Errorf("module %s: url %q: only file:// URLs are supported offline", m.Name, m.URL)
 	}
 	p := filepath.FromSlash(u.Path)
-	sum, err := fileSHA256(p)
+	sum, err := digest.File(p)
 	if err != nil {
 		return manifest.Source{}, fmt.Errorf("module %s: %w", m.Name, err)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/wsl-modules/wsl-modules-action/internal/digest"
 	"github.com/wsl-modules/wsl-modules-action/internal/kmodule"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
 	"github.com/wsl-modules/wsl-modules-action/internal/modlist"
@@ -305,7 +306,7 @@ func prepareSource(ctx context.Context, o ModulesOptions, m *modlist.Module, r *
 			return fmt.Errorf("copying %s: %w", srcDir, err)
 		}
 		r.Source = manifest.Source{Kind: "path", Path: m.Path}
-		if d, err := TreeDigest(ctx, r.dir); err == nil {
+		if d, err := digest.Tree(ctx, r.dir); err == nil {
 			r.Source.SHA256 = d
 		}
 	default:

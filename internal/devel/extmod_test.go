@@ -19,6 +19,7 @@ import (
 	"github.com/wsl-modules/wsl-modules-action/internal/build/buildtest"
 	"github.com/wsl-modules/wsl-modules-action/internal/depmod"
 	"github.com/wsl-modules/wsl-modules-action/internal/devel"
+	"github.com/wsl-modules/wsl-modules-action/internal/digest"
 	"github.com/wsl-modules/wsl-modules-action/internal/image"
 	"github.com/wsl-modules/wsl-modules-action/internal/kmodule"
 	"github.com/wsl-modules/wsl-modules-action/internal/modtree"
@@ -208,10 +209,10 @@ func checkModules(t *testing.T, k *build.Kernel, kos []string, extraSymvers ...s
 	}
 }
 
-// digest hashes a tree (paths, modes, contents, link targets).
-func digest(t *testing.T, dir string) string {
+// treeDigest hashes a tree (paths, modes, contents, link targets).
+func treeDigest(t *testing.T, dir string) string {
 	t.Helper()
-	d, err := build.TreeDigest(context.Background(), dir)
+	d, err := digest.Tree(context.Background(), dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,7 +298,7 @@ func TestBuildAgainstExtractedTree(t *testing.T) {
 	testenv.Tool(t, "gcc")
 	k := buildtest.TestKernel(t)
 	rel := k.Meta.Release
-	cacheDigest := digest(t, k.DevelDir())
+	cacheDigest := treeDigest(t, k.DevelDir())
 	dir := t.TempDir()
 
 	sizes := map[string]*image.Result{}
@@ -343,7 +344,7 @@ func TestBuildAgainstExtractedTree(t *testing.T) {
 				}
 			}
 			// The round trip through the image keeps the tree exactly.
-			if got := digest(t, tree); got != cacheDigest {
+			if got := treeDigest(t, tree); got != cacheDigest {
 				t.Fatalf("extracted %s differs from the kernel cache's kernel-devel", tree)
 			}
 			if layout == image.LayoutNested {
@@ -362,7 +363,7 @@ func TestBuildAgainstExtractedTree(t *testing.T) {
 				rep.Files, mib(rep.Bytes), len(rep.HostTools), rep.GLIBC, rep.Warnings)
 
 			kos := buildAgainst(t, k, ro)
-			if got := digest(t, ro); got != cacheDigest {
+			if got := treeDigest(t, ro); got != cacheDigest {
 				t.Errorf("the tree changed during the builds")
 			}
 			if layout == image.LayoutFlat {

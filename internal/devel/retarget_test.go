@@ -193,13 +193,13 @@ func TestArm64HostProgramsCrossBuilt(t *testing.T) {
 	}
 
 	ro := readOnly(t, trees.Host)
-	before := digest(t, trees.Host)
+	before := treeDigest(t, trees.Host)
 	dest := filepath.Join(t.TempDir(), "target")
 	res, err := devel.Retarget(context.Background(), ro, dest, devel.RetargetOptions{Arch: "arm64", CrossCompile: crossPrefix})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if digest(t, trees.Host) != before {
+	if treeDigest(t, trees.Host) != before {
 		t.Errorf("Retarget changed the host tree")
 	}
 	t.Logf("retarget: rebuilt %v, removed %v", res.Rebuilt, res.Removed)

@@ -8,18 +8,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strings"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/archive"
 	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
+	"github.com/wsl-modules/wsl-modules-action/internal/digest"
 	"github.com/wsl-modules/wsl-modules-action/internal/githubapi"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
 	"github.com/wsl-modules/wsl-modules-action/internal/progress"
@@ -264,7 +263,7 @@ func (f *Fetcher) Module(ctx context.Context, spec ModuleSpec, dest string) (man
 		if !st.IsDir() {
 			return manifest.Source{}, fmt.Errorf("fetch: %s: path source %s is not a directory", what, p)
 		}
-		sum, err := TreeHash(p)
+		sum, err := digest.Tree(ctx, p)
 		if err != nil {
 			return manifest.Source{}, fmt.Errorf("fetch: %s: %w", what, err)
 		}
@@ -371,60 +370,6 @@ func (f *Fetcher) urlSource(ctx context.Context, u, want, dest, what string) (ma
 		return manifest.Source{}, err
 	}
 	return manifest.Source{Kind: "url", URL: u, SHA256: sum}, nil
-}
-
-// TreeHash hashes a directory tree: each regular file's path, mode and
-// content and each symlink's path and target, in path order, skipping
-// .git. Two trees with the same hash have the same content.
-func TreeHash(root string) (string, error) {
-	type ent struct{ rel, kind, data string }
-	var ents []ent
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		if d.IsDir() {
-			if d.Name() == ".git" && rel != "." {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		switch {
-		case info.Mode()&fs.ModeSymlink != 0:
-			t, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			ents = append(ents, ent{filepath.ToSlash(rel), "l", t})
-		case info.Mode().IsRegular():
-			fh, err := os.Open(p)
-			if err != nil {
-				return err
-			}
-			h := sha256.New()
-			_, err = io.Copy(h, fh)
-			fh.Close()
-			if err != nil {
-				return err
-			}
-			ents = append(ents, ent{filepath.ToSlash(rel), fmt.Sprintf("f%o", info.Mode().Perm()&0o111), hex.EncodeToString(h.Sum(nil))})
-		}
-		return nil
-	})
-	if err != nil {
-		return "", err
-	}
-	sort.Slice(ents, func(i, j int) bool { return ents[i].rel < ents[j].rel })
-	h := sha256.New()
-	for _, e := range ents {
-		fmt.Fprintf(h, "%s\x00%s\x00%s\n", e.kind, e.rel, e.data)
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 func short(sha string) string {

@@ -19,6 +19,7 @@ import (
 	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
 	"github.com/wsl-modules/wsl-modules-action/internal/build"
 	"github.com/wsl-modules/wsl-modules-action/internal/build/buildtest"
+	"github.com/wsl-modules/wsl-modules-action/internal/digest"
 	"github.com/wsl-modules/wsl-modules-action/internal/image"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
 	"github.com/wsl-modules/wsl-modules-action/internal/modlist"
@@ -130,7 +131,7 @@ func builtPacks(t *testing.T) (k *build.Kernel, packs map[string]string) {
 	h := sha256.New()
 	fmt.Fprintf(h, "pack-test v1\n%s\n", k.Meta.Key)
 	for _, d := range []string{buildtest.Testdata("modules"), buildtest.Testdata("dkms"), v4lSrc} {
-		dg, err := build.TreeDigest(ctx, d)
+		dg, err := digest.Tree(ctx, d)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -174,7 +175,7 @@ func builtPacks(t *testing.T) (k *build.Kernel, packs map[string]string) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(t.TempDir(), "build")
-	res, err := build.Run(ctx, build.Options{KernelSource: testenv.KernelSourceTarball(t), ConfigFile: buildtest.ConfigFile(),
+	res, err := build.Run(ctx, build.Options{KernelSource: buildtest.GitHubTarball(t),
 		List: l, Out: out, CacheDir: buildtest.CacheDir(), Progress: progress.New(tlog{t})})
 	if err != nil {
 		t.Fatal(err)

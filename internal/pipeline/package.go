@@ -13,6 +13,7 @@ import (
 	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
 	"github.com/wsl-modules/wsl-modules-action/internal/build"
 	"github.com/wsl-modules/wsl-modules-action/internal/depmod"
+	"github.com/wsl-modules/wsl-modules-action/internal/devel"
 	"github.com/wsl-modules/wsl-modules-action/internal/image"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
 	"github.com/wsl-modules/wsl-modules-action/internal/progress"
@@ -101,7 +102,13 @@ func (r *runner) assembleInto(k *kernelJob, tmp string) (*manifest.Manifest, err
 	trees := map[string]string{kern.ModulesRoot(): "staging"}
 	switch r.o.Headers {
 	case HeadersDevel:
-		trees[kern.DevelDir()] = "kernel-devel"
+		// The tree whose host programs run on the target (rebuilt with the
+		// cross compiler for arm64 on x86_64).
+		trees[kern.TargetDevelDir()] = "kernel-devel"
+		if r.o.Layout == "nested" {
+			// Nested images also carry the UAPI headers in linux-headers/.
+			trees[kern.HeadersDir()] = "headers"
+		}
 	case HeadersUAPI:
 		trees[kern.HeadersDir()] = "headers"
 	}
@@ -109,6 +116,17 @@ func (r *runner) assembleInto(k *kernelJob, tmp string) (*manifest.Manifest, err
 		if err := build.CopyTree(from, filepath.Join(tmp, to)); err != nil {
 			return nil, fmt.Errorf("pipeline: %s: %w", k.name, err)
 		}
+	}
+	if r.o.Headers == HeadersDevel {
+		// The tree ships in the image: refuse one that cannot build
+		// modules inside WSL (wrong arch, missing files, build paths).
+		rep, err := devel.Verify(filepath.Join(tmp, "kernel-devel"), devel.Options{Release: kern.Meta.Release,
+			Arch: kern.Meta.Arch, Symvers: kern.Symvers(), BuildPaths: []string{kern.Dir, filepath.Dir(kern.Dir)}})
+		if err != nil {
+			return nil, fmt.Errorf("pipeline: %s: kernel-devel tree: %w", k.name, err)
+		}
+		r.log.Printf("%s: kernel-devel tree: %d files, %s, host programs need glibc %s", k.name, rep.Files,
+			progress.Bytes(rep.Bytes), rep.GLIBC)
 	}
 	modDir := filepath.Join(tmp, "staging", "lib", "modules", kern.Meta.Release)
 
@@ -339,6 +357,9 @@ func (r *runner) image(ctx context.Context, k *kernelJob) error {
 	switch r.o.Headers {
 	case HeadersDevel:
 		opts.Devel = filepath.Join(bdir, "kernel-devel")
+		if r.o.Layout == "nested" {
+			opts.Headers = filepath.Join(bdir, "headers")
+		}
 	case HeadersUAPI:
 		opts.Headers = filepath.Join(bdir, "headers")
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/wsl-modules/wsl-modules-action/internal/build"
 	"github.com/wsl-modules/wsl-modules-action/internal/build/buildtest"
+	"github.com/wsl-modules/wsl-modules-action/internal/digest"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
 	"github.com/wsl-modules/wsl-modules-action/internal/modlist"
 	"github.com/wsl-modules/wsl-modules-action/internal/progress"
@@ -155,11 +156,12 @@ func (w tlog) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// localOptions builds from Debian's kernel source tarball with the test
-// config: the same inputs as buildtest's test kernel, so it is a cache hit.
+// localOptions builds from the test kernel's source tarball, given as a
+// local file: the same inputs as buildtest's test kernel, so it is a cache
+// hit.
 func localOptions(t *testing.T, list, work string) Options {
 	buildtest.TestKernel(t)
-	return Options{ModulesFile: list, KernelSource: testenv.KernelSourceTarball(t), ConfigFile: buildtest.ConfigFile(),
+	return Options{ModulesFile: list, KernelSource: buildtest.GitHubTarball(t),
 		CacheDir: buildtest.CacheDir(), WorkDir: work, KeepGoing: true,
 		Progress: progress.New(tlog{t}), Out: tlog{t}}
 }
@@ -325,7 +327,7 @@ func lineOf(t *testing.T, file, needle string) int {
 }
 
 func fileSum(t *testing.T, p string) string {
-	s, err := fileSHA256(p)
+	s, err := digest.File(p)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 	"github.com/google/go-github/v66/github"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/build"
+	"github.com/wsl-modules/wsl-modules-action/internal/digest"
 	"github.com/wsl-modules/wsl-modules-action/internal/fetch"
 	"github.com/wsl-modules/wsl-modules-action/internal/githubapi"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
@@ -200,7 +200,7 @@ func (r *runner) modulePins(ctx context.Context) ([]manifest.InputModule, error)
 			im.Where, im.Pin = m.URL, strings.ToLower(m.SHA256)
 		default:
 			dir := r.list.SourceDir(m)
-			d, err := build.TreeDigest(ctx, dir)
+			d, err := digest.Tree(ctx, dir)
 			if err != nil {
 				return nil, fmt.Errorf("pipeline: %s:%d: modules[%d] (%s): path %s: %w", r.list.File, m.Line, i, m.Name, dir, err)
 			}
@@ -252,13 +252,13 @@ func (r *runner) inputs(ctx context.Context, k *kernelJob, pins []manifest.Input
 			return nil, fmt.Errorf("pipeline: kernel source: %w", err)
 		}
 		if st.IsDir() {
-			d, err := build.TreeDigest(ctx, k.local)
+			d, err := digest.Tree(ctx, k.local)
 			if err != nil {
 				return nil, fmt.Errorf("pipeline: kernel source %s: %w", k.local, err)
 			}
 			in.SourcePin = "tree:" + d
 		} else {
-			d, err := fileSHA256(k.local)
+			d, err := digest.File(k.local)
 			if err != nil {
 				return nil, fmt.Errorf("pipeline: kernel source: %w", err)
 			}
@@ -266,7 +266,7 @@ func (r *runner) inputs(ctx context.Context, k *kernelJob, pins []manifest.Input
 		}
 	}
 	if r.o.ConfigFile != "" {
-		d, err := fileSHA256(r.o.ConfigFile)
+		d, err := digest.File(r.o.ConfigFile)
 		if err != nil {
 			return nil, fmt.Errorf("pipeline: config: %w", err)
 		}
@@ -277,19 +277,6 @@ func (r *runner) inputs(ctx context.Context, k *kernelJob, pins []manifest.Input
 		in.FragmentSHA256 = hex.EncodeToString(s[:])
 	}
 	return in, nil
-}
-
-func fileSHA256(p string) (string, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("%s: %w", p, err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // checkPublished marks the kernels whose newest published release (any

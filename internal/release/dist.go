@@ -4,8 +4,6 @@ import (
 	"archive/tar"
 	"bufio"
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +17,7 @@ import (
 	"github.com/klauspost/compress/gzip"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
+	"github.com/wsl-modules/wsl-modules-action/internal/digest"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
 )
 
@@ -138,7 +137,7 @@ func collectAssets(dir string, m *manifest.Manifest, complete bool) ([]Asset, er
 		if st.Size() == 0 {
 			return nil, fmt.Errorf("release: %s: empty file; refusing to publish an empty asset", p)
 		}
-		sum, err := fileSHA256(p)
+		sum, err := digest.File(p)
 		if err != nil {
 			return nil, fmt.Errorf("release: %w", err)
 		}
@@ -148,19 +147,6 @@ func collectAssets(dir string, m *manifest.Manifest, complete bool) ([]Asset, er
 		out = append(out, Asset{Name: n, Path: p, Size: st.Size(), SHA256: sum})
 	}
 	return out, nil
-}
-
-func fileSHA256(p string) (string, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("%s: %w", p, err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // checkSums verifies SHA256SUMS in dir against the assets.

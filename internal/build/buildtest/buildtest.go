@@ -3,6 +3,12 @@
 // built once into testenv.CacheDir()/kernel-cache (keyed by its inputs and
 // guarded by a file lock, so concurrent test packages build it once) and
 // reused afterwards.
+//
+// The source is the GitHub-shaped tarball the fake GitHub serves
+// (GitHubTarball: the Debian source repacked under
+// WSL2-Linux-Kernel-<Tag>/ with the test config at Microsoft/config-wsl),
+// so the end-to-end test, which downloads it through the fake API, gets
+// the same cache entry instead of building a second kernel.
 package buildtest
 
 import (
@@ -17,6 +23,7 @@ import (
 
 	"github.com/wsl-modules/wsl-modules-action/internal/archive"
 	"github.com/wsl-modules/wsl-modules-action/internal/build"
+	"github.com/wsl-modules/wsl-modules-action/internal/githubfake"
 	"github.com/wsl-modules/wsl-modules-action/internal/progress"
 	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
 )
@@ -35,6 +42,22 @@ func Testdata(elem ...string) string {
 // ConfigFile is the test kernel's full config.
 func ConfigFile() string { return Testdata("kernel", "config-test") }
 
+// Tag is the kernel tag the test kernel's source is published under in
+// the fake GitHub.
+const Tag = "linux-msft-wsl-6.12.117.1"
+
+// GitHubTarball returns the test kernel's source tarball: Debian's
+// linux-source-6.12 repacked as GitHub's tarball of Tag, with ConfigFile
+// at Microsoft/config-wsl (cached; the first call takes about a minute).
+func GitHubTarball(t testing.TB) string {
+	t.Helper()
+	config, err := os.ReadFile(ConfigFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return githubfake.KernelTarball(t, Tag, map[string][]byte{"Microsoft/config-wsl": config})
+}
+
 // CacheDir is the kernel cache the test kernel lives in.
 func CacheDir() string { return filepath.Join(testenv.CacheDir(), "kernel-cache") }
 
@@ -46,11 +69,10 @@ var (
 // Options returns the KernelOptions of the test kernel.
 func Options(t testing.TB) build.KernelOptions {
 	return build.KernelOptions{
-		Source:     testenv.KernelSourceTarball(t),
-		ConfigFile: ConfigFile(),
-		Arch:       "x86_64",
-		CacheDir:   CacheDir(),
-		Progress:   progress.New(tWriter{t}),
+		Source:   GitHubTarball(t),
+		Arch:     "x86_64",
+		CacheDir: CacheDir(),
+		Progress: progress.New(tWriter{t}),
 	}
 }
 
