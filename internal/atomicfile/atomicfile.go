@@ -18,8 +18,9 @@ var ErrExists = errors.New("already exists (use --force to overwrite)")
 type File struct {
 	*os.File
 	// Path is the final destination.
-	Path string
-	done bool
+	Path  string
+	force bool
+	done  bool
 }
 
 // Create opens a temporary file next to path. Unless force is set, an
@@ -42,11 +43,12 @@ func Create(path string, force bool) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return &File{File: f, Path: path}, nil
+	return &File{File: f, Path: path, force: force}, nil
 }
 
 // Commit syncs and closes the temporary file, sets its mode and renames it to
-// Path. On error the temporary file is removed.
+// Path. Without force, a Path that appeared since Create is not replaced:
+// Commit fails with ErrExists. On error the temporary file is removed.
 func (f *File) Commit(mode os.FileMode) error {
 	if f.done {
 		return errors.New("atomicfile: already committed or aborted")
@@ -61,13 +63,31 @@ func (f *File) Commit(mode os.FileMode) error {
 		err = os.Chmod(tmp, mode)
 	}
 	if err == nil {
-		err = os.Rename(tmp, f.Path)
+		if f.force {
+			err = os.Rename(tmp, f.Path)
+		} else {
+			err = publish(tmp, f.Path)
+		}
 	}
 	if err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("%s: %w", f.Path, err)
 	}
 	return nil
+}
+
+// publish moves tmp to path without replacing an existing path: a hard
+// link fails atomically if path exists. Where links are not supported, it
+// falls back to checking and renaming.
+func publish(tmp, path string) error {
+	err := os.Link(tmp, path)
+	if err == nil {
+		return os.Remove(tmp)
+	}
+	if _, lerr := os.Lstat(path); lerr == nil {
+		return ErrExists
+	}
+	return os.Rename(tmp, path)
 }
 
 // Abort closes and removes the temporary file. It is safe to call after
@@ -100,8 +120,9 @@ type Dir struct {
 	// Tmp is the temporary directory to fill.
 	Tmp string
 	// Path is the final destination.
-	Path string
-	done bool
+	Path  string
+	force bool
+	done  bool
 }
 
 // CreateDir makes a temporary directory next to path. Unless force is set, an
@@ -121,10 +142,13 @@ func CreateDir(path string, force bool) (*Dir, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return &Dir{Tmp: tmp, Path: path}, nil
+	return &Dir{Tmp: tmp, Path: path, force: force}, nil
 }
 
-// Commit renames the temporary directory to Path, replacing an existing one.
+// Commit renames the temporary directory to Path. With force, an existing
+// Path is replaced (and kept if the replacement fails); without force, a
+// Path that appeared since CreateDir is an ErrExists error. On error the
+// temporary directory is removed.
 func (d *Dir) Commit() error {
 	if d.done {
 		return errors.New("atomicfile: already committed or aborted")
@@ -136,6 +160,10 @@ func (d *Dir) Commit() error {
 	}
 	var old string
 	if _, err := os.Lstat(d.Path); err == nil {
+		if !d.force {
+			os.RemoveAll(d.Tmp)
+			return fmt.Errorf("%s: %w", d.Path, ErrExists)
+		}
 		old = d.Tmp + ".old"
 		if err := os.Rename(d.Path, old); err != nil {
 			os.RemoveAll(d.Tmp)
