@@ -108,7 +108,7 @@ func (c *Counter) report(now time.Time, final bool) {
 	switch {
 	case final:
 		c.r.Printf("%s: %s in %.1fs (%s/s)", c.label, Bytes(c.n), el, Bytes(int64(rate)))
-	case c.total > 0 && rate > 0:
+	case c.total > 0 && c.n <= c.total && rate > 0:
 		eta := time.Duration(float64(c.total-c.n) / rate * float64(time.Second)).Round(time.Second)
 		c.r.Printf("%s: %s of %s (%.0f%%), %s/s, ETA %s", c.label, Bytes(c.n), Bytes(c.total),
 			100*float64(c.n)/float64(c.total), Bytes(int64(rate)), eta)
@@ -124,7 +124,9 @@ type counterWriter struct{ c *Counter }
 
 func (w counterWriter) Write(p []byte) (int, error) { w.c.Add(int64(len(p))); return len(p), nil }
 
-// Bytes formats a byte count with a binary unit.
+// Bytes formats a byte count with a binary unit and one decimal, rounding
+// to nearest (like numfmt --to=iec-i): 1536 is "1.5 KiB", 1048575 is
+// "1.0 MiB".
 func Bytes(n int64) string {
 	const unit = 1024
 	if n < unit {
@@ -135,5 +137,10 @@ func Bytes(n int64) string {
 		div *= unit
 		exp++
 	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+	v := float64(n) / float64(div)
+	if v >= unit-0.05 && exp < 5 { // would print as 1024.0 of this unit
+		v /= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", v, "KMGTPE"[exp])
 }
