@@ -5,11 +5,14 @@ package manifest
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
+	"slices"
 	"sort"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
@@ -110,8 +113,8 @@ type Source struct {
 	Path   string `json:"path,omitempty"`
 }
 
-// Pin returns the most precise identifier of the source: the commit, else
-// the sha256, else the ref or path.
+// Pin returns the most precise identifier of the source: the first set of
+// commit, sha256, ref, tag, path and URL.
 func (s Source) Pin() string {
 	for _, v := range []string{s.Commit, s.SHA256, s.Ref, s.Tag, s.Path, s.URL} {
 		if v != "" {
@@ -158,12 +161,17 @@ type Image struct {
 // Hash identifies the inputs of a build: from Inputs when set, otherwise
 // from the kernel tag and release, arch, config and fragment hashes, and the
 // module list with pinned sources. Two builds with the same Hash produce the
-// same release.
+// same release. Module order does not matter (modules are sorted by name,
+// then by their other fields).
 func (m *Manifest) Hash() string {
 	if m.Inputs != nil {
 		in := *m.Inputs
 		in.Modules = append([]InputModule(nil), in.Modules...)
-		sort.Slice(in.Modules, func(i, j int) bool { return in.Modules[i].Name < in.Modules[j].Name })
+		sort.Slice(in.Modules, func(i, j int) bool {
+			a, b := in.Modules[i], in.Modules[j]
+			return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Where, b.Where),
+				cmp.Compare(a.Pin, b.Pin), slices.Compare(a.Make, b.Make)) < 0
+		})
 		b, _ := json.Marshal(in)
 		s := sha256.Sum256(b)
 		return hex.EncodeToString(s[:])
@@ -179,7 +187,10 @@ func (m *Manifest) Hash() string {
 		where := x.Source.URL + x.Source.Repo + x.Source.Path
 		in.Modules = append(in.Modules, mod{x.Name, x.Source.Pin(), x.Source.Kind, where})
 	}
-	sort.Slice(in.Modules, func(i, j int) bool { return in.Modules[i].Name < in.Modules[j].Name })
+	sort.Slice(in.Modules, func(i, j int) bool {
+		a, b := in.Modules[i], in.Modules[j]
+		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.Pin, b.Pin), cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Where, b.Where)) < 0
+	})
 	b, _ := json.Marshal(in)
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
@@ -205,13 +216,17 @@ func Read(path string) (*Manifest, error) {
 	return Decode(path, b)
 }
 
-// Decode parses manifest JSON; name is used in errors.
+// Decode parses manifest JSON; name is used in errors. Unknown fields,
+// another schema version and data after the JSON object are errors.
 func Decode(name string, b []byte) (*Manifest, error) {
 	var m Manifest
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&m); err != nil {
 		return nil, fmt.Errorf("manifest: %s: %w", name, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("manifest: %s: unexpected data after the manifest (offset %d)", name, dec.InputOffset())
 	}
 	if m.Schema != SchemaVersion {
 		return nil, fmt.Errorf("manifest: %s: schema %d, want %d", name, m.Schema, SchemaVersion)
