@@ -22,6 +22,8 @@ pkgs=(
   kmod e2fsprogs qemu-utils qemu-system-x86 busybox-static
   # arm64 kernel-devel trees: host programs cross-built for aarch64 (internal/devel)
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+  # running those aarch64 host programs in the tests (qemu-aarch64)
+  qemu-user
 )
 missing=()
 for p in "${pkgs[@]}"; do
