@@ -55,14 +55,25 @@ type SymverEntry struct {
 func skipDir(rel string) bool { return rel == "build" || rel == "source" }
 
 // ListModules returns the relative paths of module files under dir
-// (lib/modules/<release>), sorted, skipping build/ and source/.
+// (lib/modules/<release>), sorted, skipping build/ and source/. dir may be
+// a symlink to the directory; it is an error if it is not a directory.
+// Symlinks inside dir are not followed.
 func ListModules(dir string) ([]string, error) {
+	root, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return nil, err
+	}
+	if st, err := os.Stat(root); err != nil {
+		return nil, err
+	} else if !st.IsDir() {
+		return nil, fmt.Errorf("%s: not a directory", dir)
+	}
 	var out []string
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		rel, _ := filepath.Rel(dir, p)
+		rel, _ := filepath.Rel(root, p)
 		rel = filepath.ToSlash(rel)
 		if d.IsDir() {
 			if skipDir(rel) {
