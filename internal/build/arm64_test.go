@@ -218,6 +218,18 @@ modules:
 	if _, err := os.Stat(filepath.Join(out, "Image")); err != nil {
 		t.Error(err)
 	}
+	// The output's kernel-devel is the tree for the image: its host
+	// programs must run on arm64.
+	for _, tool := range []string{"scripts/basic/fixdep", "scripts/mod/modpost"} {
+		f, err := elf.Open(filepath.Join(out, "kernel-devel", tool))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Machine != elf.EM_AARCH64 {
+			t.Errorf("build output kernel-devel/%s is %v, want EM_AARCH64", tool, f.Machine)
+		}
+		f.Close()
+	}
 
 	mdir := filepath.Join(out, "staging", "lib", "modules", rel)
 	modinfo := testenv.Tool(t, "modinfo")

@@ -194,8 +194,10 @@ func stageKernel(k *Kernel, out string) error {
 			return err
 		}
 	}
+	// kernel-devel is the tree for the image: its host programs run on the
+	// target (they differ from the cache's DevelDir only for cross builds).
 	for from, to := range map[string]string{
-		k.ModulesRoot(): "staging", k.DevelDir(): "kernel-devel", k.HeadersDir(): "headers",
+		k.ModulesRoot(): "staging", k.TargetDevelDir(): "kernel-devel", k.HeadersDir(): "headers",
 	} {
 		if err := CopyTree(from, filepath.Join(out, to)); err != nil {
 			return err
