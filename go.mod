@@ -3,7 +3,6 @@ module github.com/wsl-modules/wsl-modules-action
 go 1.26.0
 
 require (
-	github.com/diskfs/go-diskfs v1.9.4
 	github.com/goccy/go-yaml v1.19.2
 	github.com/google/go-github/v66 v66.0.0
 	github.com/klauspost/compress v1.20.4
@@ -13,7 +12,6 @@ require (
 )
 
 require (
+	github.com/google/go-cmp v0.7.0 // indirect
 	github.com/google/go-querystring v1.1.0 // indirect
-	github.com/google/uuid v1.6.0 // indirect
-	golang.org/x/sys v0.43.0 // indirect
 )
