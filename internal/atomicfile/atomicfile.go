@@ -6,6 +6,7 @@ package atomicfile
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 )
@@ -113,6 +114,37 @@ func WriteFile(path string, data []byte, mode os.FileMode) error {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	return f.Commit(mode)
+}
+
+// CopyFile copies the regular file from (following symlinks) to to,
+// atomically, replacing an existing file and creating to's parent
+// directories. The copy gets mode perm, or from's permission bits when perm
+// is 0.
+func CopyFile(from, to string, perm os.FileMode) error {
+	in, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	if perm == 0 {
+		st, err := in.Stat()
+		if err != nil {
+			return err
+		}
+		perm = st.Mode().Perm()
+	}
+	if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+		return err
+	}
+	out, err := Create(to, true)
+	if err != nil {
+		return err
+	}
+	defer out.Abort()
+	if _, err := io.Copy(out, in); err != nil {
+		return fmt.Errorf("copying %s to %s: %w", from, to, err)
+	}
+	return out.Commit(perm)
 }
 
 // Dir is a temporary directory that becomes Path on Commit.

@@ -428,3 +428,41 @@ func TestCommitNoForceRace(t *testing.T) {
 	only(t, dir, "out", "tree")
 	only(t, q)
 }
+
+// TestCopyFile copies with the source's mode or a given one, creates
+// parents, replaces an existing file and leaves no temp file on failure.
+func TestCopyFile(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	if err := os.WriteFile(src, []byte("module"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(src, 0o750)
+	dst := filepath.Join(dir, "a", "b", "dst")
+	if err := CopyFile(src, dst, 0); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(dst); string(b) != "module" {
+		t.Fatalf("content %q", b)
+	}
+	if st, _ := os.Stat(dst); st.Mode().Perm() != 0o750 {
+		t.Fatalf("mode %v, want the source's 0750", st.Mode().Perm())
+	}
+	os.WriteFile(src, []byte("v2"), 0o750)
+	if err := CopyFile(src, dst, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(dst); string(b) != "v2" {
+		t.Fatalf("not replaced: %q", b)
+	}
+	if st, _ := os.Stat(dst); st.Mode().Perm() != 0o644 {
+		t.Fatalf("mode %v, want 0644", st.Mode().Perm())
+	}
+	if err := CopyFile(filepath.Join(dir, "missing"), filepath.Join(dir, "a", "x"), 0); err == nil {
+		t.Fatal("copying a missing file succeeded")
+	}
+	ents, _ := os.ReadDir(filepath.Join(dir, "a", "b"))
+	if len(ents) != 1 {
+		t.Fatalf("left behind: %v", ents)
+	}
+}

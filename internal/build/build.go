@@ -190,7 +190,7 @@ func stageKernel(k *Kernel, out string) error {
 		k.Image(): k.Meta.ImageFile, k.Symvers(): "Module.symvers", k.SystemMap(): "System.map",
 		k.Config(): "config", k.LogFile(): filepath.Join("logs", "kernel.log"),
 	} {
-		if err := copyFile(from, filepath.Join(out, to)); err != nil {
+		if err := atomicfile.CopyFile(from, filepath.Join(out, to), 0); err != nil {
 			return err
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
 	"github.com/wsl-modules/wsl-modules-action/internal/progress"
 )
 
@@ -39,31 +39,6 @@ func DirSize(dir string) (int64, error) {
 	return n, err
 }
 
-// copyFile copies a regular file (following symlinks), keeping its mode.
-func copyFile(from, to string) error {
-	in, err := os.Open(from)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	st, err := in.Stat()
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
-		return err
-	}
-	out, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, st.Mode().Perm())
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return fmt.Errorf("%s: %w", to, err)
-	}
-	return out.Close()
-}
-
 // CopyTree copies the tree at from to to (which must not exist), keeping
 // symlinks as symlinks and file modes.
 func CopyTree(from, to string) error {
@@ -83,7 +58,7 @@ func CopyTree(from, to string) error {
 			}
 			return os.Symlink(t, dst)
 		case d.Type().IsRegular():
-			return copyFile(p, dst)
+			return atomicfile.CopyFile(p, dst, 0)
 		}
 		return nil
 	})
@@ -217,7 +192,7 @@ func CopyDevel(src, obj, srcArch, devel string) error {
 			}
 			continue
 		}
-		if err := copyFile(from, to); err != nil {
+		if err := atomicfile.CopyFile(from, to, 0); err != nil {
 			return err
 		}
 	}

@@ -569,7 +569,7 @@ func (b *kernelBuild) install(ctx context.Context, dir, release string) error {
 		".config":        "config",
 	}
 	for from, to := range files {
-		if err := copyFile(filepath.Join(b.obj, from), filepath.Join(dir, to)); err != nil {
+		if err := atomicfile.CopyFile(filepath.Join(b.obj, from), filepath.Join(dir, to), 0); err != nil {
 			return err
 		}
 	}
@@ -610,7 +610,7 @@ func (b *kernelBuild) installDevel(ctx context.Context, devel string) error {
 	} else if err := CopyDevel(b.src, b.obj, b.tc.SrcArch, devel); err != nil {
 		return err
 	}
-	return copyFile(filepath.Join(b.obj, ".config"), filepath.Join(devel, ".config"))
+	return atomicfile.CopyFile(filepath.Join(b.obj, ".config"), filepath.Join(devel, ".config"), 0)
 }
 
 // kernelVermagic returns the vermagic modules of this kernel carry: that

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
 	"github.com/wsl-modules/wsl-modules-action/internal/digest"
 	"github.com/wsl-modules/wsl-modules-action/internal/kmodule"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
@@ -456,7 +457,7 @@ func buildOne(ctx context.Context, o ModulesOptions, js *Jobserver, tc Toolchain
 		seen[base] = true
 		rel := dests[i] + "/" + m.Name + "/" + base
 		to := filepath.Join(o.ModulesDir, filepath.FromSlash(rel))
-		if err := copyFile(from, to); err != nil {
+		if err := atomicfile.CopyFile(from, to, 0); err != nil {
 			return err
 		}
 		strip := exec.CommandContext(ctx, tc.CrossCompile+"strip", "--strip-debug", to)

@@ -208,7 +208,7 @@ func Retarget(ctx context.Context, host, dest string, o RetargetOptions) (*Retar
 		if err := os.Remove(p); err != nil {
 			return err
 		}
-		return copyFile(filepath.Join(host, rel), p, hfi.Mode().Perm())
+		return atomicfile.CopyFile(filepath.Join(host, rel), p, hfi.Mode().Perm())
 	})
 	if err != nil {
 		return nil, fmt.Errorf("devel: retarget: %w", err)
@@ -261,24 +261,6 @@ func tailLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-// copyFile copies from to the new file to with mode perm.
-func copyFile(from, to string, perm fs.FileMode) error {
-	src, err := os.Open(from)
-	if err != nil {
-		return err
-	}
-	defer src.Close()
-	w, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(w, src); err != nil {
-		w.Close()
-		return err
-	}
-	return w.Close()
 }
 
 // elfPrograms lists the ELF executables under dir (relative, slashes).
@@ -339,7 +321,7 @@ func copyTree(from, to string) error {
 			}
 			return os.Symlink(target, dst)
 		case t == 0:
-			return copyFile(p, dst, fi.Mode().Perm())
+			return atomicfile.CopyFile(p, dst, fi.Mode().Perm())
 		default:
 			return fmt.Errorf("%s: not a regular file, directory or symlink", p)
 		}

@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 
+	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
 	"github.com/wsl-modules/wsl-modules-action/internal/depmod"
 	"github.com/wsl-modules/wsl-modules-action/internal/image"
 	"github.com/wsl-modules/wsl-modules-action/internal/modtree"
@@ -411,28 +411,11 @@ func linkTree(ctx context.Context, src, dst string, drop map[string]bool) error 
 			if err := os.Link(p, t); err == nil {
 				return nil
 			}
-			return copyFile(p, t, fi.Mode().Perm())
+			if err := atomicfile.CopyFile(p, t, fi.Mode().Perm()); err != nil {
+				return fmt.Errorf("merge: %w", err)
+			}
+			return nil
 		}
 		return fmt.Errorf("merge: base %s: %s is not a file, directory or symlink", src, rel)
 	})
-}
-
-func copyFile(src, dst string, mode fs.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return fmt.Errorf("merge: %w", err)
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		return fmt.Errorf("merge: %w", err)
-	}
-	_, err = io.Copy(out, in)
-	if cerr := out.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("merge: %s: %w", dst, err)
-	}
-	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -95,7 +94,7 @@ func (r *runner) assembleInto(k *kernelJob, tmp string) (*manifest.Manifest, err
 		kern.Image(): kern.Meta.ImageFile, kern.Symvers(): "Module.symvers", kern.SystemMap(): "System.map",
 		kern.Config(): "config", kern.LogFile(): filepath.Join("logs", "kernel.log"),
 	} {
-		if err := copyFile(from, filepath.Join(tmp, to)); err != nil {
+		if err := atomicfile.CopyFile(from, filepath.Join(tmp, to), 0); err != nil {
 			return nil, fmt.Errorf("pipeline: %s: %w", k.name, err)
 		}
 	}
@@ -160,7 +159,7 @@ func (r *runner) assembleInto(k *kernelJob, tmp string) (*manifest.Manifest, err
 			return nil, fmt.Errorf("pipeline: %s: %w", k.name, err)
 		}
 		for _, l := range logs {
-			if err := copyFile(filepath.Join(sd, "logs", l.Name()), filepath.Join(tmp, "logs", l.Name())); err != nil {
+			if err := atomicfile.CopyFile(filepath.Join(sd, "logs", l.Name()), filepath.Join(tmp, "logs", l.Name()), 0); err != nil {
 				return nil, fmt.Errorf("pipeline: %s: %w", k.name, err)
 			}
 		}
@@ -295,30 +294,6 @@ func mergeTree(from, to string) error {
 	return nil
 }
 
-func copyFile(from, to string) error {
-	in, err := os.Open(from)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	st, err := in.Stat()
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
-		return err
-	}
-	out, err := atomicfile.Create(to, true)
-	if err != nil {
-		return err
-	}
-	defer out.Abort()
-	if _, err := io.Copy(out, in); err != nil {
-		return fmt.Errorf("%s: %w", to, err)
-	}
-	return out.Commit(st.Mode().Perm())
-}
-
 // imageEpoch is the timestamp of every file in the image: the
 // SOURCE_DATE_EPOCH option, else the kernel's build timestamp.
 func (r *runner) imageEpoch(k *kernelJob) int64 {
@@ -371,7 +346,7 @@ func (r *runner) image(ctx context.Context, k *kernelJob) error {
 		Files: img.Files, HeadersBytes: img.DevelBytes + img.HeadersBytes}
 	r.log.Printf("%s: %s: %s (%d files, %s of content, %s disk)", k.name, release.VHDXFile, progress.Bytes(img.Size), img.Files,
 		progress.Bytes(img.ContentBytes), progress.Bytes(img.DiskSize))
-	if err := copyFile(filepath.Join(bdir, m.Kernel.ImageFile), filepath.Join(out.Tmp, m.Kernel.ImageFile)); err != nil {
+	if err := atomicfile.CopyFile(filepath.Join(bdir, m.Kernel.ImageFile), filepath.Join(out.Tmp, m.Kernel.ImageFile), 0); err != nil {
 		return fmt.Errorf("pipeline: %s: %w", k.name, err)
 	}
 	if err := m.Write(filepath.Join(out.Tmp, manifest.FileName)); err != nil {
