@@ -339,3 +339,43 @@ func sha256File(t *testing.T, p string) string {
 	}
 	return strings.Fields(string(out))[0]
 }
+
+// TestRunRelativePaths runs a build with a relative module list, output and
+// cache directory, as a user typing "--out out" does: make -C changes
+// directory, so the paths given to it must have been made absolute.
+func TestRunRelativePaths(t *testing.T) {
+	buildtest.TestKernel(t)
+	dir := t.TempDir()
+	if err := build.CopyTree(buildtest.Testdata("modules"), filepath.Join(dir, "modules")); err != nil {
+		t.Fatal(err)
+	}
+	yml := "modules:\n  - name: provider\n    path: modules/provider\n  - name: consumer\n    path: modules/consumer\n"
+	if err := os.WriteFile(filepath.Join(dir, modlist.FileName), []byte(yml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(buildtest.CacheDir(), filepath.Join(dir, "cache")); err != nil {
+		t.Fatal(err)
+	}
+	tarball := buildtest.GitHubTarball(t)
+	t.Chdir(dir)
+	l, err := modlist.Load(modlist.FileName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := build.Run(context.Background(), build.Options{KernelSource: tarball, List: l, Out: "out",
+		CacheDir: "cache", Progress: progress.New(&testLog{t: t})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Kernel.CacheHit {
+		t.Error("relative cache path missed the cached test kernel")
+	}
+	for _, m := range res.Manifest.Modules {
+		if m.Status != manifest.StatusOK {
+			t.Errorf("module %s: %s %s", m.Name, m.Status, m.Error)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "out", "staging", "lib", "modules", res.Kernel.Meta.Release, "extra", "consumer", "wslt_consumer.ko")); err != nil {
+		t.Error(err)
+	}
+}

@@ -232,6 +232,17 @@ func BuildKernel(ctx context.Context, o KernelOptions) (*Kernel, error) {
 	if o.CacheDir == "" {
 		return nil, errors.New("kernel: no cache directory")
 	}
+	// make runs with -C and O=, so every path must be absolute.
+	for _, p := range []*string{&o.CacheDir, &o.Source, &o.ConfigFile} {
+		if *p == "" {
+			continue
+		}
+		a, err := filepath.Abs(*p)
+		if err != nil {
+			return nil, fmt.Errorf("kernel: %w", err)
+		}
+		*p = a
+	}
 	if o.Arch == "" {
 		o.Arch = "x86_64"
 	}

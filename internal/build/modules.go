@@ -81,6 +81,15 @@ var (
 // the results say which failed. The error is only for problems that stop
 // everything (a dependency cycle, I/O errors).
 func BuildModules(ctx context.Context, o ModulesOptions) ([]*ModuleResult, error) {
+	// make -C changes directory, so M= and every path handed to it must be
+	// absolute.
+	for _, p := range []*string{&o.WorkDir, &o.ModulesDir, &o.LogDir} {
+		a, err := filepath.Abs(*p)
+		if err != nil {
+			return nil, fmt.Errorf("modules: %w", err)
+		}
+		*p = a
+	}
 	if err := os.MkdirAll(o.LogDir, 0o755); err != nil {
 		return nil, fmt.Errorf("modules: %w", err)
 	}

@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -290,6 +291,17 @@ func newRunner(o Options) (*runner, error) {
 	}
 	if o.Jobs < 0 {
 		return nil, fmt.Errorf("pipeline: jobs %d: want 0 (all cores) or more", o.Jobs)
+	}
+	// The stages run make -C; relative paths would point elsewhere there.
+	for _, p := range []*string{&o.WorkDir, &o.CacheDir, &o.ModulesFile, &o.ConfigFile} {
+		if *p == "" {
+			continue
+		}
+		a, err := filepath.Abs(*p)
+		if err != nil {
+			return nil, fmt.Errorf("pipeline: %w", err)
+		}
+		*p = a
 	}
 	if o.Tool == "" {
 		o.Tool = "wsl-modules-action dev"
