@@ -379,3 +379,39 @@ func TestRunRelativePaths(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestModuleBuildGetsNoSecrets builds a module whose Makefile prints its
+// whole environment into the build log (which is published) while the
+// process holds the action's token: the token must not reach the log.
+func TestModuleBuildGetsNoSecrets(t *testing.T) {
+	buildtest.TestKernel(t)
+	secret := "ghs_BuildLogSecret0123456789abcdefXYZ"
+	t.Setenv("INPUT_TOKEN", secret)
+	t.Setenv("GITHUB_TOKEN", secret)
+	t.Setenv("WSLMOD_VISIBLE", "visible-value")
+	dir := t.TempDir()
+	mod := filepath.Join(dir, "envdump")
+	os.MkdirAll(mod, 0o755)
+	os.WriteFile(filepath.Join(mod, "Makefile"), []byte("obj-m := envdump.o\n$(info CHILD-ENV: $(shell env | tr '\\n' ' '))\n"), 0o644)
+	os.WriteFile(filepath.Join(mod, "envdump.c"), []byte("#include <linux/module.h>\nMODULE_LICENSE(\"GPL\");\n"), 0o644)
+	yml := "modules:\n  - name: envdump\n    path: envdump\n"
+	os.WriteFile(filepath.Join(dir, modlist.FileName), []byte(yml), 0o644)
+	l, err := modlist.Load(filepath.Join(dir, modlist.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "out")
+	if _, err := build.Run(context.Background(), runOpts(t, l, out)); err != nil {
+		t.Fatal(err)
+	}
+	log, err := os.ReadFile(filepath.Join(out, "logs", "envdump.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(log), "WSLMOD_VISIBLE=visible-value") {
+		t.Fatalf("the Makefile did not print its environment; log:\n%s", log)
+	}
+	if strings.Contains(string(log), secret) || strings.Contains(string(log), "INPUT_TOKEN") {
+		t.Fatalf("the token reached the module build:\n%s", log)
+	}
+}

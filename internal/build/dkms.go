@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/wsl-modules/wsl-modules-action/internal/safeenv"
 )
 
 // DKMSConf is what a dkms.conf sets, as DKMS reads it.
@@ -213,6 +215,7 @@ func (c *DKMSConf) ApplyPatches(ctx context.Context, dir string, v DKMSVars, log
 		fmt.Fprintf(log, "==> patch -p1 < patches/%s\n", p)
 		cmd := exec.CommandContext(ctx, "patch", "-p1", "--batch", "--forward")
 		cmd.Dir, cmd.Stdin, cmd.Stdout, cmd.Stderr = dir, f, log, log
+		cmd.Env = safeenv.Environ()
 		err = cmd.Run()
 		f.Close()
 		if err != nil {

@@ -25,6 +25,7 @@ import (
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
 	"github.com/wsl-modules/wsl-modules-action/internal/modtree"
 	"github.com/wsl-modules/wsl-modules-action/internal/progress"
+	"github.com/wsl-modules/wsl-modules-action/internal/safeenv"
 )
 
 // CacheFormat is the version of the kernel cache entry layout; it is part
@@ -424,18 +425,10 @@ func (b *kernelBuild) makeOutput(ctx context.Context, args ...string) (string, e
 // without variables that change a kernel build, plus the reproducibility
 // settings.
 func kernelEnv(ts time.Time) []string {
-	var env []string
-	for _, e := range os.Environ() {
-		k, _, _ := strings.Cut(e, "=")
-		switch k {
-		case "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "LOCALVERSION", "ARCH", "CROSS_COMPILE",
-			"KBUILD_BUILD_TIMESTAMP", "KBUILD_BUILD_USER", "KBUILD_BUILD_HOST", "KBUILD_OUTPUT",
-			"KCONFIG_CONFIG", "INSTALL_MOD_PATH", "INSTALL_MOD_STRIP", "KBUILD_EXTRA_SYMBOLS",
-			"KERNELRELEASE", "KBUILD_EXTMOD", "O", "M", "CC", "HOSTCC", "LANG", "LC_ALL":
-			continue
-		}
-		env = append(env, e)
-	}
+	env := safeenv.Environ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "LOCALVERSION", "ARCH", "CROSS_COMPILE",
+		"KBUILD_BUILD_TIMESTAMP", "KBUILD_BUILD_USER", "KBUILD_BUILD_HOST", "KBUILD_OUTPUT",
+		"KCONFIG_CONFIG", "INSTALL_MOD_PATH", "INSTALL_MOD_STRIP", "KBUILD_EXTRA_SYMBOLS",
+		"KERNELRELEASE", "KBUILD_EXTMOD", "O", "M", "CC", "HOSTCC", "LANG", "LC_ALL")
 	return append(env, "LC_ALL=C",
 		"KBUILD_BUILD_TIMESTAMP="+ts.UTC().Format(TimestampLayout),
 		"KBUILD_BUILD_USER="+KBuildUser, "KBUILD_BUILD_HOST="+KBuildHost,

@@ -23,6 +23,7 @@ import (
 	"github.com/wsl-modules/wsl-modules-action/internal/modlist"
 	"github.com/wsl-modules/wsl-modules-action/internal/modtree"
 	"github.com/wsl-modules/wsl-modules-action/internal/progress"
+	"github.com/wsl-modules/wsl-modules-action/internal/safeenv"
 )
 
 // SourceFetcher fetches a git or url module source into dest (which does
@@ -496,17 +497,11 @@ func buildOne(ctx context.Context, o ModulesOptions, js *Jobserver, tc Toolchain
 
 // moduleEnv is the environment of module builds.
 func moduleEnv(tc Toolchain, extraSymbols []string) []string {
-	var env []string
-	for _, e := range os.Environ() {
-		k, _, _ := strings.Cut(e, "=")
-		switch k {
-		case "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "ARCH", "CROSS_COMPILE", "KBUILD_EXTRA_SYMBOLS",
-			"KERNELRELEASE", "KBUILD_EXTMOD", "KBUILD_OUTPUT", "O", "M", "LANG", "LC_ALL",
-			"kernelver", "kernel_source_dir", "arch", "PWD", "OLDPWD":
-			continue
-		}
-		env = append(env, e)
-	}
+	// No CI secrets: module Makefiles and DKMS scripts are third-party code
+	// and their logs are published.
+	env := safeenv.Environ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "ARCH", "CROSS_COMPILE", "KBUILD_EXTRA_SYMBOLS",
+		"KERNELRELEASE", "KBUILD_EXTMOD", "KBUILD_OUTPUT", "O", "M", "LANG", "LC_ALL",
+		"kernelver", "kernel_source_dir", "arch", "PWD", "OLDPWD")
 	env = append(env, "LC_ALL=C")
 	for _, v := range tc.MakeVars {
 		env = append(env, v)

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
+	"github.com/wsl-modules/wsl-modules-action/internal/safeenv"
 )
 
 // RetargetOptions say which target a tree's host programs are rebuilt for.
@@ -242,16 +243,8 @@ func debArch(a archInfo) string {
 
 // makeEnv is the environment without variables that change a kbuild run.
 func makeEnv() []string {
-	var env []string
-	for _, e := range os.Environ() {
-		k, _, _ := strings.Cut(e, "=")
-		switch k {
-		case "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "ARCH", "CROSS_COMPILE", "KBUILD_OUTPUT", "O", "M", "CC", "HOSTCC",
-			"KBUILD_EXTMOD", "KERNELRELEASE", "LANG", "LC_ALL":
-			continue
-		}
-		env = append(env, e)
-	}
+	env := safeenv.Environ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "ARCH", "CROSS_COMPILE", "KBUILD_OUTPUT", "O", "M", "CC", "HOSTCC",
+		"KBUILD_EXTMOD", "KERNELRELEASE", "LANG", "LC_ALL")
 	return append(env, "LC_ALL=C")
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/wsl-modules/wsl-modules-action/internal/githubapi"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
 	"github.com/wsl-modules/wsl-modules-action/internal/progress"
+	"github.com/wsl-modules/wsl-modules-action/internal/safeenv"
 )
 
 // Fetcher downloads sources. Client is needed for GitHub tarballs and is
@@ -302,7 +303,7 @@ func (f *Fetcher) gitSource(ctx context.Context, spec ModuleSpec, dest, what str
 	}
 	run := func(args ...string) (string, error) {
 		cmd := exec.CommandContext(ctx, git, append([]string{"-C", d.Tmp}, args...)...)
-		cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0", "LC_ALL=C", "GIT_CONFIG_NOSYSTEM=1")
+		cmd.Env = append(safeenv.Environ(), "GIT_TERMINAL_PROMPT=0", "LC_ALL=C", "GIT_CONFIG_NOSYSTEM=1")
 		var out, errb bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &errb
 		if err := cmd.Run(); err != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
 	"github.com/wsl-modules/wsl-modules-action/internal/modlist"
 	"github.com/wsl-modules/wsl-modules-action/internal/release"
+	"github.com/wsl-modules/wsl-modules-action/internal/safeenv"
 )
 
 // CacheKeyPrefix starts every kernel cache key the plan stage outputs
@@ -221,7 +222,7 @@ func resolveGitRef(ctx context.Context, repo, ref string) (string, error) {
 		return ref, nil
 	}
 	cmd := exec.CommandContext(ctx, "git", "ls-remote", "--", repo, ref, ref+"^{}")
-	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0")
+	cmd.Env = append(safeenv.Environ(), "GIT_TERMINAL_PROMPT=0")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
