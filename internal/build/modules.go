@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"sort"
 	"strings"
 	"time"
@@ -46,7 +47,8 @@ type ModulesOptions struct {
 	ModulesDir string
 	// LogDir receives <name>.log per module.
 	LogDir string
-	// Jobs is the total number of compile jobs across all module builds.
+	// Jobs is the total number of compile jobs across all module builds
+	// (0: the number of CPUs).
 	Jobs int
 	// Progress reports each module's build (may be nil).
 	Progress *progress.Reporter
@@ -96,6 +98,9 @@ func BuildModules(ctx context.Context, o ModulesOptions) ([]*ModuleResult, error
 	}
 	if err := os.MkdirAll(o.WorkDir, 0o755); err != nil {
 		return nil, fmt.Errorf("modules: %w", err)
+	}
+	if o.Jobs <= 0 {
+		o.Jobs = runtime.NumCPU()
 	}
 	js, err := NewJobserver(o.Jobs)
 	if err != nil {
