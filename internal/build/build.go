@@ -143,6 +143,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		res.Modules, err = BuildModules(ctx, ModulesOptions{Kernel: k, List: o.List, Fetch: o.Fetch,
 			WorkDir: work, ModulesDir: modDir, LogDir: logDir, Jobs: o.Jobs, Progress: o.Progress})
 		done()
+		if err == nil {
+			// A cancelled build reports its modules as failed; its
+			// output must not be committed as a (keep-going) result.
+			err = ctx.Err()
+		}
 		if err != nil {
 			failLogs()
 			return res, fmt.Errorf("build: %w", err)

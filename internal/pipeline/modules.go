@@ -119,10 +119,12 @@ func shardDir(k *kernelJob, i, n int) string {
 
 // buildModules builds shard i of n of the module list against k.kernel
 // into WORK/<kernel>/shards/<i>-of-<n>/ (modules/, logs/, shard.json),
-// atomically. An existing shard for the same inputs and kernel is kept.
+// atomically. An existing shard for the same inputs and kernel is kept,
+// unless a module failed in it (it is built again). A cancelled build
+// writes no shard.
 func (r *runner) buildModules(ctx context.Context, k *kernelJob, i, n int) error {
 	dir := shardDir(k, i, n)
-	if rec, err := readShard(dir); err == nil && rec.Hash == k.hash && rec.KernelKey == k.kernel.Meta.Key {
+	if rec, err := readShard(dir); err == nil && rec.Hash == k.hash && rec.KernelKey == k.kernel.Meta.Key && !rec.failed() {
 		r.log.Printf("%s: modules shard %d/%d already built (%s)", k.name, i, n, dir)
 		for _, m := range rec.Modules {
 			k.modules = append(k.modules, r.report(k, m, filepath.Join(dir, "logs", m.Name+".log")))
@@ -155,6 +157,11 @@ func (r *runner) buildModules(ctx context.Context, k *kernelJob, i, n int) error
 			WorkDir: work, ModulesDir: modDir, LogDir: logDir, Jobs: r.o.Jobs, Progress: r.log})
 		if err != nil {
 			return fmt.Errorf("pipeline: %s: %w", k.name, err)
+		}
+		// A cancelled build reports its modules as failed: never record
+		// that as this shard's output.
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("pipeline: %s: modules: %w", k.name, err)
 		}
 		for _, m := range res {
 			sm := shardModule{Module: m.Module, Tail: m.Tail}
@@ -193,6 +200,18 @@ func (r *runner) buildModules(ctx context.Context, k *kernelJob, i, n int) error
 			k.name, len(failed), strings.Join(failed, ", "), filepath.Join(dir, "logs"))
 	}
 	return nil
+}
+
+// failed reports whether a module of the shard failed to build. Such a
+// shard is used by the package stage (keep-going leaves the module out)
+// but never reused by a later modules stage, which builds it again.
+func (rec *shardRecord) failed() bool {
+	for _, m := range rec.Modules {
+		if m.Status == manifest.StatusFailed {
+			return true
+		}
+	}
+	return false
 }
 
 func readShard(dir string) (*shardRecord, error) {

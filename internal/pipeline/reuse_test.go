@@ -1,0 +1,130 @@
+package pipeline
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/wsl-modules/wsl-modules-action/internal/build"
+	"github.com/wsl-modules/wsl-modules-action/internal/build/buildtest"
+	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
+)
+
+// flakyList writes a workspace with the provider test module and a module
+// "flaky" that includes a header outside its tree, by absolute path: it
+// fails to build until fixFlaky writes the header, and fixing it changes
+// no input (the module tree's digest stays the same), like a failure of
+// the build machine rather than of the module.
+func flakyList(t *testing.T) (list string, fixFlaky func()) {
+	t.Helper()
+	ws := t.TempDir()
+	if err := build.CopyTree(buildtest.Testdata("modules", "provider"), filepath.Join(ws, "modules", "provider")); err != nil {
+		t.Fatal(err)
+	}
+	header := filepath.Join(t.TempDir(), "flaky.h")
+	files := map[string]string{
+		"modules/flaky/Kbuild": "obj-m := wslt_flaky.o\nwslt_flaky-y := flaky.o\n",
+		"modules/flaky/flaky.c": `// SPDX-License-Identifier: GPL-2.0
+#include <linux/module.h>
+#include "` + header + `"
+
+static int __init wslt_flaky_init(void)
+{
+	return WSLT_FLAKY_RET;
+}
+
+module_init(wslt_flaky_init);
+MODULE_LICENSE("GPL");
+`,
+		"wsl-modules.yml": `modules:
+  - {name: provider, path: modules/provider}
+  - {name: flaky, path: modules/flaky}
+`,
+	}
+	for name, text := range files {
+		p := filepath.Join(ws, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return filepath.Join(ws, "wsl-modules.yml"), func() {
+		t.Helper()
+		if err := os.WriteFile(header, []byte("#define WSLT_FLAKY_RET 0\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func moduleStatus(mods []ModuleReport) map[string]string {
+	st := map[string]string{}
+	for _, m := range mods {
+		st[m.Name] = m.Status
+	}
+	return st
+}
+
+// TestFailedShardRebuilt: a modules shard with a failed module (kept by
+// keep-going) is built again by the next modules stage, not reused.
+func TestFailedShardRebuilt(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds modules")
+	}
+	ctx := context.Background()
+	list, fix := flakyList(t)
+	o := localOptions(t, list, filepath.Join(t.TempDir(), "work"))
+	o.Stage = StageModules
+	res, err := Run(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := moduleStatus(res.Last().Modules); st["flaky"] != manifest.StatusFailed || st["provider"] != manifest.StatusOK {
+		t.Fatalf("first run: module status %v, want flaky failed, provider ok", st)
+	}
+	fix()
+	res, err = Run(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := moduleStatus(res.Last().Modules); st["flaky"] != manifest.StatusOK {
+		t.Errorf("after the fix: module status %v, want flaky ok (the failed shard was reused)", st)
+	}
+	rec, err := readShard(shardDir(&kernelJob{dir: res.Last().Dir}, 1, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.failed() {
+		t.Error("shard.json still records a failed module")
+	}
+}
+
+// TestCancelledModulesLeaveNoShard: a modules stage cancelled while its
+// modules build (BuildModules then reports them as failed) fails and
+// writes no shard, which a later run would take as complete.
+func TestCancelledModulesLeaveNoShard(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds modules")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	list, fix := flakyList(t)
+	fix()
+	work := filepath.Join(t.TempDir(), "work")
+	o := localOptions(t, list, work)
+	o.Stage = StageModules
+	o.Hooks.Stage = func(_, stage string) func(error) {
+		if stage == "modules" {
+			cancel()
+		}
+		return func(error) {}
+	}
+	if _, err := Run(ctx, o); err == nil {
+		t.Error("a cancelled modules stage succeeded")
+	}
+	if _, err := os.Stat(filepath.Join(work, LocalName, "shards", "1-of-1")); err == nil {
+		t.Error("a cancelled modules stage wrote its shard")
+	}
+}
