@@ -84,7 +84,39 @@ func (r *runner) assemble(ctx context.Context, k *kernelJob) error {
 // inputs and kernel.
 func (r *runner) assembled(k *kernelJob) bool {
 	m, err := manifest.Read(filepath.Join(k.dir, "build", manifest.FileName))
-	return err == nil && m.Hash() == k.hash && m.Kernel.CacheKey == k.kernel.Meta.Key
+	return err == nil && m.Hash() == k.hash && m.Kernel.CacheKey == k.kernel.Meta.Key && r.keepGoingFits(m)
+}
+
+// keepGoingFits reports whether an earlier output's manifest suits this
+// run's keep-going setting: output that left failed modules out (status
+// skipped) was only allowed by keep-going, and a run without it must fail
+// on those modules instead of reusing it.
+func (r *runner) keepGoingFits(m *manifest.Manifest) bool {
+	if r.o.KeepGoing {
+		return true
+	}
+	for _, mm := range m.Modules {
+		if mm.Status == manifest.StatusSkipped {
+			return false
+		}
+	}
+	return true
+}
+
+// sameModuleStatus reports whether two manifests list the same modules
+// with the same status: a dist/ made from an earlier build/ in which a
+// module was left out (keep-going) does not match a build/ in which it
+// was built since.
+func sameModuleStatus(a, b *manifest.Manifest) bool {
+	if len(a.Modules) != len(b.Modules) {
+		return false
+	}
+	for i := range a.Modules {
+		if a.Modules[i].Name != b.Modules[i].Name || a.Modules[i].Status != b.Modules[i].Status {
+			return false
+		}
+	}
+	return true
 }
 
 // assembleInto fills the temporary build dir tmp and returns its manifest.
@@ -313,7 +345,7 @@ func (r *runner) imageEpoch(k *kernelJob) int64 {
 func (r *runner) image(ctx context.Context, k *kernelJob) error {
 	dir := filepath.Join(k.dir, "dist")
 	if m, err := manifest.Read(filepath.Join(dir, manifest.FileName)); err == nil && m.Hash() == k.hash && m.Image != nil &&
-		m.Kernel.CacheKey == k.manifest.Kernel.CacheKey {
+		m.Kernel.CacheKey == k.manifest.Kernel.CacheKey && r.keepGoingFits(m) && sameModuleStatus(m, k.manifest) {
 		if _, err := os.Stat(filepath.Join(dir, release.SumsFile)); err == nil {
 			r.log.Printf("%s: dist already written (%s)", k.name, dir)
 			k.manifest = m

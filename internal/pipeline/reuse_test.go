@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/build"
@@ -126,5 +127,83 @@ func TestCancelledModulesLeaveNoShard(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(work, LocalName, "shards", "1-of-1")); err == nil {
 		t.Error("a cancelled modules stage wrote its shard")
+	}
+}
+
+// TestKeepGoingOutputNotReusedWithout: build/ and dist/ written by a
+// keep-going run that left a failed module out are not reused by a run
+// without keep-going, which fails on that module as it should.
+func TestKeepGoingOutputNotReusedWithout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds modules")
+	}
+	ctx := context.Background()
+	list, _ := flakyList(t)
+	o := localOptions(t, list, filepath.Join(t.TempDir(), "work"))
+	res, err := Run(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := res.Last()
+	if k.Manifest == nil || k.Manifest.Image == nil {
+		t.Fatalf("keep-going run wrote no dist: %+v", k)
+	}
+	st := map[string]string{}
+	for _, m := range k.Manifest.Modules {
+		st[m.Name] = m.Status
+	}
+	if st["flaky"] != manifest.StatusSkipped {
+		t.Fatalf("keep-going run: module status %v, want flaky skipped", st)
+	}
+	for _, stage := range []string{StageAll, StagePackage} {
+		so := o
+		so.KeepGoing, so.Stage = false, stage
+		if _, err := Run(ctx, so); err == nil || !strings.Contains(err.Error(), "flaky") {
+			t.Errorf("stage %s without keep-going over keep-going output: err %v, want the failure of flaky", stage, err)
+		}
+	}
+	// A keep-going run still reuses it.
+	if _, err := Run(ctx, o); err != nil {
+		t.Errorf("keep-going re-run: %v", err)
+	}
+}
+
+// TestKeepGoingDistNotReused: a dist/ written by a keep-going run that
+// left a failed module out is not reused once the module builds: neither
+// by a run without keep-going nor by one with it.
+func TestKeepGoingDistNotReused(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds modules")
+	}
+	ctx := context.Background()
+	for _, keepGoing := range []bool{false, true} {
+		list, fix := flakyList(t)
+		o := localOptions(t, list, filepath.Join(t.TempDir(), "work"))
+		res, err := Run(ctx, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k := res.Last()
+		// The failure is fixed and build/ removed: the modules stage
+		// builds flaky again (its shard recorded a failure) and build/
+		// holds it; dist/ is still the one without it.
+		fix()
+		if err := os.RemoveAll(k.BuildDir); err != nil {
+			t.Fatal(err)
+		}
+		o.KeepGoing = keepGoing
+		res, err = Run(ctx, o)
+		if err != nil {
+			t.Fatalf("keep-going %v: %v", keepGoing, err)
+		}
+		m, err := manifest.Read(filepath.Join(res.Last().DistDir, manifest.FileName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mm := range m.Modules {
+			if mm.Status != manifest.StatusOK {
+				t.Errorf("keep-going %v: dist manifest has %s %s: the old dist/ was reused", keepGoing, mm.Name, mm.Status)
+			}
+		}
 	}
 }
