@@ -54,7 +54,12 @@ type Inputs struct {
 	// a tag (tarball sha256 or directory digest).
 	Tag       string `json:"tag,omitempty"`
 	SourcePin string `json:"source_pin,omitempty"`
-	Arch      string `json:"arch"`
+	// KernelRepo is the repository Tag is from, set only when it is not
+	// microsoft/WSL2-Linux-Kernel (fetch.DefaultRepo), so the hashes of
+	// builds from the default repository stay what they were before the
+	// field existed. A fork may reuse Microsoft's tag names.
+	KernelRepo string `json:"kernel_repo,omitempty"`
+	Arch       string `json:"arch"`
 	// ConfigSHA256 is the hash of a --config override ("" = the tag's own).
 	ConfigSHA256   string        `json:"config_sha256,omitempty"`
 	FragmentSHA256 string        `json:"fragment_sha256,omitempty"`

@@ -172,6 +172,7 @@ func TestHashInputs(t *testing.T) {
 	for name, change := range map[string]func(*Inputs){
 		"tag":        func(in *Inputs) { in.Tag = "linux-msft-wsl-6.6.87.1" },
 		"source-pin": func(in *Inputs) { in.SourcePin = "sha256:00" },
+		"repo":       func(in *Inputs) { in.KernelRepo = "someone/WSL2-Linux-Kernel" },
 		"arch":       func(in *Inputs) { in.Arch = "arm64" },
 		"config":     func(in *Inputs) { in.ConfigSHA256 = "c2" },
 		"fragment":   func(in *Inputs) { in.FragmentSHA256 = "" },
@@ -196,6 +197,26 @@ func TestHashInputs(t *testing.T) {
 		if m.Hash() == h {
 			t.Errorf("Hash unchanged when %s changes", name)
 		}
+	}
+}
+
+// TestHashKernelRepo: the same tag from another repository is another
+// build, while the hash of a build from the default repository (KernelRepo
+// empty) is the one computed before KernelRepo existed, so releases
+// published before stay up to date.
+func TestHashKernelRepo(t *testing.T) {
+	in := Inputs{Tag: "linux-msft-wsl-6.6.87.2", Arch: "x86_64", Layout: "flat", Headers: "devel",
+		Modules: []InputModule{{Name: "v4l2loopback", Kind: "git", Where: "https://github.com/umlaeute/v4l2loopback",
+			Pin: "0123456789abcdef0123456789abcdef01234567"}}}
+	// Computed by the code before KernelRepo was added (commit ea4ae11).
+	const before = "5caa11d8944818905bc4e40016961d2aee23e990c9aacf86634d7fc0b783dc23"
+	if h := (&Manifest{Inputs: &in}).Hash(); h != before {
+		t.Errorf("default-repo hash %s, want the earlier %s", h, before)
+	}
+	fork := in
+	fork.KernelRepo = "someone/WSL2-Linux-Kernel"
+	if (&Manifest{Inputs: &fork}).Hash() == before {
+		t.Error("the same tag from another repository has the same hash")
 	}
 }
 

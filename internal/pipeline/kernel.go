@@ -42,6 +42,11 @@ func (r *runner) kernelInputs(k *kernelJob) string {
 	h := sha256.New()
 	fmt.Fprintf(h, "tag %s\nsource %s\nlocal %s\narch %s\nconfig %s\nfragment %s\nepoch %d\n", k.tag, k.inputs.SourcePin, k.local,
 		k.inputs.Arch, k.inputs.ConfigSHA256, k.inputs.FragmentSHA256, r.o.SourceDateEpoch)
+	if k.inputs.KernelRepo != "" {
+		// Only when not the default repository: records written before
+		// stay valid.
+		fmt.Fprintf(h, "repo %s\n", k.inputs.KernelRepo)
+	}
 	return hex.EncodeToString(h.Sum(nil))
 }
 

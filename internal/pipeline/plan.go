@@ -164,6 +164,9 @@ func (r *runner) plan(ctx context.Context) (*Plan, error) {
 		fmt.Fprintf(h, "arch %s\n", r.arch)
 		for _, k := range build {
 			fmt.Fprintf(h, "kernel %s %s\n", k.name, k.inputs.SourcePin)
+			if k.inputs.KernelRepo != "" {
+				fmt.Fprintf(h, "repo %s\n", k.inputs.KernelRepo)
+			}
 		}
 		fmt.Fprintf(h, "config %s\nfragment %s\n", build[0].inputs.ConfigSHA256, build[0].inputs.FragmentSHA256)
 		if b, err := os.ReadFile(r.list.File); err == nil {
@@ -247,6 +250,10 @@ func resolveGitRef(ctx context.Context, repo, ref string) (string, error) {
 // inputs computes the pre-build pins of one kernel.
 func (r *runner) inputs(ctx context.Context, k *kernelJob, pins []manifest.InputModule) (*manifest.Inputs, error) {
 	in := &manifest.Inputs{Tag: k.tag, Arch: r.arch, Layout: r.o.Layout, Headers: r.o.Headers, Modules: pins}
+	if k.local == "" && !strings.EqualFold(r.o.KernelRepo, fetch.DefaultRepo) {
+		// A fork may use Microsoft's tag names for other sources.
+		in.KernelRepo = r.o.KernelRepo
+	}
 	if k.local != "" {
 		st, err := os.Stat(k.local)
 		if err != nil {
