@@ -21,6 +21,7 @@ import (
 	"github.com/wsl-modules/wsl-modules-action/internal/digest"
 	"github.com/wsl-modules/wsl-modules-action/internal/githubapi"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
+	"github.com/wsl-modules/wsl-modules-action/internal/modlist"
 	"github.com/wsl-modules/wsl-modules-action/internal/progress"
 	"github.com/wsl-modules/wsl-modules-action/internal/safeenv"
 )
@@ -318,7 +319,16 @@ func (f *Fetcher) gitSource(ctx context.Context, spec ModuleSpec, dest, what str
 	if _, err := run("init", "-q"); err != nil {
 		return manifest.Source{}, fmt.Errorf("fetch: %s: git init: %v", what, err)
 	}
-	if _, err := run("fetch", "-q", "--depth", "1", "--no-tags", spec.Git, spec.Ref); err != nil {
+	// git runs in the staging dir: a relative local repository path is
+	// made absolute against the current directory first (where git
+	// ls-remote would resolve it too).
+	repo := spec.Git
+	if modlist.IsLocalGit(repo) && !filepath.IsAbs(repo) {
+		if repo, err = filepath.Abs(repo); err != nil {
+			return manifest.Source{}, fmt.Errorf("fetch: %s: %w", what, err)
+		}
+	}
+	if _, err := run("fetch", "-q", "--depth", "1", "--no-tags", "--", repo, spec.Ref); err != nil {
 		return manifest.Source{}, fmt.Errorf("fetch: %s: git fetch %s %s: %v", what, spec.Git, spec.Ref, err)
 	}
 	if _, err := run("-c", "advice.detachedHead=false", "checkout", "-q", "FETCH_HEAD"); err != nil {

@@ -313,6 +313,39 @@ func TestModuleGit(t *testing.T) {
 	}
 }
 
+// TestModuleGitRelative: a relative local repository path resolves
+// against the current directory (where git ls-remote resolves it), not
+// the staging directory git fetch runs in.
+func TestModuleGitRelative(t *testing.T) {
+	repo, _, branchCommit := gitRepo(t)
+	t.Chdir(filepath.Dir(repo))
+	rel := "./" + filepath.Base(repo)
+	src, err := (&Fetcher{}).Module(context.Background(), ModuleSpec{Name: "a", Git: rel, Ref: "main"}, filepath.Join(t.TempDir(), "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if src.Commit != branchCommit {
+		t.Errorf("source %+v, want commit %s", src, branchCommit)
+	}
+}
+
+// TestModuleGitOptionRefused: a git: value that looks like an option is
+// passed to git fetch as the repository (after --), never as an option:
+// --upload-pack would run a command.
+func TestModuleGitOptionRefused(t *testing.T) {
+	repo, _, _ := gitRepo(t)
+	marker := filepath.Join(t.TempDir(), "ran")
+	t.Setenv("WSLT_MARKER", marker)
+	_, err := (&Fetcher{}).Module(context.Background(), ModuleSpec{Name: "a", Git: "--upload-pack=touch ${WSLT_MARKER};x:", Ref: repo},
+		filepath.Join(t.TempDir(), "a"))
+	if err == nil {
+		t.Error("a git: value starting with -- was fetched")
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Error("git fetch took the git: value as --upload-pack and ran it")
+	}
+}
+
 // A git source on the GitHub server can come through the tarball API,
 // pinned to the commit its ref resolves to.
 func TestModuleGitHubTarball(t *testing.T) {

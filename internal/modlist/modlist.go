@@ -74,6 +74,8 @@ type Module struct {
 	// extra/<Name>/.
 	Name string `yaml:"name"`
 	// Git is a repository URL; Ref (a tag, branch or commit) is required.
+	// Load makes a local path (IsLocalGit) absolute, relative to the
+	// list's directory.
 	Git string `yaml:"git"`
 	Ref string `yaml:"ref"`
 	// URL is a tarball URL; SHA256 pins its content.
@@ -160,7 +162,26 @@ func Load(path string) (*List, error) {
 		return nil, fmt.Errorf("modlist: %w", err)
 	}
 	l.Dir = abs
+	// A local repository path means the same to git ls-remote (the plan)
+	// and to git -C <tmp> fetch (the fetch) only when it is absolute.
+	for i := range l.Modules {
+		if m := &l.Modules[i]; IsLocalGit(m.Git) && !filepath.IsAbs(m.Git) {
+			m.Git = filepath.Join(abs, m.Git)
+		}
+	}
 	return l, nil
+}
+
+// IsLocalGit reports whether a git: value is a local path rather than a
+// URL (scheme://…, or <transport>::<address>) or the scp-like form
+// [user@]host:path, by git's own rule: a colon before any slash makes it
+// scp-like.
+func IsLocalGit(s string) bool {
+	if s == "" || strings.Contains(s, "://") {
+		return false
+	}
+	colon := strings.IndexByte(s, ':')
+	return colon < 0 || strings.Contains(s[:colon], "/")
 }
 
 // Error is a problem at a position in the list.

@@ -1,6 +1,7 @@
 package modlist
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -86,5 +87,56 @@ func TestParseBad(t *testing.T) {
 				t.Errorf("error:\n%v\nwant it to contain %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestLoadLocalGit: a git: value that is a local path is made absolute
+// against the list's directory (the plan's git ls-remote and the fetch's
+// git -C <tmp> fetch run in different directories); URLs and the scp-like
+// form are kept as written.
+func TestLoadLocalGit(t *testing.T) {
+	dir := t.TempDir()
+	sub := filepath.Join(dir, "conf")
+	if err := os.MkdirAll(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"../repos/a":                      filepath.Join(dir, "repos", "a"),
+		"repos/b.git":                     filepath.Join(sub, "repos", "b.git"),
+		"./c":                             filepath.Join(sub, "c"),
+		"d":                               filepath.Join(sub, "d"),
+		"./dir:with/colon":                filepath.Join(sub, "dir:with", "colon"),
+		"/abs/repo":                       "/abs/repo",
+		"https://github.com/o/r":          "https://github.com/o/r",
+		"file:///srv/git/r.git":           "file:///srv/git/r.git",
+		"ssh://git@example.org/r.git":     "ssh://git@example.org/r.git",
+		"git@github.com:o/r.git":          "git@github.com:o/r.git",
+		"example.org:r.git":               "example.org:r.git",
+		"ext::ssh -p 22 example.org r":    "ext::ssh -p 22 example.org r",
+		"user@host.example:/srv/git/repo": "user@host.example:/srv/git/repo",
+	}
+	var yml strings.Builder
+	yml.WriteString("modules:\n")
+	var order []string
+	for g := range want {
+		order = append(order, g)
+	}
+	for i, g := range order {
+		fmt.Fprintf(&yml, "  - {name: m%d, git: %q, ref: main}\n", i, g)
+	}
+	p := filepath.Join(sub, FileName)
+	if err := os.WriteFile(p, []byte(yml.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Loaded through a relative path, from the parent directory.
+	t.Chdir(dir)
+	l, err := Load(filepath.Join("conf", FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, g := range order {
+		if got := l.Modules[i].Git; got != want[g] {
+			t.Errorf("git %q loaded as %q, want %q", g, got, want[g])
+		}
 	}
 }
