@@ -69,8 +69,9 @@ type PrepareOptions struct {
 
 // PrepareDist writes build-logs.tar.gz (when LogsDir is set),
 // wslconfig.txt, SHA256SUMS and release-notes.md into the dist directory,
-// from its build-manifest.json and files. Each file is written
-// atomically. It returns the manifest.
+// from its build-manifest.json and files. The kernel image and
+// modules.vhdx are checked before anything is written, and each file is
+// written atomically. It returns the manifest.
 func PrepareDist(o PrepareOptions) (*manifest.Manifest, error) {
 	m, err := manifest.Read(filepath.Join(o.Dir, manifest.FileName))
 	if err != nil {
@@ -78,6 +79,14 @@ func PrepareDist(o PrepareOptions) (*manifest.Manifest, error) {
 	}
 	if m.Kernel.Tag == "" {
 		return nil, fmt.Errorf("release: %s: kernel.tag is empty", filepath.Join(o.Dir, manifest.FileName))
+	}
+	// Check the inputs (kernel image, modules.vhdx against the manifest)
+	// before writing anything, so a failure leaves the dir as it was.
+	// (The files this writes are not checked: they are replaced.)
+	rewritten := map[string]bool{WSLConfFile: true, SumsFile: true, LogsFile: o.LogsDir != ""}
+	before, err := collectAssetsKnown(o.Dir, m, false, nil, rewritten)
+	if err != nil {
+		return nil, err
 	}
 	if o.LogsDir != "" {
 		if err := writeLogs(o.LogsDir, filepath.Join(o.Dir, LogsFile)); err != nil {
@@ -88,7 +97,12 @@ func PrepareDist(o PrepareOptions) (*manifest.Manifest, error) {
 	if err := atomicfile.WriteFile(filepath.Join(o.Dir, WSLConfFile), []byte(WSLConfig(m, tag)), 0o644); err != nil {
 		return nil, fmt.Errorf("release: %w", err)
 	}
-	assets, err := collectAssets(o.Dir, m, false)
+	// The files written above get new sums; the others keep theirs.
+	known := map[string]Asset{}
+	for _, a := range before {
+		known[a.Name] = a
+	}
+	assets, err := collectAssetsKnown(o.Dir, m, false, known, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -114,6 +128,12 @@ func PrepareDist(o PrepareOptions) (*manifest.Manifest, error) {
 // SHA256SUMS and wslconfig.txt. It checks modules.vhdx against the
 // manifest's image sha256 when recorded.
 func collectAssets(dir string, m *manifest.Manifest, complete bool) ([]Asset, error) {
+	return collectAssetsKnown(dir, m, complete, nil, nil)
+}
+
+// collectAssetsKnown is collectAssets taking the assets in known as they
+// are (listed, not hashed again) and leaving out the names in skip.
+func collectAssetsKnown(dir string, m *manifest.Manifest, complete bool, known map[string]Asset, skip map[string]bool) ([]Asset, error) {
 	names := []string{ImageFile(m), VHDXFile, SumsFile, manifest.FileName, WSLConfFile, LogsFile}
 	required := map[string]bool{ImageFile(m): true, VHDXFile: true, manifest.FileName: true, SumsFile: complete, WSLConfFile: complete}
 	packs, _ := filepath.Glob(filepath.Join(dir, "*.tar.zst"))
@@ -123,6 +143,13 @@ func collectAssets(dir string, m *manifest.Manifest, complete bool) ([]Asset, er
 	}
 	var out []Asset
 	for _, n := range names {
+		if skip[n] {
+			continue
+		}
+		if a, ok := known[n]; ok {
+			out = append(out, a)
+			continue
+		}
 		p := filepath.Join(dir, n)
 		st, err := os.Stat(p)
 		if errors.Is(err, fs.ErrNotExist) && !required[n] {

@@ -272,6 +272,53 @@ func TestPrepareDist(t *testing.T) {
 	}
 }
 
+// TestPrepareDistChecksFirst: PrepareDist on a dist dir whose inputs are
+// wrong (modules.vhdx missing, or not the image the manifest records)
+// fails and leaves the directory exactly as it was.
+func TestPrepareDistChecksFirst(t *testing.T) {
+	snapshot := func(dir string) map[string]string {
+		t.Helper()
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]string{}
+		for _, e := range ents {
+			b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[e.Name()] = string(b)
+		}
+		return out
+	}
+	logs := filepath.Join(t.TempDir(), "logs")
+	os.MkdirAll(logs, 0o755)
+	os.WriteFile(filepath.Join(logs, "other.log"), []byte("another build's log\n"), 0o644)
+	for name, spoil := range map[string]func(dir string){
+		"missing": func(dir string) { os.Remove(filepath.Join(dir, VHDXFile)) },
+		"changed": func(dir string) { os.WriteFile(filepath.Join(dir, VHDXFile), []byte("not the image"), 0o644) },
+	} {
+		dir := makeDist(t, "v0.13.2")
+		spoil(dir)
+		want := snapshot(dir)
+		if _, err := PrepareDist(PrepareOptions{Dir: dir, LogsDir: logs, Prefix: "other-"}); err == nil || !strings.Contains(err.Error(), VHDXFile) {
+			t.Errorf("%s modules.vhdx: err = %v", name, err)
+		}
+		got := snapshot(dir)
+		for n := range want {
+			if got[n] != want[n] {
+				t.Errorf("%s modules.vhdx: the failed PrepareDist changed %s", name, n)
+			}
+		}
+		for n := range got {
+			if _, ok := want[n]; !ok {
+				t.Errorf("%s modules.vhdx: the failed PrepareDist wrote %s", name, n)
+			}
+		}
+	}
+}
+
 func TestPublishRequiresCompleteDist(t *testing.T) {
 	dir := makeDist(t, "v0.13.2")
 	os.WriteFile(filepath.Join(dir, "bzImage"), []byte("changed"), 0o644)
