@@ -346,7 +346,7 @@ func (r *runner) image(ctx context.Context, k *kernelJob) error {
 	dir := filepath.Join(k.dir, "dist")
 	if m, err := manifest.Read(filepath.Join(dir, manifest.FileName)); err == nil && m.Hash() == k.hash && m.Image != nil &&
 		m.Kernel.CacheKey == k.manifest.Kernel.CacheKey && r.keepGoingFits(m) && sameModuleStatus(m, k.manifest) {
-		if _, err := os.Stat(filepath.Join(dir, release.SumsFile)); err == nil {
+		if _, err := os.Stat(filepath.Join(dir, release.SumsFile)); err == nil && r.samePrefix(dir, m) {
 			r.log.Printf("%s: dist already written (%s)", k.name, dir)
 			k.manifest = m
 			return nil
@@ -392,6 +392,15 @@ func (r *runner) image(ctx context.Context, k *kernelJob) error {
 	}
 	k.manifest = &m
 	return nil
+}
+
+// samePrefix reports whether the dist dir's wslconfig.txt (and so its
+// release notes, written with the same release tag) names this run's
+// release prefix: both name the folder wsl\<release tag>.
+func (r *runner) samePrefix(dir string, m *manifest.Manifest) bool {
+	b, err := os.ReadFile(filepath.Join(dir, release.WSLConfFile))
+	tag := release.TagName(m.Kernel.Tag, m.Kernel.Arch, r.o.ReleasePrefix)
+	return err == nil && string(b) == release.WSLConfig(m, tag)
 }
 
 // release publishes the dist dir (or, without Publish, prints what would

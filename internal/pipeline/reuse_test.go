@@ -10,6 +10,7 @@ import (
 	"github.com/wsl-modules/wsl-modules-action/internal/build"
 	"github.com/wsl-modules/wsl-modules-action/internal/build/buildtest"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
+	"github.com/wsl-modules/wsl-modules-action/internal/release"
 )
 
 // flakyList writes a workspace with the provider test module and a module
@@ -204,6 +205,43 @@ func TestKeepGoingDistNotReused(t *testing.T) {
 			if mm.Status != manifest.StatusOK {
 				t.Errorf("keep-going %v: dist manifest has %s %s: the old dist/ was reused", keepGoing, mm.Name, mm.Status)
 			}
+		}
+	}
+}
+
+// TestDistPrefixChange: a dist/ written for another release prefix is not
+// reused: its wslconfig.txt and release notes name the folder
+// wsl\<prefix><version>.
+func TestDistPrefixChange(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds modules")
+	}
+	ctx := context.Background()
+	list, fix := flakyList(t)
+	fix()
+	o := localOptions(t, list, filepath.Join(t.TempDir(), "work"))
+	res, err := Run(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := res.Last()
+	oldTag := release.TagName(k.Manifest.Kernel.Tag, k.Manifest.Kernel.Arch, "")
+	newTag := release.TagName(k.Manifest.Kernel.Tag, k.Manifest.Kernel.Arch, "mymods-")
+	conf, _ := os.ReadFile(filepath.Join(k.DistDir, release.WSLConfFile))
+	if !strings.Contains(string(conf), oldTag) {
+		t.Fatalf("wslconfig.txt does not name %s:\n%s", oldTag, conf)
+	}
+	o.ReleasePrefix = "mymods-"
+	if _, err := Run(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{release.WSLConfFile, release.NotesFile} {
+		b, err := os.ReadFile(filepath.Join(k.DistDir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), oldTag) || !strings.Contains(string(b), newTag) {
+			t.Errorf("%s after the prefix change names %s, not %s:\n%s", f, oldTag, newTag, b)
 		}
 	}
 }
