@@ -235,8 +235,8 @@ func Build(ctx context.Context, opts Options, out string, rep *progress.Reporter
 	digest := treeDigest(root, params)
 	im, err := ext4img.Plan(root, ext4img.Options{
 		Time:        opts.SourceDateEpoch,
-		UUID:        deriveUUID("ext4-uuid", digest),
-		HashSeed:    deriveUUID("ext4-hash-seed", digest),
+		UUID:        vhdx.DeriveUUID("ext4-uuid", digest),
+		HashSeed:    vhdx.DeriveUUID("ext4-hash-seed", digest),
 		SlackBytes:  opts.Slack,
 		SpareInodes: 64,
 	})

@@ -123,16 +123,3 @@ func treeDigest(root *ext4img.Node, params string) []byte {
 func sortNodes(s []*ext4img.Node) {
 	sort.Slice(s, func(i, j int) bool { return s[i].Name < s[j].Name })
 }
-
-// deriveUUID returns a version-8 UUID (RFC 9562) from label and digest.
-func deriveUUID(label string, digest []byte) [16]byte {
-	h := sha256.New()
-	h.Write([]byte(label))
-	h.Write([]byte{0})
-	h.Write(digest)
-	var u [16]byte
-	copy(u[:], h.Sum(nil))
-	u[6] = u[6]&0x0F | 0x80
-	u[8] = u[8]&0x3F | 0x80
-	return u
-}

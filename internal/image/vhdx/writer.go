@@ -283,9 +283,11 @@ func (w *Writer) FileSize() int64 { return w.next }
 // StoredBlocks returns the number of payload blocks stored in the file.
 func (w *Writer) StoredBlocks() uint64 { return w.stored }
 
-// DeriveGUID returns a version-8 GUID (RFC 9562) made from the SHA-256 of
-// label and digest, in on-disk byte order.
-func DeriveGUID(label string, digest []byte) GUID {
+// DeriveUUID returns a version-8 UUID (RFC 9562) made from the SHA-256 of
+// label, a NUL and digest, in RFC (big-endian) byte order. It is how every
+// ID of an image (ext4 UUID and hash seed, VHDX GUIDs) is derived from
+// content (FORMATS.md D.5).
+func DeriveUUID(label string, digest []byte) [16]byte {
 	h := sha256.New()
 	h.Write([]byte(label))
 	h.Write([]byte{0})
@@ -294,7 +296,12 @@ func DeriveGUID(label string, digest []byte) GUID {
 	copy(u[:], h.Sum(nil))
 	u[6] = u[6]&0x0F | 0x80
 	u[8] = u[8]&0x3F | 0x80
-	return FromRFC4122(u)
+	return u
+}
+
+// DeriveGUID is DeriveUUID in VHDX's on-disk (mixed-endian) byte order.
+func DeriveGUID(label string, digest []byte) GUID {
+	return FromRFC4122(DeriveUUID(label, digest))
 }
 
 func (w *Writer) finish() error {
