@@ -6,7 +6,7 @@
 //     against the ideal (total CPU time of the builds / cores);
 //   - sequential: one module after another, each with -j$(nproc) (a
 //     jobserver of nproc slots used by one make);
-//   - overhead: build.Run with an empty module list on a kernel cache hit
+//   - overhead: modbuild.Run with an empty module list on a kernel cache hit
 //     (cache key, copying the kernel into the output, manifest).
 //
 // Each measurement runs -n times (default 3); the median is reported.
@@ -31,8 +31,9 @@ import (
 	"time"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/archive"
-	"github.com/wsl-modules/wsl-modules-action/internal/build"
-	"github.com/wsl-modules/wsl-modules-action/internal/build/buildtest"
+	"github.com/wsl-modules/wsl-modules-action/internal/buildtest"
+	"github.com/wsl-modules/wsl-modules-action/internal/kbuild"
+	"github.com/wsl-modules/wsl-modules-action/internal/modbuild"
 	"github.com/wsl-modules/wsl-modules-action/internal/modlist"
 	"github.com/wsl-modules/wsl-modules-action/internal/progress"
 )
@@ -52,9 +53,9 @@ func run(n, jobs int, cache string) error {
 	ctx := context.Background()
 	root, _ := os.Getwd()
 	tarball := "/usr/src/linux-source-6.12.tar.xz"
-	ko := build.KernelOptions{Source: tarball, ConfigFile: filepath.Join(root, "testdata/kernel/config-test"),
+	ko := kbuild.KernelOptions{Source: tarball, ConfigFile: filepath.Join(root, "testdata/kernel/config-test"),
 		Arch: "x86_64", CacheDir: filepath.Join(cache, "kernel-cache"), Progress: progress.New(os.Stderr)}
-	k, err := build.BuildKernel(ctx, ko)
+	k, err := kbuild.BuildKernel(ctx, ko)
 	if err != nil {
 		return err
 	}
@@ -83,7 +84,7 @@ func run(n, jobs int, cache string) error {
 		return err
 	}
 	for name, from := range copies {
-		if err := build.CopyTree(from, filepath.Join(repo, name)); err != nil {
+		if err := kbuild.CopyTree(from, filepath.Join(repo, name)); err != nil {
 			return err
 		}
 	}
@@ -121,7 +122,7 @@ func run(n, jobs int, cache string) error {
 		before := childCPU()
 		busy0 := machineBusy()
 		start := time.Now()
-		res, err := build.BuildModules(ctx, build.ModulesOptions{Kernel: k, List: l, WorkDir: filepath.Join(work, "w"),
+		res, err := modbuild.BuildModules(ctx, modbuild.ModulesOptions{Kernel: k, List: l, WorkDir: filepath.Join(work, "w"),
 			ModulesDir: mdir, LogDir: filepath.Join(work, "logs"), Jobs: jobs})
 		wall := time.Since(start)
 		if err != nil {
@@ -188,7 +189,7 @@ func run(n, jobs int, cache string) error {
 		empty := *list
 		empty.Modules = nil
 		start := time.Now()
-		if _, err := build.Run(ctx, build.Options{KernelSource: tarball, ConfigFile: ko.ConfigFile, List: &empty,
+		if _, err := modbuild.Run(ctx, modbuild.Options{KernelSource: tarball, ConfigFile: ko.ConfigFile, List: &empty,
 			Out: filepath.Join(out, "o"), CacheDir: ko.CacheDir, Jobs: jobs}); err != nil {
 			return err
 		}

@@ -4,13 +4,13 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"runtime"
-	"strconv"
 	"time"
 
-	"github.com/wsl-modules/wsl-modules-action/internal/build"
+	"github.com/wsl-modules/wsl-modules-action/internal/runenv"
+
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
+	"github.com/wsl-modules/wsl-modules-action/internal/modbuild"
 	"github.com/wsl-modules/wsl-modules-action/internal/modlist"
 	"github.com/wsl-modules/wsl-modules-action/internal/pack"
 	"github.com/wsl-modules/wsl-modules-action/internal/progress"
@@ -33,7 +33,7 @@ func init() {
 func runBuild(ctx context.Context, env *cliEnv, args []string) error {
 	c := commands["build"]
 	fs := newFlagSet(env, c)
-	var o build.Options
+	var o modbuild.Options
 	var listPath, epoch, packsDir, packName string
 	fs.StringVar(&o.KernelSource, "kernel-source", "", "kernel source directory or tarball (.tar.gz, .tar.xz)")
 	fs.StringVar(&listPath, "modules", "", "the module list, wsl-modules.yml")
@@ -67,26 +67,15 @@ func runBuild(ctx context.Context, env *cliEnv, args []string) error {
 	case packName != "" && !pack.ValidName(packName):
 		return usagef("build: invalid --pack-name %q", packName)
 	}
-	if epoch == "" {
-		epoch = env.Getenv("SOURCE_DATE_EPOCH")
-	}
-	if epoch != "" {
-		n, err := strconv.ParseInt(epoch, 10, 64)
-		if err != nil {
-			return usagef("build: bad source date epoch %q", epoch)
-		}
+	if n, ok, err := runenv.SourceDateEpoch(epoch, env.Getenv); err != nil {
+		return usagef("build: %v", err)
+	} else if ok {
 		o.Timestamp = time.Unix(n, 0)
 	}
 	if o.CacheDir == "" {
-		base := env.Getenv("XDG_CACHE_HOME")
-		if base == "" {
-			home := env.Getenv("HOME")
-			if home == "" {
-				return usagef("build: no --cache and no HOME")
-			}
-			base = filepath.Join(home, ".cache")
+		if o.CacheDir, err = runenv.DefaultCacheDir(env.Getenv); err != nil {
+			return usagef("build: %v; pass --cache DIR", err)
 		}
-		o.CacheDir = filepath.Join(base, "wsl-modules-action")
 	}
 	o.List, err = modlist.Load(listPath)
 	if err != nil {
@@ -95,7 +84,7 @@ func runBuild(ctx context.Context, env *cliEnv, args []string) error {
 	o.Progress = progress.New(env.Stderr)
 	// git and url sources come from internal/fetch, wired in by the run
 	// command; this command builds path modules only.
-	res, err := build.Run(ctx, o)
+	res, err := modbuild.Run(ctx, o)
 	if err != nil {
 		return err
 	}

@@ -11,8 +11,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/wsl-modules/wsl-modules-action/internal/build"
-	"github.com/wsl-modules/wsl-modules-action/internal/build/buildtest"
+	"github.com/wsl-modules/wsl-modules-action/internal/buildtest"
+	"github.com/wsl-modules/wsl-modules-action/internal/kbuild"
 	"github.com/wsl-modules/wsl-modules-action/internal/pack"
 )
 
@@ -74,7 +74,7 @@ func TestBuildEmitPacks(t *testing.T) {
 	dir := t.TempDir()
 	list := filepath.Join(dir, "wsl-modules.yml")
 	for _, m := range []string{"provider", "consumer"} {
-		if err := build.CopyTree(buildtest.Testdata("modules", m), filepath.Join(dir, "src", m)); err != nil {
+		if err := kbuild.CopyTree(buildtest.Testdata("modules", m), filepath.Join(dir, "src", m)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wsl-modules/wsl-modules-action/internal/runenv"
+
 	"github.com/wsl-modules/wsl-modules-action/internal/image"
 	"github.com/wsl-modules/wsl-modules-action/internal/pack"
 	"github.com/wsl-modules/wsl-modules-action/internal/progress"
@@ -65,13 +67,8 @@ func runImage(ctx context.Context, env *cliEnv, args []string) error {
 	if o.Slack, err = parseSize(slack); err != nil {
 		return usagef("image: --slack: %v", err)
 	}
-	if sde == "" {
-		sde = env.Getenv("SOURCE_DATE_EPOCH")
-	}
-	if sde != "" {
-		if o.SourceDateEpoch, err = strconv.ParseInt(sde, 10, 64); err != nil {
-			return usagef("image: source date epoch %q is not an integer", sde)
-		}
+	if o.SourceDateEpoch, _, err = runenv.SourceDateEpoch(sde, env.Getenv); err != nil {
+		return usagef("image: %v", err)
 	}
 	res, err := image.Build(ctx, o, out, progress.New(env.Stderr))
 	if err != nil {

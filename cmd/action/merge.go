@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"io"
 	"sort"
-	"strconv"
+
+	"github.com/wsl-modules/wsl-modules-action/internal/runenv"
+
+	"github.com/wsl-modules/wsl-modules-action/internal/merge"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/image"
-	"github.com/wsl-modules/wsl-modules-action/internal/pack"
 	"github.com/wsl-modules/wsl-modules-action/internal/progress"
 )
 
@@ -29,7 +31,7 @@ func init() {
 func runMerge(ctx context.Context, env *cliEnv, args []string) error {
 	c := commands["merge"]
 	fs := newFlagSet(env, c)
-	var o pack.Options
+	var o merge.Options
 	var packs, prefer stringList
 	var layout, slack, sde string
 	fs.StringVar(&o.Base, "base", "", "base: a directory (root with lib/modules/REL, or the module tree) or a VHDX/VHD/raw image")
@@ -57,16 +59,11 @@ func runMerge(ctx context.Context, env *cliEnv, args []string) error {
 	if o.Slack, err = parseSize(slack); err != nil {
 		return usagef("merge: --slack: %v", err)
 	}
-	if sde == "" {
-		sde = env.Getenv("SOURCE_DATE_EPOCH")
-	}
-	if sde != "" {
-		if o.SourceDateEpoch, err = strconv.ParseInt(sde, 10, 64); err != nil {
-			return usagef("merge: source date epoch %q is not an integer", sde)
-		}
+	if o.SourceDateEpoch, _, err = runenv.SourceDateEpoch(sde, env.Getenv); err != nil {
+		return usagef("merge: %v", err)
 	}
 	o.Progress = progress.New(env.Stderr)
-	res, err := pack.Merge(ctx, o)
+	res, err := merge.Merge(ctx, o)
 	if err != nil {
 		return err
 	}
@@ -82,7 +79,7 @@ func runMerge(ctx context.Context, env *cliEnv, args []string) error {
 
 // printMergePlan prints where each pack module goes, what it shadows or
 // replaces, and the warnings.
-func printMergePlan(w io.Writer, res *pack.Result) {
+func printMergePlan(w io.Writer, res *merge.Result) {
 	b, p := res.Base, res.Plan
 	fmt.Fprintf(w, "base: %s (%s", b.Source, b.Kind)
 	if b.Layout != "" {
@@ -130,7 +127,7 @@ func printMergePlan(w io.Writer, res *pack.Result) {
 	}
 }
 
-func winner(p *pack.Plan, module string) string {
+func winner(p *merge.Plan, module string) string {
 	for _, a := range p.Add {
 		if a.Module.Name == module {
 			return a.Pack

@@ -3,9 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"runtime"
-	"strconv"
+
+	"github.com/wsl-modules/wsl-modules-action/internal/runenv"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/fetch"
 	"github.com/wsl-modules/wsl-modules-action/internal/pipeline"
@@ -70,19 +70,12 @@ func runRun(ctx context.Context, env *cliEnv, args []string) error {
 	case o.Jobs < 1:
 		return usagef("run: --jobs must be at least 1")
 	}
-	if epoch == "" {
-		epoch = env.Getenv("SOURCE_DATE_EPOCH")
-	}
-	if epoch != "" {
-		n, err := strconv.ParseInt(epoch, 10, 64)
-		if err != nil || n <= 0 {
-			return usagef("run: bad source date epoch %q", epoch)
-		}
-		o.SourceDateEpoch = n
+	if o.SourceDateEpoch, _, err = runenv.SourceDateEpoch(epoch, env.Getenv); err != nil {
+		return usagef("run: %v", err)
 	}
 	if o.CacheDir == "" {
-		if o.CacheDir, err = defaultCacheDir(env); err != nil {
-			return err
+		if o.CacheDir, err = runenv.DefaultCacheDir(env.Getenv); err != nil {
+			return usagef("run: %v; pass --cache DIR", err)
 		}
 	}
 	if o.TargetRepo == "" {
@@ -110,18 +103,4 @@ func runRun(ctx context.Context, env *cliEnv, args []string) error {
 		}
 	}
 	return err
-}
-
-// defaultCacheDir is $XDG_CACHE_HOME/wsl-modules-action or
-// ~/.cache/wsl-modules-action.
-func defaultCacheDir(env *cliEnv) (string, error) {
-	base := env.Getenv("XDG_CACHE_HOME")
-	if base == "" {
-		home := env.Getenv("HOME")
-		if home == "" {
-			return "", usagef("no --cache and no HOME")
-		}
-		base = filepath.Join(home, ".cache")
-	}
-	return filepath.Join(base, "wsl-modules-action"), nil
 }

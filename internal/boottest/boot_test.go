@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wsl-modules/wsl-modules-action/internal/build/buildtest"
+	"github.com/wsl-modules/wsl-modules-action/internal/buildtest"
 	"github.com/wsl-modules/wsl-modules-action/internal/image"
 	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
 )

@@ -3,7 +3,7 @@ package depmod
 import (
 	"testing"
 
-	"github.com/wsl-modules/wsl-modules-action/internal/build/buildtest"
+	"github.com/wsl-modules/wsl-modules-action/internal/buildtest"
 )
 
 // TestGoldenBuiltKernel compares with kmod 30 on the stock modules of the

@@ -15,12 +15,12 @@ import (
 	"time"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/boottest"
-	"github.com/wsl-modules/wsl-modules-action/internal/build"
-	"github.com/wsl-modules/wsl-modules-action/internal/build/buildtest"
+	"github.com/wsl-modules/wsl-modules-action/internal/buildtest"
 	"github.com/wsl-modules/wsl-modules-action/internal/depmod"
 	"github.com/wsl-modules/wsl-modules-action/internal/devel"
 	"github.com/wsl-modules/wsl-modules-action/internal/digest"
 	"github.com/wsl-modules/wsl-modules-action/internal/image"
+	"github.com/wsl-modules/wsl-modules-action/internal/kbuild"
 	"github.com/wsl-modules/wsl-modules-action/internal/kmodule"
 	"github.com/wsl-modules/wsl-modules-action/internal/modtree"
 	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
@@ -91,7 +91,7 @@ func readOnly(t *testing.T, dir string) string {
 func copyDir(t *testing.T, src string) string {
 	t.Helper()
 	dst := filepath.Join(t.TempDir(), filepath.Base(src))
-	if err := build.CopyTree(src, dst); err != nil {
+	if err := kbuild.CopyTree(src, dst); err != nil {
 		t.Fatal(err)
 	}
 	return dst
@@ -153,7 +153,7 @@ func dumpModversions(t *testing.T, ko string) map[string]uint32 {
 // equals the kernel's (ours and kmod's modinfo), and their __versions CRCs
 // match the kernel's Module.symvers (plus extraSymvers, e.g. a provider
 // module's) both by modtree.Validate and by kmod's --dump-modversions.
-func checkModules(t *testing.T, k *build.Kernel, kos []string, extraSymvers ...string) {
+func checkModules(t *testing.T, k *kbuild.Kernel, kos []string, extraSymvers ...string) {
 	t.Helper()
 	ksyms, err := modtree.ReadSymvers(k.Symvers())
 	if err != nil {
@@ -222,7 +222,7 @@ func treeDigest(t *testing.T, dir string) string {
 // buildAgainst builds the testdata provider and consumer modules and
 // Debian's v4l2loopback DKMS package against the read-only tree kdir and
 // returns the .ko files.
-func buildAgainst(t *testing.T, k *build.Kernel, kdir string) []string {
+func buildAgainst(t *testing.T, k *kbuild.Kernel, kdir string) []string {
 	t.Helper()
 	provider := copyDir(t, buildtest.Testdata("modules", "provider"))
 	makeModule(t, kdir, provider)
@@ -244,7 +244,7 @@ func buildAgainst(t *testing.T, k *build.Kernel, kdir string) []string {
 
 // dkmsBuild builds Debian's v4l2loopback-dkms with Debian's own dkms in a
 // private dkms tree (nothing touches /var/lib/dkms) against kdir.
-func dkmsBuild(t *testing.T, k *build.Kernel, kdir string) string {
+func dkmsBuild(t *testing.T, k *kbuild.Kernel, kdir string) string {
 	t.Helper()
 	dkms := testenv.Tool(t, "dkms")
 	src := testenv.DKMSSource(t, "v4l2loopback")
@@ -392,13 +392,13 @@ func mib(n int64) float64 { return float64(n) / (1 << 20) }
 // bootWith puts the modules into extra/ of a staged copy of the test
 // kernel's modules (with our depmod, strict: vermagic and CRCs), builds
 // a flat image and boots the real kernel with it: the modules must load.
-func bootWith(t *testing.T, k *build.Kernel, kos []string) {
+func bootWith(t *testing.T, k *kbuild.Kernel, kos []string) {
 	t.Helper()
 	testenv.Tool(t, "qemu-system-x86_64")
 	testenv.Tool(t, "busybox")
 	rel := k.Meta.Release
 	stage := filepath.Join(t.TempDir(), "stage")
-	if err := build.CopyTree(k.ModulesRoot(), stage); err != nil {
+	if err := kbuild.CopyTree(k.ModulesRoot(), stage); err != nil {
 		t.Fatal(err)
 	}
 	extra := filepath.Join(stage, "lib", "modules", rel, "extra")

@@ -16,7 +16,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/wsl-modules/wsl-modules-action/internal/build/buildtest"
+	"github.com/wsl-modules/wsl-modules-action/internal/buildtest"
 	"github.com/wsl-modules/wsl-modules-action/internal/devel"
 	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
 )

@@ -12,8 +12,8 @@ import (
 	"strings"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
-	"github.com/wsl-modules/wsl-modules-action/internal/build"
 	"github.com/wsl-modules/wsl-modules-action/internal/fetch"
+	"github.com/wsl-modules/wsl-modules-action/internal/kbuild"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
 )
 
@@ -59,7 +59,7 @@ func (r *runner) ensureKernel(ctx context.Context, k *kernelJob) error {
 	if b, err := os.ReadFile(recPath); err == nil {
 		var rec kernelRecord
 		if json.Unmarshal(b, &rec) == nil && rec.Inputs == ki && rec.Key != "" {
-			if kern, err := build.OpenKernel(filepath.Join(r.o.CacheDir, "kernel", rec.Key)); err == nil {
+			if kern, err := kbuild.OpenKernel(filepath.Join(r.o.CacheDir, "kernel", rec.Key)); err == nil {
 				kern.CacheHit = true
 				k.kernel, k.source, k.release = kern, rec.Source, kern.Meta.Release
 				r.log.Printf("%s: kernel %s from cache entry %s (%s)", k.name, kern.Meta.Release, short(rec.Key), KernelFile)
@@ -81,10 +81,10 @@ func (r *runner) ensureKernel(ctx context.Context, k *kernelJob) error {
 			return err
 		}
 	}
-	var kern *build.Kernel
+	var kern *kbuild.Kernel
 	err := r.stage(k, "kernel", func() error {
 		var err error
-		kern, err = build.BuildKernel(ctx, build.KernelOptions{Source: source, SourceInfo: info, ConfigFile: r.o.ConfigFile,
+		kern, err = kbuild.BuildKernel(ctx, kbuild.KernelOptions{Source: source, SourceInfo: info, ConfigFile: r.o.ConfigFile,
 			Fragment: r.fragment, Arch: r.arch, CacheDir: r.o.CacheDir, Jobs: r.o.Jobs, Timestamp: r.epoch(), Progress: r.log})
 		if err != nil {
 			return fmt.Errorf("pipeline: %s: %w", k.name, err)

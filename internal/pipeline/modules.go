@@ -11,9 +11,10 @@ import (
 	"strings"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
-	"github.com/wsl-modules/wsl-modules-action/internal/build"
 	"github.com/wsl-modules/wsl-modules-action/internal/fetch"
+	"github.com/wsl-modules/wsl-modules-action/internal/kbuild"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
+	"github.com/wsl-modules/wsl-modules-action/internal/modbuild"
 	"github.com/wsl-modules/wsl-modules-action/internal/modlist"
 )
 
@@ -153,7 +154,7 @@ func (r *runner) buildModules(ctx context.Context, k *kernelJob, i, n int) error
 	defer os.RemoveAll(work)
 	rec := shardRecord{Shard: i, Of: n, Hash: k.hash, KernelKey: k.kernel.Meta.Key, Release: k.kernel.Meta.Release, Modules: []shardModule{}}
 	if len(sub.Modules) > 0 {
-		res, err := build.BuildModules(ctx, build.ModulesOptions{Kernel: k.kernel, List: &sub, Fetch: r.fetchModule,
+		res, err := modbuild.BuildModules(ctx, modbuild.ModulesOptions{Kernel: k.kernel, List: &sub, Fetch: r.fetchModule,
 			WorkDir: work, ModulesDir: modDir, LogDir: logDir, Jobs: r.o.Jobs, Progress: r.log})
 		if err != nil {
 			return fmt.Errorf("pipeline: %s: %w", k.name, err)
@@ -244,7 +245,7 @@ func (r *runner) report(k *kernelJob, m shardModule, logPath string) ModuleRepor
 	return rep
 }
 
-// fetchModule is the build.SourceFetcher: it fetches a git or url module
+// fetchModule is the modbuild.SourceFetcher: it fetches a git or url module
 // (a git ref at the commit pinned by the plan) into WORK/modsrc/<name>/
 // once, and copies it to dest for the build.
 func (r *runner) fetchModule(ctx context.Context, m modlist.Module, dest string) (manifest.Source, error) {
@@ -259,7 +260,7 @@ func (r *runner) fetchModule(ctx context.Context, m modlist.Module, dest string)
 	var src manifest.Source
 	if b, err := os.ReadFile(pinPath); err == nil && json.Unmarshal(b, &src) == nil && src.Pin() == want && want != "" {
 		if _, err := os.Stat(cache); err == nil {
-			return src, build.CopyTree(cache, dest)
+			return src, kbuild.CopyTree(cache, dest)
 		}
 	}
 	spec := fetch.ModuleSpec{Name: m.Name, Git: m.Git, Ref: m.Ref, URL: m.URL, SHA256: m.SHA256}
@@ -272,7 +273,7 @@ func (r *runner) fetchModule(ctx context.Context, m modlist.Module, dest string)
 	var err error
 	if strings.HasPrefix(spec.URL, "file:") {
 		os.RemoveAll(cache)
-		src, err = build.LocalFetcher(ctx, m, cache)
+		src, err = modbuild.LocalFetcher(ctx, m, cache)
 	} else {
 		f := &fetch.Fetcher{Progress: r.log, Force: true}
 		if spec.URL != "" {
@@ -292,5 +293,5 @@ func (r *runner) fetchModule(ctx context.Context, m modlist.Module, dest string)
 	if err := atomicfile.WriteFile(pinPath, append(b, '\n'), 0o644); err != nil {
 		return manifest.Source{}, err
 	}
-	return src, build.CopyTree(cache, dest)
+	return src, kbuild.CopyTree(cache, dest)
 }

@@ -10,11 +10,12 @@ import (
 	"time"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
-	"github.com/wsl-modules/wsl-modules-action/internal/build"
 	"github.com/wsl-modules/wsl-modules-action/internal/depmod"
 	"github.com/wsl-modules/wsl-modules-action/internal/devel"
 	"github.com/wsl-modules/wsl-modules-action/internal/image"
+	"github.com/wsl-modules/wsl-modules-action/internal/kbuild"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
+	"github.com/wsl-modules/wsl-modules-action/internal/modbuild"
 	"github.com/wsl-modules/wsl-modules-action/internal/progress"
 	"github.com/wsl-modules/wsl-modules-action/internal/release"
 )
@@ -144,7 +145,7 @@ func (r *runner) assembleInto(k *kernelJob, tmp string) (*manifest.Manifest, err
 		trees[kern.HeadersDir()] = "headers"
 	}
 	for from, to := range trees {
-		if err := build.CopyTree(from, filepath.Join(tmp, to)); err != nil {
+		if err := kbuild.CopyTree(from, filepath.Join(tmp, to)); err != nil {
 			return nil, fmt.Errorf("pipeline: %s: %w", k.name, err)
 		}
 	}
@@ -236,13 +237,13 @@ func (r *runner) assembleInto(k *kernelJob, tmp string) (*manifest.Manifest, err
 	}
 	if len(failed) > 0 {
 		if !r.o.KeepGoing {
-			return nil, fmt.Errorf("pipeline: %s: %w:\n%s", k.name, build.ErrModulesFailed, strings.TrimRight(failures.String(), "\n"))
+			return nil, fmt.Errorf("pipeline: %s: %w:\n%s", k.name, modbuild.ErrModulesFailed, strings.TrimRight(failures.String(), "\n"))
 		}
 		bar := strings.Repeat("!", 72)
 		r.log.Printf("%s\n!!! WARNING: keep-going: %d module(s) FAILED and are NOT in the image: %s\n%s%s", bar, len(failed),
 			strings.Join(failed, ", "), failures.String(), bar)
 	}
-	if err := build.AppendModulesOrder(modDir, okFiles); err != nil {
+	if err := modbuild.AppendModulesOrder(modDir, okFiles); err != nil {
 		return nil, fmt.Errorf("pipeline: %s: modules.order: %w", k.name, err)
 	}
 	return m, nil
@@ -309,10 +310,10 @@ func mergeTree(from, to string) error {
 		if _, err := os.Lstat(to); err == nil {
 			return fmt.Errorf("%s: two shards install the same file", to)
 		}
-		return build.CopyTree(from, to)
+		return kbuild.CopyTree(from, to)
 	}
 	if _, err := os.Lstat(to); errors.Is(err, os.ErrNotExist) {
-		return build.CopyTree(from, to)
+		return kbuild.CopyTree(from, to)
 	}
 	entries, err := os.ReadDir(from)
 	if err != nil {
@@ -332,7 +333,7 @@ func (r *runner) imageEpoch(k *kernelJob) int64 {
 	if r.o.SourceDateEpoch != 0 {
 		return r.o.SourceDateEpoch
 	}
-	if t, err := time.Parse(build.TimestampLayout, k.kernel.Meta.BuildTimestamp); err == nil {
+	if t, err := time.Parse(kbuild.TimestampLayout, k.kernel.Meta.BuildTimestamp); err == nil {
 		return t.Unix()
 	}
 	return 0

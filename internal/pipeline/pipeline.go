@@ -33,9 +33,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/wsl-modules/wsl-modules-action/internal/build"
 	"github.com/wsl-modules/wsl-modules-action/internal/fetch"
 	"github.com/wsl-modules/wsl-modules-action/internal/githubapi"
+	"github.com/wsl-modules/wsl-modules-action/internal/kconfig"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
 	"github.com/wsl-modules/wsl-modules-action/internal/modlist"
 	"github.com/wsl-modules/wsl-modules-action/internal/progress"
@@ -225,7 +225,7 @@ type runner struct {
 	arch     string
 	shardI   int
 	shardN   int
-	fragment *build.Fragment
+	fragment *kconfig.Fragment
 	modPins  []manifest.InputModule
 	client   *githubapi.Client
 	log      *progress.Reporter
@@ -344,7 +344,7 @@ func newRunner(o Options) (*runner, error) {
 	}
 	list.Kernel.Arch = r.arch
 	if list.Kernel.ConfigFragment != "" {
-		r.fragment, err = build.ParseFragment(list.File, list.Kernel.FragmentLine, list.Kernel.ConfigFragment)
+		r.fragment, err = kconfig.ParseFragment(list.File, list.Kernel.FragmentLine, list.Kernel.ConfigFragment)
 		if err != nil {
 			return nil, err
 		}

@@ -10,9 +10,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/wsl-modules/wsl-modules-action/internal/build"
-	"github.com/wsl-modules/wsl-modules-action/internal/build/buildtest"
+	"github.com/wsl-modules/wsl-modules-action/internal/buildtest"
+	"github.com/wsl-modules/wsl-modules-action/internal/compilelog"
 	"github.com/wsl-modules/wsl-modules-action/internal/digest"
+	"github.com/wsl-modules/wsl-modules-action/internal/kbuild"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
 	"github.com/wsl-modules/wsl-modules-action/internal/modlist"
 	"github.com/wsl-modules/wsl-modules-action/internal/progress"
@@ -127,7 +128,7 @@ func testList(t *testing.T, broken bool) string {
 	t.Helper()
 	ws := t.TempDir()
 	for _, m := range []string{"provider", "consumer", "broken"} {
-		if err := build.CopyTree(buildtest.Testdata("modules", m), filepath.Join(ws, "modules", m)); err != nil {
+		if err := kbuild.CopyTree(buildtest.Testdata("modules", m), filepath.Join(ws, "modules", m)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -226,7 +227,7 @@ func TestStageSplitEqualsAll(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	errs := CompileErrors(f, brokenRep.BuildDir, brokenRep.SourceDir, 10)
+	errs := compilelog.CompileErrors(f, brokenRep.BuildDir, brokenRep.SourceDir, 10)
 	f.Close()
 	if len(errs) == 0 {
 		t.Fatalf("no compiler errors found in %s", brokenRep.LogPath)
@@ -332,28 +333,4 @@ func fileSum(t *testing.T, p string) string {
 		t.Fatal(err)
 	}
 	return s
-}
-
-func TestCompileErrorsCap(t *testing.T) {
-	log := strings.NewReader(`  CC [M]  /w/m/a.c
-/w/m/a.c:3:5: error: x undeclared
-/w/m/a.c:3:5: error: x undeclared
-/w/m/sub/b.c:9: fatal error: y.h: No such file or directory
-a.c:4:1: warning: not an error
-/usr/src/k/include/linux/z.h:1:2: error: outside
-c.c:7:3: error: relative
-`)
-	got := CompileErrors(log, "/w/m", "/src/m", 0)
-	want := []CompileError{
-		{File: "/src/m/a.c", Line: 3, Column: 5, Severity: "error", Message: "x undeclared"},
-		{File: "/src/m/sub/b.c", Line: 9, Severity: "fatal error", Message: "y.h: No such file or directory"},
-		{File: "/usr/src/k/include/linux/z.h", Line: 1, Column: 2, Severity: "error", Message: "outside"},
-		{File: "/src/m/c.c", Line: 7, Column: 3, Severity: "error", Message: "relative"},
-	}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("got %+v\nwant %+v", got, want)
-	}
-	if got := CompileErrors(strings.NewReader("a.c:1:1: error: 1\na.c:2:1: error: 2\na.c:3:1: error: 3\n"), "", "", 2); len(got) != 2 {
-		t.Errorf("cap 2: %d", len(got))
-	}
 }

@@ -14,10 +14,10 @@ import (
 
 	"github.com/google/go-github/v66/github"
 
-	"github.com/wsl-modules/wsl-modules-action/internal/build"
 	"github.com/wsl-modules/wsl-modules-action/internal/digest"
 	"github.com/wsl-modules/wsl-modules-action/internal/fetch"
 	"github.com/wsl-modules/wsl-modules-action/internal/githubapi"
+	"github.com/wsl-modules/wsl-modules-action/internal/kbuild"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
 	"github.com/wsl-modules/wsl-modules-action/internal/modlist"
 	"github.com/wsl-modules/wsl-modules-action/internal/release"
@@ -56,7 +56,7 @@ type kernelJob struct {
 	upToDate         bool
 	upToDateURL      string
 
-	kernel       *build.Kernel
+	kernel       *kbuild.Kernel
 	source       manifest.Source
 	cacheWritten bool
 	modules      []ModuleReport

@@ -1,0 +1,93 @@
+package actionmode
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/sethvargo/go-githubactions"
+	"github.com/wsl-modules/wsl-modules-action/internal/compilelog"
+	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
+	"github.com/wsl-modules/wsl-modules-action/internal/pipeline"
+	"github.com/wsl-modules/wsl-modules-action/internal/progress"
+)
+
+// groups prints the pipeline's stages and module builds as log groups.
+// GitHub does not nest groups, so a module's group closes the stage's.
+type groups struct {
+	a         *githubactions.Action
+	out       io.Writer
+	workspace string
+	open      bool
+	// annotations counts the compiler error annotations written.
+	annotations int
+}
+
+func (g *groups) close() {
+	if g.open {
+		g.a.EndGroup()
+		g.open = false
+	}
+}
+
+func (g *groups) stage(kernel, stage string) func(error) {
+	g.close()
+	g.a.Group(kernel + ": " + stage)
+	g.open = true
+	return func(err error) {
+		if err != nil {
+			fmt.Fprintf(g.out, "%s: %s failed: %v\n", kernel, stage, err)
+		}
+		g.close()
+	}
+}
+
+func (g *groups) module(r pipeline.ModuleReport) {
+	g.close()
+	g.a.Group(fmt.Sprintf("module %s: %s (%s, %.1fs)", r.Name, r.Status, progress.Bytes(r.Bytes), r.Seconds))
+	if f, err := os.Open(r.LogPath); err == nil {
+		n, _ := io.Copy(g.out, io.LimitReader(f, maxLogInGroup))
+		if n == maxLogInGroup {
+			fmt.Fprintf(g.out, "\n[log truncated; the whole log is in build-logs.tar.gz: %s]\n", r.LogPath)
+		}
+		f.Close()
+	}
+	g.a.EndGroup()
+	if r.Status != manifest.StatusFailed {
+		return
+	}
+	var errs []compilelog.CompileError
+	if f, err := os.Open(r.LogPath); err == nil {
+		errs = compilelog.CompileErrors(f, r.BuildDir, r.SourceDir, maxAnnotationsPerModule)
+		f.Close()
+	}
+	for _, e := range errs {
+		if g.annotations >= maxAnnotations {
+			break
+		}
+		g.annotations++
+		fields := map[string]string{"file": g.relative(e.File), "line": strconv.Itoa(e.Line), "title": "module " + r.Name}
+		if e.Column > 0 {
+			fields["col"] = strconv.Itoa(e.Column)
+		}
+		g.a.WithFieldsMap(fields).Errorf("%s: %s", e.Severity, e.Message)
+	}
+	if len(errs) == 0 {
+		g.a.Errorf("module %s failed on kernel %s: %s", r.Name, r.Kernel, r.Error)
+	}
+}
+
+// relative makes a path relative to the workspace when it is inside it,
+// as annotations need.
+func (g *groups) relative(p string) string {
+	if g.workspace == "" {
+		return p
+	}
+	if rel, err := filepath.Rel(g.workspace, p); err == nil && !strings.HasPrefix(rel, "..") {
+		return filepath.ToSlash(rel)
+	}
+	return p
+}
