@@ -7,7 +7,6 @@
 set -euo pipefail
 
 cache=${WSLMOD_TEST_CACHE:-/var/cache/wsl-modules-ci}
-debian_image=${WSLMOD_DEBIAN_IMAGE:-linux-image-6.1.0-56-amd64}
 
 SUDO=
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
@@ -24,6 +23,9 @@ pkgs=(
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross
   # running those aarch64 host programs in the tests (qemu-aarch64)
   qemu-user
+  # WSL installers: MSIs built with wixl for the tests, read with
+  # msiextract and 7-Zip (internal/wslmsi)
+  wixl msitools p7zip-full
 )
 missing=()
 for p in "${pkgs[@]}"; do
@@ -38,7 +40,22 @@ fi
 $SUDO mkdir -p "$cache"
 $SUDO chown "$(id -u):$(id -g)" "$cache"
 
-# A real module tree: Debian's linux-image package (4000+ modules).
+# A real module tree: Debian's linux-image package (4000+ modules), the one
+# linux-image-amd64 depends on today (superseded ABI packages leave the
+# archive, so no ABI number is pinned here); WSLMOD_DEBIAN_IMAGE overrides
+# it. The resolved name is recorded: a new ABI refetches both packages.
+debian_image=${WSLMOD_DEBIAN_IMAGE:-}
+if [ -z "$debian_image" ]; then
+  debian_image=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ {print $2; exit}')
+  if [ -z "$debian_image" ]; then
+    $SUDO apt-get update -qq
+    debian_image=$(apt-cache depends linux-image-amd64 | awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ {print $2; exit}')
+  fi
+  [ -n "$debian_image" ] || { echo "setup: cannot resolve linux-image-amd64 to a linux-image-<abi> package" >&2; exit 1; }
+fi
+if [ "$(cat "$cache/debian-image.name" 2>/dev/null)" != "$debian_image" ]; then
+  rm -rf "$cache/debian-image" "$cache/debian-symvers" "$cache/debian-image.name"
+fi
 if ! ls "$cache"/debian-image/lib/modules/*/modules.order >/dev/null 2>&1; then
   echo "setup: fetching $debian_image"
   tmp=$(mktemp -d "$cache/.dl-XXXXXX")
@@ -62,6 +79,7 @@ if [ ! -s "$cache/debian-symvers/Module.symvers" ]; then
   mv "$cache/debian-symvers/.Module.symvers.tmp" "$cache/debian-symvers/Module.symvers"
   rm -rf "$tmp"
 fi
+echo "$debian_image" > "$cache/debian-image.name"
 
 go version >/dev/null 2>&1 || { echo "setup: Go is required (https://go.dev/dl/)" >&2; exit 1; }
 go mod download

@@ -37,6 +37,8 @@ const (
 	RouteAssets        = "GET /repos/{owner}/{repo}/releases/{id}/assets"
 	RouteAsset         = "GET /repos/{owner}/{repo}/releases/assets/{id}"
 	RouteDeleteAsset   = "DELETE /repos/{owner}/{repo}/releases/assets/{id}"
+	// RouteContents serves files of a repository at a ref (contents.go).
+	RouteContents = "GET /repos/{owner}/{repo}/contents/{path...}"
 	// RouteUpload is on the uploads root.
 	RouteUpload = "POST /repos/{owner}/{repo}/releases/{id}/assets"
 	// RouteTarballBytes and RouteAssetBytes are on the bytes host.
@@ -243,6 +245,7 @@ func New(o Options) *Server {
 	})
 	s.route(apiMux, HostAPI, RouteAsset, s.handleGetAsset)
 	s.route(apiMux, HostAPI, RouteDeleteAsset, s.handleDeleteAsset)
+	s.route(apiMux, HostAPI, RouteContents, s.handleContents)
 	s.route(apiMux, HostAPI, "/", func(w http.ResponseWriter, r *http.Request) {
 		s.errorJSON(w, r, http.StatusNotFound, "Not Found", nil)
 	})

@@ -66,6 +66,13 @@ type Inputs struct {
 	Layout         string        `json:"layout"`
 	Headers        string        `json:"headers"`
 	Modules        []InputModule `json:"modules"`
+	// Mode is ModeStock for builds over Microsoft's kernel, "" for a
+	// kernel built here (so build-mode hashes stay what they were).
+	Mode string `json:"mode,omitempty"`
+	// StockKernelSHA256 and StockModulesSHA256 pin Microsoft's files in
+	// stock mode.
+	StockKernelSHA256  string `json:"stock_kernel_sha256,omitempty"`
+	StockModulesSHA256 string `json:"stock_modules_sha256,omitempty"`
 }
 
 // InputModule is one listed module with its pinned source.
@@ -103,6 +110,62 @@ type Kernel struct {
 	CacheHit bool   `json:"cache_hit"`
 	// BuildTimestamp is KBUILD_BUILD_TIMESTAMP.
 	BuildTimestamp string `json:"build_timestamp,omitempty"`
+	// Mode is ModeStock when the kernel image is Microsoft's, unchanged,
+	// and ModeBuild (or "", in older manifests) when it was built here.
+	Mode string `json:"mode,omitempty"`
+	// ModeReason says why the mode was chosen, for the log, the summary
+	// and the notes.
+	ModeReason string `json:"mode_reason,omitempty"`
+	// Stock describes Microsoft's files in stock mode.
+	Stock *Stock `json:"stock,omitempty"`
+	// WSL lists the WSL releases, among those seen, that ship this kernel.
+	WSL []WSLRelease `json:"wsl,omitempty"`
+	// ConfigChanges lists what olddefconfig changed from the input config
+	// (compiler-detected options, usually).
+	ConfigChanges []string `json:"config_changes,omitempty"`
+	// Signing says whether the config signs modules: "" (no MODULE_SIG),
+	// "signed" (build mode: signed with the build's key), "unsigned"
+	// (stock mode with MODULE_SIG but not MODULE_SIG_FORCE: modules load
+	// and taint the kernel).
+	Signing string `json:"signing,omitempty"`
+}
+
+// Kernel modes.
+const (
+	ModeBuild = "build"
+	ModeStock = "stock"
+)
+
+// Stock describes Microsoft's kernel and modules image in stock mode.
+type Stock struct {
+	// KernelSHA256 is the sha256 of Microsoft's kernel image (and of the
+	// released one, which is the same file).
+	KernelSHA256 string `json:"kernel_sha256"`
+	// ModulesFile is the stock image's name (modules.vhd or
+	// artifacts.vhd) and ModulesSHA256 its sha256.
+	ModulesFile   string `json:"modules_file"`
+	ModulesSHA256 string `json:"modules_sha256"`
+	// MSI is the WSL installer both came from (nil for local files).
+	MSI *MSI `json:"msi,omitempty"`
+	// KernelPath and ModulesPath are the local files given (no MSI).
+	KernelPath  string `json:"kernel_path,omitempty"`
+	ModulesPath string `json:"modules_path,omitempty"`
+}
+
+// MSI is a WSL installer.
+type MSI struct {
+	// Name is the asset name (wsl.2.6.1.0.x64.msi), WSLVersion the WSL
+	// release it belongs to ("" for a local file).
+	Name       string `json:"name"`
+	WSLVersion string `json:"wsl_version,omitempty"`
+	SHA256     string `json:"sha256"`
+	URL        string `json:"url,omitempty"`
+}
+
+// WSLRelease is a release of microsoft/WSL.
+type WSLRelease struct {
+	Version    string `json:"version"`
+	Prerelease bool   `json:"prerelease,omitempty"`
 }
 
 // Source pins where something was fetched from.
@@ -150,6 +213,11 @@ type Module struct {
 	DependsOn []string `json:"depends_on,omitempty"`
 	// Pack is the pack the module came from, for merged images.
 	Pack string `json:"pack,omitempty"`
+	// Autoload lists module names WSL loads at boot (loadKernelModules=).
+	Autoload []string `json:"autoload,omitempty"`
+	// SourceArchive is the release asset holding this module's source,
+	// for path: modules (they exist nowhere else).
+	SourceArchive string `json:"source_archive,omitempty"`
 }
 
 // Image describes the modules image.
