@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/wsl-modules/wsl-modules-action/internal/kver"
+
 	"github.com/wsl-modules/wsl-modules-action/internal/fetch"
 	"github.com/wsl-modules/wsl-modules-action/internal/progress"
 )
@@ -41,7 +43,7 @@ func runFetch(ctx context.Context, env *cliEnv, args []string) error {
 	if tag == "" || out == "" {
 		return usagef("fetch: --tag and --out are required (see 'fetch --help')")
 	}
-	if _, ok := fetch.ParseTag(tag); !ok {
+	if _, ok := kver.Parse(tag); !ok {
 		return usagef("fetch: --tag %q: want linux-msft-wsl-<a>.<b>.<c>.<d>", tag)
 	}
 	stdout, stderr := redacted(env, token)

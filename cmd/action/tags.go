@@ -41,14 +41,14 @@ func runTags(ctx context.Context, env *cliEnv, args []string) error {
 	c := commands["tags"]
 	fs := newFlagSet(env, c)
 	var o fetch.SelectOptions
-	var token string
+	var token, targetRepo, prefix, arch string
 	var all, verbose bool
 	fs.StringVar(&o.Repo, "repo", fetch.DefaultRepo, "kernel repository")
 	fs.StringVar(&o.Track, "track", fetch.TrackLatest, "latest, all-new, a series (6.6, 6.18) or a tag (linux-msft-wsl-6.6.87.2)")
 	fs.IntVar(&o.MaxTags, "max-tags", fetch.DefaultMaxTags, "most tags one all-new run builds")
-	fs.StringVar(&o.TargetRepo, "target-repo", "", "repository whose releases say what was built (default $GITHUB_REPOSITORY)")
-	fs.StringVar(&o.Prefix, "prefix", release.DefaultPrefix, "release tag prefix")
-	fs.StringVar(&o.Arch, "arch", "x86_64", "architecture of the builds (x86_64 or arm64)")
+	fs.StringVar(&targetRepo, "target-repo", "", "repository whose releases say what was built (default $GITHUB_REPOSITORY)")
+	fs.StringVar(&prefix, "prefix", release.DefaultPrefix, "release tag prefix")
+	fs.StringVar(&arch, "arch", "x86_64", "architecture of the builds (x86_64 or arm64)")
 	fs.BoolVar(&o.Paginated, "paginated", false, "list tags through the paginated tags endpoint (with commit ids) instead of one matching-refs request")
 	fs.BoolVar(&all, "all", false, "also list every tag found")
 	fs.BoolVar(&verbose, "v", false, "show debug lines (ignored tags, retries)")
@@ -66,10 +66,10 @@ func runTags(ctx context.Context, env *cliEnv, args []string) error {
 	if o.MaxTags < 1 {
 		return usagef("tags: --max-tags must be at least 1")
 	}
-	if o.TargetRepo == "" {
-		o.TargetRepo = env.Getenv("GITHUB_REPOSITORY")
+	if targetRepo == "" {
+		targetRepo = env.Getenv("GITHUB_REPOSITORY")
 	}
-	if o.Track == fetch.TrackAllNew && o.TargetRepo == "" {
+	if o.Track == fetch.TrackAllNew && targetRepo == "" {
 		return usagef("tags: --track all-new needs --target-repo (or GITHUB_REPOSITORY)")
 	}
 	stdout, stderr := redacted(env, token)
@@ -82,6 +82,16 @@ func runTags(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	o.Log = log
+	var releasedTag string
+	if o.Track == fetch.TrackAllNew {
+		x, err := release.List(ctx, cl, targetRepo, prefix)
+		if err != nil {
+			return err
+		}
+		if o.Released, releasedTag, err = x.NewestKernel(ctx, arch); err != nil {
+			return err
+		}
+	}
 	sel, err := fetch.Select(ctx, cl, o)
 	if err != nil {
 		return err
@@ -90,11 +100,10 @@ func runTags(ctx context.Context, env *cliEnv, args []string) error {
 		fmt.Fprintf(stdout, "%s: %d tags, %s … %s\n", o.Repo, n, sel.Tags[0].Name, sel.Tags[n-1].Name)
 	}
 	if o.Track == fetch.TrackAllNew {
-		rel := sel.Released
-		if rel == "" {
-			rel = "none"
+		if releasedTag == "" {
+			releasedTag = "none"
 		}
-		fmt.Fprintf(stdout, "newest release in %s: %s\n", o.TargetRepo, rel)
+		fmt.Fprintf(stdout, "newest release in %s: %s\n", targetRepo, releasedTag)
 	}
 	fmt.Fprintf(stdout, "track %s: %s\n", o.Track, sel.Summary)
 	for _, s := range sel.Selected {

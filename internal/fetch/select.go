@@ -7,11 +7,9 @@ import (
 	"regexp"
 	"strings"
 
-	"github.com/google/go-github/v66/github"
-
 	"github.com/wsl-modules/wsl-modules-action/internal/githubapi"
+	"github.com/wsl-modules/wsl-modules-action/internal/kver"
 	"github.com/wsl-modules/wsl-modules-action/internal/progress"
-	"github.com/wsl-modules/wsl-modules-action/internal/release"
 )
 
 // Track values other than a series or a tag.
@@ -38,14 +36,11 @@ type SelectOptions struct {
 	Track string
 	// MaxTags bounds an all-new selection (default DefaultMaxTags).
 	MaxTags int
-	// TargetRepo is the repository whose releases say what was already
-	// built (required for all-new).
-	TargetRepo string
-	// Prefix is the release tag prefix (default release.DefaultPrefix).
-	Prefix string
-	// Arch is the build architecture (x86_64 or arm64); only releases for
-	// it count as built.
-	Arch string
+	// Released is the newest kernel tag already released for the arch
+	// ("" if none); all-new builds the tags after it. The caller reads it
+	// from the target repository's releases (release.List), so that one
+	// listing serves the selection and the up-to-date check.
+	Released string
 	// Paginated lists tags through the paginated tags endpoint instead of
 	// one matching-refs request.
 	Paginated bool
@@ -59,8 +54,7 @@ type Selection struct {
 	Selected []Selected
 	// Tags are all kernel tags found, oldest first.
 	Tags []Tag
-	// Released is the newest kernel tag already released in TargetRepo
-	// (all-new only; "" if none).
+	// Released is SelectOptions.Released (all-new only).
 	Released string
 	// Summary explains the outcome in one line, e.g. "nothing new".
 	Summary string
@@ -80,9 +74,8 @@ func CheckTrack(track string) error {
 	return fmt.Errorf("track %q: want latest, all-new, a series such as 6.6, or a tag such as linux-msft-wsl-6.6.87.2", track)
 }
 
-// Select lists the kernel tags and chooses the ones to build. For all-new
-// it reads the target repository's releases first, then the tags with one
-// matching-refs request, so a run with nothing new costs two requests.
+// Select lists the kernel tags (one matching-refs request) and chooses
+// the ones to build.
 func Select(ctx context.Context, c *githubapi.Client, o SelectOptions) (*Selection, error) {
 	if o.Repo == "" {
 		o.Repo = DefaultRepo
@@ -91,19 +84,14 @@ func Select(ctx context.Context, c *githubapi.Client, o SelectOptions) (*Selecti
 		return nil, fmt.Errorf("fetch: %w", err)
 	}
 	sel := &Selection{}
-	var released *Version
-	if o.Track == TrackAllNew {
-		if o.TargetRepo == "" {
-			return nil, errors.New("fetch: track all-new needs the target repository (the one whose releases say what was built)")
+	var released *kver.Version
+	if o.Track == TrackAllNew && o.Released != "" {
+		v, ok := kver.Parse(o.Released)
+		if !ok {
+			return nil, fmt.Errorf("fetch: released kernel tag %q: want %s<a>.<b>.<c>.<d>", o.Released, kver.TagPrefix)
 		}
-		v, tag, err := NewestReleased(ctx, c, o.TargetRepo, o.Prefix, o.Arch)
-		if err != nil {
-			return nil, err
-		}
-		released, sel.Released = v, tag
-		if tag != "" {
-			o.Log.Printf("debug: newest release in %s: %s", o.TargetRepo, tag)
-		}
+		released, sel.Released = &v, o.Released
+		o.Log.Printf("debug: newest kernel released: %s", o.Released)
 	}
 	var err error
 	if o.Paginated {
@@ -126,7 +114,7 @@ func Select(ctx context.Context, c *githubapi.Client, o SelectOptions) (*Selecti
 // all-new and nothing released yet, only the latest tag is chosen: a new
 // target repository starts from the newest kernel instead of building
 // years of history.
-func SelectFrom(tags []Tag, track string, released *Version, maxTags int) ([]Selected, string, error) {
+func SelectFrom(tags []Tag, track string, released *kver.Version, maxTags int) ([]Selected, string, error) {
 	if maxTags <= 0 {
 		maxTags = DefaultMaxTags
 	}
@@ -173,8 +161,8 @@ func SelectFrom(tags []Tag, track string, released *Version, maxTags int) ([]Sel
 
 	default:
 		name := track
-		if !strings.HasPrefix(name, TagPrefix) {
-			name = TagPrefix + name
+		if !strings.HasPrefix(name, kver.TagPrefix) {
+			name = kver.TagPrefix + name
 		}
 		for _, t := range tags {
 			if t.Name == name {
@@ -182,7 +170,7 @@ func SelectFrom(tags []Tag, track string, released *Version, maxTags int) ([]Sel
 			}
 		}
 		hint := ""
-		if v, ok := ParseTag(name); ok {
+		if v, ok := kver.Parse(name); ok {
 			for _, t := range tags {
 				if t.Version.Series() == v.Series() {
 					hint = "; newest in series " + v.Series() + " is " + t.Name
@@ -203,45 +191,4 @@ func seriesList(tags []Tag) []string {
 		}
 	}
 	return out
-}
-
-// NewestReleased returns the newest kernel version with a published
-// release for arch in repo, by the release tag naming rule
-// (release.TagName), and that release's tag. Releases are listed newest
-// first, 100 per page; listing stops at the first page that has one of
-// ours, so this normally costs one request.
-func NewestReleased(ctx context.Context, c *githubapi.Client, repo, prefix, arch string) (*Version, string, error) {
-	owner, name, err := githubapi.SplitRepo(repo)
-	if err != nil {
-		return nil, "", fmt.Errorf("fetch: target %w", err)
-	}
-	var best *Version
-	bestTag := ""
-	opts := &github.ListOptions{PerPage: 100}
-	for {
-		rels, resp, err := c.Repositories.ListReleases(ctx, owner, name, opts)
-		if err != nil {
-			return nil, "", fmt.Errorf("fetch: listing releases of %s: %w", repo, err)
-		}
-		for _, r := range rels {
-			if r.GetDraft() {
-				continue
-			}
-			info, ok := release.ParseTagName(r.GetTagName(), prefix)
-			if !ok || !info.MatchesArch(arch) {
-				continue
-			}
-			v, ok := ParseTag(info.KernelTag)
-			if !ok {
-				continue
-			}
-			if best == nil || v.Compare(*best) > 0 {
-				best, bestTag = &v, r.GetTagName()
-			}
-		}
-		if best != nil || resp.NextPage == 0 {
-			return best, bestTag, nil
-		}
-		opts.Page = resp.NextPage
-	}
 }

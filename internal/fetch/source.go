@@ -16,6 +16,8 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/wsl-modules/wsl-modules-action/internal/kver"
+
 	"github.com/wsl-modules/wsl-modules-action/internal/archive"
 	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
 	"github.com/wsl-modules/wsl-modules-action/internal/digest"
@@ -53,7 +55,7 @@ func (f *Fetcher) Kernel(ctx context.Context, repo, tag, dest string) (manifest.
 	if repo == "" {
 		repo = DefaultRepo
 	}
-	if _, ok := ParseTag(tag); !ok {
+	if _, ok := kver.Parse(tag); !ok {
 		return manifest.Source{}, fmt.Errorf("fetch: kernel tag %q: want linux-msft-wsl-<a>.<b>.<c>.<d>", tag)
 	}
 	src, err := f.githubTarball(ctx, repo, tag, dest, "kernel "+tag)

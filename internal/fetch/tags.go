@@ -9,74 +9,23 @@ package fetch
 import (
 	"context"
 	"fmt"
-	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/google/go-github/v66/github"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/githubapi"
+	"github.com/wsl-modules/wsl-modules-action/internal/kver"
 	"github.com/wsl-modules/wsl-modules-action/internal/progress"
 )
 
 // DefaultRepo is the WSL kernel repository.
 const DefaultRepo = "microsoft/WSL2-Linux-Kernel"
 
-// TagPrefix is the prefix of WSL kernel tags.
-const TagPrefix = "linux-msft-wsl-"
-
-// Version is the version of a WSL kernel tag, linux-msft-wsl-<a>.<b>.<c>.<d>.
-type Version [4]int
-
-var tagRE = regexp.MustCompile(`^linux-msft-wsl-([0-9]+)\.([0-9]+)\.([0-9]+)\.([0-9]+)$`)
-
-// ParseTag parses a kernel tag name; ok is false if it does not have the
-// form linux-msft-wsl-<a>.<b>.<c>.<d>.
-func ParseTag(name string) (v Version, ok bool) {
-	m := tagRE.FindStringSubmatch(name)
-	if m == nil {
-		return v, false
-	}
-	for i := range v {
-		n, err := strconv.Atoi(m[i+1])
-		if err != nil || len(m[i+1]) > 9 {
-			return Version{}, false
-		}
-		v[i] = n
-	}
-	return v, true
-}
-
-// Compare returns -1, 0 or +1 as v is older than, equal to or newer than w.
-func (v Version) Compare(w Version) int {
-	for i := range v {
-		switch {
-		case v[i] < w[i]:
-			return -1
-		case v[i] > w[i]:
-			return 1
-		}
-	}
-	return 0
-}
-
-// String is "a.b.c.d".
-func (v Version) String() string { return fmt.Sprintf("%d.%d.%d.%d", v[0], v[1], v[2], v[3]) }
-
-// Series is "a.b", e.g. "6.6".
-func (v Version) Series() string { return fmt.Sprintf("%d.%d", v[0], v[1]) }
-
-// Tag is the kernel tag name of v.
-func (v Version) Tag() string { return TagPrefix + v.String() }
-
-// Release is the `uname -r` of the stock kernel built from v.
-func (v Version) Release() string { return v.String() + "-microsoft-standard-WSL2" }
-
 // Tag is a parsed kernel tag.
 type Tag struct {
 	Name    string
-	Version Version
+	Version kver.Version
 	// Commit is the commit the tag points to, when the listing says it.
 	Commit string
 }
@@ -92,7 +41,7 @@ func parseTags(names, commits []string, repo string, log *progress.Reporter) []T
 	var out []Tag
 	skipped := 0
 	for i, n := range names {
-		v, ok := ParseTag(n)
+		v, ok := kver.Parse(n)
 		if !ok {
 			skipped++
 			log.Printf("debug: %s: ignoring tag %q (not linux-msft-wsl-<a>.<b>.<c>.<d>)", repo, n)
@@ -140,7 +89,7 @@ func ListTagRefs(ctx context.Context, c *githubapi.Client, repo string, log *pro
 	if err != nil {
 		return nil, fmt.Errorf("fetch: %w", err)
 	}
-	refs, _, err := c.Git.ListMatchingRefs(ctx, owner, name, &github.ReferenceListOptions{Ref: "tags/" + TagPrefix})
+	refs, _, err := c.Git.ListMatchingRefs(ctx, owner, name, &github.ReferenceListOptions{Ref: "tags/" + kver.TagPrefix})
 	if err != nil {
 		return nil, fmt.Errorf("fetch: listing tag refs of %s: %w", repo, err)
 	}

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/wsl-modules/wsl-modules-action/internal/kver"
+
 	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
 	"github.com/wsl-modules/wsl-modules-action/internal/fetch"
 	"github.com/wsl-modules/wsl-modules-action/internal/kbuild"
@@ -168,5 +170,5 @@ func derivedTag(release string) string {
 	for len(nums) < 4 {
 		nums = append(nums, "0")
 	}
-	return fetch.TagPrefix + strings.Join(nums, ".")
+	return kver.TagPrefix + strings.Join(nums, ".")
 }

@@ -228,6 +228,9 @@ type runner struct {
 	fragment *kconfig.Fragment
 	modPins  []manifest.InputModule
 	client   *githubapi.Client
+	// releases is the target repository's release index, listed once per
+	// run (releasesOf).
+	releases *release.Index
 	log      *progress.Reporter
 	out      io.Writer
 }

@@ -12,11 +12,10 @@ import (
 	"regexp"
 	"strings"
 
-	"github.com/google/go-github/v66/github"
+	"github.com/wsl-modules/wsl-modules-action/internal/kver"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/digest"
 	"github.com/wsl-modules/wsl-modules-action/internal/fetch"
-	"github.com/wsl-modules/wsl-modules-action/internal/githubapi"
 	"github.com/wsl-modules/wsl-modules-action/internal/kbuild"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
 	"github.com/wsl-modules/wsl-modules-action/internal/modlist"
@@ -94,7 +93,7 @@ func (r *runner) plan(ctx context.Context) (*Plan, error) {
 			return nil, fmt.Errorf("pipeline: kernel source: %w", err)
 		}
 		if r.o.KernelTag != "" {
-			if _, ok := fetch.ParseTag(r.o.KernelTag); !ok {
+			if _, ok := kver.Parse(r.o.KernelTag); !ok {
 				return nil, fmt.Errorf("pipeline: kernel tag %q: want linux-msft-wsl-<a>.<b>.<c>.<d>", r.o.KernelTag)
 			}
 		} else if r.o.Publish {
@@ -104,10 +103,10 @@ func (r *runner) plan(ctx context.Context) (*Plan, error) {
 		p.Summary = "local kernel source " + src
 	case src != "":
 		tag := src
-		if !strings.HasPrefix(tag, fetch.TagPrefix) {
-			tag = fetch.TagPrefix + tag
+		if !strings.HasPrefix(tag, kver.TagPrefix) {
+			tag = kver.TagPrefix + tag
 		}
-		if _, ok := fetch.ParseTag(tag); !ok {
+		if _, ok := kver.Parse(tag); !ok {
 			return nil, fmt.Errorf("pipeline: kernel source %q: not a directory, a tarball or a kernel tag (linux-msft-wsl-<a>.<b>.<c>.<d>)", src)
 		}
 		jobs = append(jobs, &kernelJob{name: tag, tag: tag})
@@ -117,12 +116,21 @@ func (r *runner) plan(ctx context.Context) (*Plan, error) {
 		if err != nil {
 			return nil, err
 		}
-		target := r.o.TargetRepo
-		if r.o.Track == fetch.TrackAllNew && target == "" {
-			return nil, fmt.Errorf("pipeline: track all-new needs the target repository (GITHUB_REPOSITORY or --target-repo)")
+		released := ""
+		if r.o.Track == fetch.TrackAllNew {
+			if r.o.TargetRepo == "" {
+				return nil, fmt.Errorf("pipeline: track all-new needs the target repository (GITHUB_REPOSITORY or --target-repo)")
+			}
+			x, err := r.releasesOf(ctx)
+			if err != nil {
+				return nil, err
+			}
+			if released, _, err = x.NewestKernel(ctx, r.arch); err != nil {
+				return nil, fmt.Errorf("pipeline: %w", err)
+			}
 		}
 		sel, err := fetch.Select(ctx, c, fetch.SelectOptions{Repo: r.o.KernelRepo, Track: r.o.Track, MaxTags: r.o.MaxTags,
-			TargetRepo: target, Prefix: r.o.ReleasePrefix, Arch: r.arch, Log: r.log})
+			Released: released, Log: r.log})
 		if err != nil {
 			return nil, fmt.Errorf("pipeline: %w", err)
 		}
@@ -287,52 +295,41 @@ func (r *runner) inputs(ctx context.Context, k *kernelJob, pins []manifest.Input
 	return in, nil
 }
 
+// releasesOf returns the target repository's release index, listing it
+// on first use.
+func (r *runner) releasesOf(ctx context.Context) (*release.Index, error) {
+	if r.releases != nil {
+		return r.releases, nil
+	}
+	c, err := r.github()
+	if err != nil {
+		return nil, err
+	}
+	x, err := release.List(ctx, c, r.o.TargetRepo, r.o.ReleasePrefix)
+	if err != nil {
+		return nil, fmt.Errorf("pipeline: %w", err)
+	}
+	r.releases = x
+	return x, nil
+}
+
 // checkPublished marks the kernels whose newest published release (any
 // revision, for the arch) carries the same manifest hash as up to date.
-// It lists the target repository's releases (100 per page).
 func (r *runner) checkPublished(ctx context.Context, jobs []*kernelJob) error {
 	if r.o.TargetRepo == "" {
 		return fmt.Errorf("pipeline: publishing needs the target repository (GITHUB_REPOSITORY or --target-repo)")
 	}
-	c, err := r.github()
+	x, err := r.releasesOf(ctx)
 	if err != nil {
 		return err
 	}
-	owner, name, err := githubapi.SplitRepo(r.o.TargetRepo)
-	if err != nil {
-		return fmt.Errorf("pipeline: target repo: %w", err)
-	}
-	type newest struct {
-		rev       int
-		hash, url string
-	}
-	byTag := map[string]*newest{}
-	opts := &github.ListOptions{PerPage: 100}
-	for {
-		rels, resp, err := c.Repositories.ListReleases(ctx, owner, name, opts)
-		if err != nil {
-			return fmt.Errorf("pipeline: listing releases of %s: %w", r.o.TargetRepo, err)
-		}
-		for _, rel := range rels {
-			if rel.GetDraft() {
-				continue
-			}
-			info, ok := release.ParseTagName(rel.GetTagName(), r.o.ReleasePrefix)
-			if !ok || !info.MatchesArch(r.arch) {
-				continue
-			}
-			if n := byTag[info.KernelTag]; n == nil || info.Revision > n.rev {
-				byTag[info.KernelTag] = &newest{info.Revision, release.HashFromBody(rel.GetBody()), rel.GetHTMLURL()}
-			}
-		}
-		if resp.NextPage == 0 {
-			break
-		}
-		opts.Page = resp.NextPage
-	}
 	for _, k := range jobs {
-		if n := byTag[k.tag]; n != nil && n.hash == k.hash {
-			k.upToDate, k.upToDateURL = true, n.url
+		f, err := x.Family(ctx, k.tag, r.arch)
+		if err != nil {
+			return fmt.Errorf("pipeline: %w", err)
+		}
+		if n := f.Newest; n != nil && release.HashFromBody(n.GetBody()) == k.hash {
+			k.upToDate, k.upToDateURL = true, n.GetHTMLURL()
 		}
 	}
 	return nil

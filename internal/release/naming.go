@@ -5,13 +5,12 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/wsl-modules/wsl-modules-action/internal/kver"
 )
 
 // DefaultPrefix is the default prefix of release tags.
 const DefaultPrefix = "wsl-modules-"
-
-// KernelTagPrefix is the prefix of microsoft/WSL2-Linux-Kernel tags.
-const KernelTagPrefix = "linux-msft-wsl-"
 
 // TagName returns the release tag for a kernel tag and arch:
 // linux-msft-wsl-6.6.87.2 becomes wsl-modules-6.6.87.2 (prefix
@@ -20,7 +19,7 @@ func TagName(kernelTag, arch, prefix string) string {
 	if prefix == "" {
 		prefix = DefaultPrefix
 	}
-	s := prefix + strings.TrimPrefix(kernelTag, KernelTagPrefix)
+	s := prefix + strings.TrimPrefix(kernelTag, kver.TagPrefix)
 	if isARM64(arch) {
 		s += "-arm64"
 	}
@@ -61,7 +60,7 @@ func ParseTagName(name, prefix string) (TagInfo, bool) {
 	if m == nil {
 		return TagInfo{}, false
 	}
-	info := TagInfo{KernelTag: KernelTagPrefix + m[1], ARM64: m[2] != "", Revision: 1}
+	info := TagInfo{KernelTag: kver.TagPrefix + m[1], ARM64: m[2] != "", Revision: 1}
 	if m[3] != "" {
 		n, err := strconv.Atoi(m[3])
 		if err != nil || n < 2 {

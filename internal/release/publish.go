@@ -207,42 +207,18 @@ type publisher struct {
 	log         *progress.Reporter
 }
 
-// family is the releases of one (kernel tag, arch).
-type family struct {
-	published []*github.RepositoryRelease // newest revision first
-	drafts    []*github.RepositoryRelease // newest first
-	maxRev    int
-	newest    *github.RepositoryRelease
-}
-
-func (pub *publisher) family(ctx context.Context) (*family, error) {
-	f := &family{}
-	opts := &github.ListOptions{PerPage: 100}
-	for {
-		rels, resp, err := pub.c.Repositories.ListReleases(ctx, pub.owner, pub.name, opts)
-		if err != nil {
-			return nil, fmt.Errorf("release: listing releases of %s: %w", pub.o.Repo, err)
-		}
-		for _, r := range rels {
-			info, ok := ParseTagName(r.GetTagName(), pub.o.Prefix)
-			if !ok || info.KernelTag != pub.p.kernel || info.ARM64 != pub.p.arm64 {
-				continue
-			}
-			if r.GetDraft() {
-				f.drafts = append(f.drafts, r)
-				continue
-			}
-			f.published = append(f.published, r)
-			if info.Revision > f.maxRev {
-				f.maxRev, f.newest = info.Revision, r
-			}
-		}
-		if resp.NextPage == 0 {
-			break
-		}
-		opts.Page = resp.NextPage
+// family lists the releases of the kernel tag and arch being published.
+func (pub *publisher) family(ctx context.Context) (*Family, error) {
+	x, err := List(ctx, pub.c, pub.o.Repo, pub.o.Prefix)
+	if err != nil {
+		return nil, err
 	}
-	return f, nil
+	arch := "x86_64"
+	if pub.p.arm64 {
+		arch = "arm64"
+	}
+	f, err := x.Family(ctx, pub.p.kernel, arch)
+	return &f, err
 }
 
 func (pub *publisher) run(ctx context.Context, res *Result) (*Result, error) {
@@ -253,17 +229,17 @@ func (pub *publisher) run(ctx context.Context, res *Result) (*Result, error) {
 		return nil, err
 	}
 	rev := 1
-	if fam.newest != nil {
-		if HashFromBody(fam.newest.GetBody()) == pub.p.hash {
-			res.Status, res.Tag, res.Name = StatusUpToDate, fam.newest.GetTagName(), fam.newest.GetName()
-			res.ReleaseID, res.URL = fam.newest.GetID(), fam.newest.GetHTMLURL()
+	if fam.Newest != nil {
+		if HashFromBody(fam.Newest.GetBody()) == pub.p.hash {
+			res.Status, res.Tag, res.Name = StatusUpToDate, fam.Newest.GetTagName(), fam.Newest.GetName()
+			res.ReleaseID, res.URL = fam.Newest.GetID(), fam.Newest.GetHTMLURL()
 			pub.summary(res)
 			return res, nil
 		}
-		rev = fam.maxRev + 1
-		res.Previous = fam.newest.GetTagName()
+		rev = fam.MaxRev + 1
+		res.Previous = fam.Newest.GetTagName()
 		pub.log.Printf("release: %s is published with a different build (manifest hash %s); publishing revision %s",
-			fam.newest.GetTagName(), short(HashFromBody(fam.newest.GetBody())), RevisionTag(pub.p.base, rev))
+			fam.Newest.GetTagName(), short(HashFromBody(fam.Newest.GetBody())), RevisionTag(pub.p.base, rev))
 	}
 	tag := RevisionTag(pub.p.base, rev)
 	name := releaseName(pub.p.m, rev)
@@ -323,10 +299,10 @@ func (pub *publisher) summary(res *Result) {
 
 // draft returns the draft to fill: the newest leftover draft of the family
 // (others are deleted), updated, or a new one.
-func (pub *publisher) draft(ctx context.Context, fam *family, tag, name, bodyText string) (*github.RepositoryRelease, error) {
-	if len(fam.drafts) > 0 {
-		d := fam.drafts[0]
-		for _, extra := range fam.drafts[1:] {
+func (pub *publisher) draft(ctx context.Context, fam *Family, tag, name, bodyText string) (*github.RepositoryRelease, error) {
+	if len(fam.Drafts) > 0 {
+		d := fam.Drafts[0]
+		for _, extra := range fam.Drafts[1:] {
 			pub.log.Printf("release: deleting extra leftover draft %d (%s)", extra.GetID(), extra.GetTagName())
 			if _, err := pub.c.Repositories.DeleteRelease(ctx, pub.owner, pub.name, extra.GetID()); err != nil && !githubapi.IsNotFound(err) {
 				return nil, fmt.Errorf("release: deleting leftover draft %d: %w", extra.GetID(), err)
@@ -365,7 +341,7 @@ func (pub *publisher) draft(ctx context.Context, fam *family, tag, name, bodyTex
 		if ferr != nil {
 			return nil, ferr
 		}
-		if len(fam2.drafts) > 0 {
+		if len(fam2.Drafts) > 0 {
 			return pub.draft(ctx, fam2, tag, name, bodyText)
 		}
 	}
