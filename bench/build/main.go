@@ -30,6 +30,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
+
 	"github.com/wsl-modules/wsl-modules-action/internal/archive"
 	"github.com/wsl-modules/wsl-modules-action/internal/buildtest"
 	"github.com/wsl-modules/wsl-modules-action/internal/kbuild"
@@ -84,7 +86,7 @@ func run(n, jobs int, cache string) error {
 		return err
 	}
 	for name, from := range copies {
-		if err := kbuild.CopyTree(from, filepath.Join(repo, name)); err != nil {
+		if err := atomicfile.CopyTree(context.Background(), from, filepath.Join(repo, name), atomicfile.CopyOptions{}); err != nil {
 			return err
 		}
 	}

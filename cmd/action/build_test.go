@@ -11,8 +11,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
+
 	"github.com/wsl-modules/wsl-modules-action/internal/buildtest"
-	"github.com/wsl-modules/wsl-modules-action/internal/kbuild"
 	"github.com/wsl-modules/wsl-modules-action/internal/pack"
 )
 
@@ -74,7 +75,7 @@ func TestBuildEmitPacks(t *testing.T) {
 	dir := t.TempDir()
 	list := filepath.Join(dir, "wsl-modules.yml")
 	for _, m := range []string{"provider", "consumer"} {
-		if err := kbuild.CopyTree(buildtest.Testdata("modules", m), filepath.Join(dir, "src", m)); err != nil {
+		if err := atomicfile.CopyTree(context.Background(), buildtest.Testdata("modules", m), filepath.Join(dir, "src", m), atomicfile.CopyOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"path/filepath"
 	"strings"
 
@@ -60,19 +59,7 @@ func runDepmod(ctx context.Context, env *cliEnv, args []string) error {
 
 	rep, err := depmod.Run(ctx, o)
 	if rep != nil {
-		for _, d := range rep.Duplicates {
-			fmt.Fprintf(env.Stderr, "depmod: WARNING: duplicate module %s: using %s, ignoring %s\n",
-				d.Name, filepath.Join(dir, d.Winner), filepath.Join(dir, d.Loser))
-		}
-		for _, w := range rep.Warnings {
-			fmt.Fprintf(env.Stderr, "depmod: WARNING: %s\n", w)
-		}
-		for _, p := range rep.Unresolved {
-			fmt.Fprintf(env.Stderr, "depmod: WARNING: %s needs unknown symbol %s\n", filepath.Join(dir, p.Module), p.Symbol)
-		}
-		for _, p := range rep.CRCMismatches {
-			fmt.Fprintf(env.Stderr, "depmod: WARNING: %s disagrees about version of symbol %s\n", filepath.Join(dir, p.Module), p.Symbol)
-		}
+		rep.WriteWarnings(env.Stderr, dir)
 	}
 	return err
 }

@@ -20,10 +20,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
+
 	"github.com/wsl-modules/wsl-modules-action/internal/boottest"
 	"github.com/wsl-modules/wsl-modules-action/internal/buildtest"
 	"github.com/wsl-modules/wsl-modules-action/internal/githubfake"
-	"github.com/wsl-modules/wsl-modules-action/internal/kbuild"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
 	"github.com/wsl-modules/wsl-modules-action/internal/release"
 	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
@@ -76,7 +77,7 @@ func TestActionEndToEnd(t *testing.T) {
 	// v4l2loopback (Debian's DKMS package) as a url source with sha256.
 	ws := filepath.Join(tmp, "workspace")
 	for _, m := range []string{"provider", "consumer"} {
-		if err := kbuild.CopyTree(buildtest.Testdata("modules", m), filepath.Join(ws, "modules", m)); err != nil {
+		if err := atomicfile.CopyTree(context.Background(), buildtest.Testdata("modules", m), filepath.Join(ws, "modules", m), atomicfile.CopyOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -81,11 +81,11 @@ func runMerge(ctx context.Context, env *cliEnv, args []string) error {
 // replaces, and the warnings.
 func printMergePlan(w io.Writer, res *merge.Result) {
 	b, p := res.Base, res.Plan
-	fmt.Fprintf(w, "base: %s (%s", b.Source, b.Kind)
-	if b.Layout != "" {
-		fmt.Fprintf(w, ", %s layout", b.Layout)
+	fmt.Fprintf(w, "base: %s (%s", b.Source.Path, b.Source.Kind)
+	if b.Source.Layout != "" {
+		fmt.Fprintf(w, ", %s layout", b.Source.Layout)
 	}
-	fmt.Fprintf(w, "), kernel release %s (from %s), %d modules\n", b.Release, b.ReleaseFrom, len(b.Tree.Modules))
+	fmt.Fprintf(w, "), kernel release %s (from %s), %d modules\n", b.Release, b.Source.ReleaseFrom, len(b.Modules))
 	if res.SymversUsed != "" {
 		fmt.Fprintf(w, "symbols checked against %s\n", res.SymversUsed)
 	} else {
@@ -106,12 +106,12 @@ func printMergePlan(w io.Writer, res *merge.Result) {
 		fmt.Fprintln(w, line)
 	}
 	for _, d := range p.Dropped {
-		fmt.Fprintf(w, "  - %s from pack %s: dropped (--prefer %s)\n", d.File, d.Pack, winner(p, d.Module.Name))
+		fmt.Fprintf(w, "  - %s from pack %s: dropped (--prefer %s)\n", d.File, d.Pack, winner(p, d.Entry.Name))
 	}
 	for _, r := range p.Replaced {
 		fmt.Fprintf(w, "  - %s: replaced (its pack is merged again)\n", r)
 	}
-	for _, i := range b.Ignored {
+	for _, i := range b.Source.Ignored {
 		fmt.Fprintf(w, "  - /%s: not carried over from the nested base image\n", i)
 	}
 	ws := append([]string(nil), p.Warnings...)
@@ -129,7 +129,7 @@ func printMergePlan(w io.Writer, res *merge.Result) {
 
 func winner(p *merge.Plan, module string) string {
 	for _, a := range p.Add {
-		if a.Module.Name == module {
+		if a.Entry.Name == module {
 			return a.Pack
 		}
 	}

@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
+
 	"github.com/wsl-modules/wsl-modules-action/internal/archive"
 	"github.com/wsl-modules/wsl-modules-action/internal/githubfake"
 	"github.com/wsl-modules/wsl-modules-action/internal/kbuild"
@@ -138,7 +140,7 @@ func SourceDir(t testing.TB) string {
 // the testdata patch that makes 0.12.7 build on 6.12 (strlcpy is gone
 // since 6.8): patches/<file> and a PATCH[0] line in dkms.conf.
 func PrepareV4L2Loopback(src, dest string) error {
-	if err := kbuild.CopyTree(src, dest); err != nil {
+	if err := atomicfile.CopyTree(context.Background(), src, dest, atomicfile.CopyOptions{}); err != nil {
 		return err
 	}
 	if filepath.Base(src) != "v4l2loopback-0.12.7" {

@@ -26,6 +26,18 @@ func debianSymvers(t testing.TB) string {
 	return p
 }
 
+// symbolLines returns the unresolved-symbol and CRC warning lines of a
+// depmod output, in order.
+func symbolLines(out string) []string {
+	var lines []string
+	for _, l := range strings.Split(out, "\n") {
+		if kmodWarning.MatchString(l) {
+			lines = append(lines, l)
+		}
+	}
+	return lines
+}
+
 var kmodWarning = regexp.MustCompile(`^depmod: WARNING: (\S+) (needs unknown symbol|disagrees about version of symbol) (\S+)$`)
 
 // kmodProblems parses kmod's -e warnings into "path symbol" lists per kind.
@@ -52,7 +64,7 @@ func kmodProblems(t testing.TB, out, dir string) (unresolved, crc []string) {
 	return unresolved, crc
 }
 
-func problems(ps []SymbolProblem) []string {
+func problems(ps []modtree.Problem) []string {
 	var out []string
 	for _, p := range ps {
 		out = append(out, p.Module+" "+p.Symbol)
@@ -90,10 +102,6 @@ func TestChecksAgainstKmod(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in, err := ReadInputs(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
 	conf := emptyConf(t)
 	for _, tc := range []struct {
 		name   string
@@ -108,7 +116,7 @@ func TestChecksAgainstKmod(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			out := kmodDepmod(t, base, rel, conf, tc.args...)
 			wantUnr, wantCRC := kmodProblems(t, out, dir)
-			o := GenerateOptions{Inputs: in, ErrSyms: true}
+			o := GenerateOptions{Dir: dir, ErrSyms: true}
 			if tc.args[1] == "-E" {
 				o.Vmlinux, err = ReadSymvers(tc.args[2])
 				o.CheckCRCs = true
@@ -123,6 +131,12 @@ func TestChecksAgainstKmod(t *testing.T) {
 				t.Fatal(err)
 			}
 			gotUnr, gotCRC := problems(res.Unresolved), problems(res.CRCMismatches)
+			// The printer gives kmod's lines byte for byte, in kmod's order.
+			var printed strings.Builder
+			res.WriteWarnings(&printed, dir)
+			if got, want := symbolLines(printed.String()), symbolLines(out); !reflect.DeepEqual(got, want) {
+				t.Errorf("printed warnings differ from kmod's: %d vs %d lines; first difference: %s", len(got), len(want), listDiff(got, want))
+			}
 			if !reflect.DeepEqual(gotUnr, wantUnr) {
 				t.Errorf("unresolved: %d reported, kmod %d; first difference: %s", len(gotUnr), len(wantUnr), listDiff(gotUnr, wantUnr))
 			}

@@ -3,6 +3,9 @@ package depmod
 import (
 	"bytes"
 	"fmt"
+	"path"
+	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -27,12 +30,10 @@ const (
 	FileDevname        = "modules.devname"
 )
 
-// OutputFiles lists every file Generate produces, in write order. kmod 30
-// writes all of them except modules.weakdep.
-var OutputFiles = []string{
-	FileDep, FileDepBin, FileAlias, FileAliasBin, FileSoftdep, FileWeakdep,
-	FileSymbols, FileSymbolsBin, FileBuiltinBin, FileBuiltinAliasBn, FileDevname,
-}
+// OutputFiles lists every file Generate produces, in write order
+// (modtree.IndexFiles: the one list). kmod 30 writes all of them except
+// modules.weakdep.
+var OutputFiles = modtree.IndexFiles
 
 // DefaultSearch is the default ranking of directories for duplicate module
 // names: a module under updates/ beats one under extra/, which beats any
@@ -49,23 +50,13 @@ type VmlinuxSymbol struct {
 	HasCRC bool
 }
 
-// Inputs are the files besides the modules that depmod reads.
-type Inputs struct {
-	// Order holds the lines of modules.order; nil if there is none.
-	Order []string
-	// Builtin is the content of modules.builtin; nil if missing.
-	Builtin []byte
-	// BuiltinModinfo is the content of modules.builtin.modinfo; nil if
-	// missing.
-	BuiltinModinfo []byte
-	// Warnings found while reading the inputs; Generate copies them into
-	// its Report.
-	Warnings []string
-}
-
-// GenerateOptions controls Generate.
+// GenerateOptions controls Generate. modules.order, modules.builtin and
+// modules.builtin.modinfo come from the tree (Tree.Order, Builtin,
+// BuiltinModinfo).
 type GenerateOptions struct {
-	Inputs
+	// Dir is the module directory as messages name it ("" for
+	// "modules.order" alone).
+	Dir string
 	// Search ranks directories for duplicate module names (see
 	// DefaultSearch, used when nil).
 	Search []string
@@ -113,26 +104,19 @@ type Duplicate struct {
 	Loser  string // path of the module ignored
 }
 
-// SymbolProblem is an unresolved symbol or a CRC mismatch.
-type SymbolProblem struct {
-	Module string // module path, relative to the module directory
-	Symbol string
-	// For CRC mismatches: the module's CRC and the provider's.
-	Have, Want uint64
-	// Provider is the path of the providing module, or "vmlinux".
-	Provider string
-}
-
 // Report summarises what depmod found besides its output.
 type Report struct {
 	// Modules is the number of modules indexed.
 	Modules    int
 	Duplicates []Duplicate
-	// Unresolved lists needed symbols nobody provides (with ErrSyms).
-	Unresolved []SymbolProblem
-	// CRCMismatches lists needed symbols whose CRC differs from the
-	// provider's (with ErrSyms and CheckCRCs).
-	CRCMismatches []SymbolProblem
+	// Problems are the findings of the checks (with ErrSyms), in kmod's
+	// order: by module in index order, then by needed symbol.
+	Problems []modtree.Problem
+	// Unresolved lists needed symbols nobody provides (with ErrSyms), and
+	// CRCMismatches those whose CRC differs from the provider's (with
+	// ErrSyms and CheckCRCs): Problems split by kind.
+	Unresolved    []modtree.Problem
+	CRCMismatches []modtree.Problem
 	// Warnings are other non-fatal findings, in kmod's wording where it
 	// has one.
 	Warnings []string
@@ -191,16 +175,44 @@ func Generate(tree *modtree.Tree, o GenerateOptions) (*Result, error) {
 	}
 	res := &Result{}
 	rep := &res.Report
-	rep.Warnings = append(rep.Warnings, o.Inputs.Warnings...)
+	if tree.OrderUnterminated {
+		// kmod then ignores modules.order altogether; we still use it.
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("%s:%d corrupted line misses '\\n'",
+			path.Join(filepath.ToSlash(o.Dir), modtree.OrderFile), len(tree.Order)))
+	}
+	mods, err := dedupModules(tree.Modules, search, rep)
+	if err != nil {
+		return nil, err
+	}
+	orderModules(mods, tree.Order)
+	res.Order = make([]string, len(mods))
+	for i, m := range mods {
+		m.idx = i
+		res.Order[i] = m.Path
+	}
+	rep.Modules = len(mods)
+	owner := linkDependencies(mods)
+	if o.ErrSyms {
+		check(tree, mods, o, rep)
+	}
+	if err := sortTopological(mods); err != nil {
+		return nil, err
+	}
+	if err := writeOutputs(res, mods, owner, tree); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
 
-	// Duplicates: keep the best-ranked module; equal rank keeps the first
-	// in path order.
-	entries := make([]*modtree.Entry, 0, len(tree.Modules))
-	entries = append(entries, tree.Modules...)
-	sort.SliceStable(entries, func(i, j int) bool { return entries[i].Path < entries[j].Path })
-	byName := make(map[string]int, len(entries))
+// dedupModules keeps, of modules with the same name, the best-ranked one
+// (equal rank: the first in path order), reporting the others.
+func dedupModules(entries []*modtree.Entry, search []string, rep *Report) ([]*mod, error) {
+	sorted := make([]*modtree.Entry, 0, len(entries))
+	sorted = append(sorted, entries...)
+	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].Path < sorted[j].Path })
+	byName := make(map[string]int, len(sorted))
 	var mods []*mod
-	for _, e := range entries {
+	for _, e := range sorted {
 		if e == nil || e.Module == nil {
 			continue
 		}
@@ -221,103 +233,99 @@ func Generate(tree *modtree.Tree, o GenerateOptions) (*Result, error) {
 	if len(mods) >= MaxModules {
 		return nil, fmt.Errorf("depmod: %d modules, kmod supports fewer than %d", len(mods), MaxModules)
 	}
+	return mods, nil
+}
 
-	// Module order: modules.order positions (the last occurrence of a
-	// line wins), then unlisted modules by path.
-	if o.Order != nil {
-		pos := make(map[string]int, len(o.Order))
-		for i, l := range o.Order {
-			pos[l] = i
-		}
-		const unlisted = int(^uint(0) >> 1)
-		key := make(map[*mod]int, len(mods))
-		for _, m := range mods {
-			p, ok := pos[kmodule.StripCompressionSuffix(m.Path)]
-			if !ok {
-				p = unlisted
-			}
-			key[m] = p
-		}
-		sort.SliceStable(mods, func(i, j int) bool {
-			if key[mods[i]] != key[mods[j]] {
-				return key[mods[i]] < key[mods[j]]
-			}
-			return mods[i].Path < mods[j].Path
-		})
+// orderModules sorts modules by their modules.order position (the last
+// occurrence of a line wins), unlisted ones last by path.
+func orderModules(mods []*mod, order []string) {
+	if order == nil {
+		return
 	}
-	res.Order = make([]string, len(mods))
-	for i, m := range mods {
-		m.idx = i
-		res.Order[i] = m.Path
+	pos := make(map[string]int, len(order))
+	for i, l := range order {
+		pos[l] = i
 	}
-	rep.Modules = len(mods)
-
-	// Exported symbols: the module later in order owns a symbol.
-	nExports := 0
+	const unlisted = int(^uint(0) >> 1)
+	key := make(map[*mod]int, len(mods))
 	for _, m := range mods {
-		nExports += len(m.Exports)
+		p, ok := pos[kmodule.StripCompressionSuffix(m.Path)]
+		if !ok {
+			p = unlisted
+		}
+		key[m] = p
 	}
-	owner := make(map[string]int32, nExports)
-	ownerCRC := make(map[string]uint64, nExports)
+	sort.SliceStable(mods, func(i, j int) bool {
+		if key[mods[i]] != key[mods[j]] {
+			return key[mods[i]] < key[mods[j]]
+		}
+		return mods[i].Path < mods[j].Path
+	})
+}
+
+// linkDependencies makes each module depend on the owners of the symbols
+// it needs (the module later in order owns a symbol exported twice) and
+// returns the owner of every exported symbol.
+func linkDependencies(mods []*mod) map[string]int32 {
+	n := 0
+	for _, m := range mods {
+		n += len(m.Exports)
+	}
+	owner := make(map[string]int32, n)
 	for _, m := range mods {
 		for _, s := range m.Exports {
 			owner[s.Name] = int32(m.idx)
-			ownerCRC[s.Name] = s.CRC
 		}
 	}
+	for _, m := range mods {
+		for _, need := range m.Needs {
+			oi, owned := owner[need.Name]
+			if !owned || need.VersionsOnly || slices.Contains(m.deps, oi) {
+				continue
+			}
+			m.deps = append(m.deps, oi)
+			mods[oi].users++
+		}
+	}
+	return owner
+}
 
-	// Direct dependencies and the checks.
-	checks := o.ErrSyms && o.Vmlinux != nil
-	if o.ErrSyms && o.Vmlinux == nil {
+// check runs depmod -e (-E) through the one validator, over the modules
+// in index order, so problems come in kmod's order.
+func check(tree *modtree.Tree, mods []*mod, o GenerateOptions, rep *Report) {
+	if o.Vmlinux == nil {
 		rep.Warnings = append(rep.Warnings, "-e needs -E or -F")
+		return
 	}
-	for _, m := range mods {
-		for _, n := range m.Needs {
-			oi, owned := owner[n.Name]
-			if owned && !n.VersionsOnly {
-				dup := false
-				for _, d := range m.deps {
-					if d == oi {
-						dup = true
-						break
-					}
-				}
-				if !dup {
-					m.deps = append(m.deps, oi)
-					mods[oi].users++
-				}
-			}
-			if !checks || n.Weak {
-				continue
-			}
-			var crc uint64
-			provider := "vmlinux"
-			switch vs, inVmlinux := o.Vmlinux[n.Name]; {
-			case owned:
-				crc, provider = ownerCRC[n.Name], mods[oi].Path
-			case inVmlinux:
-				crc = vs.CRC
-			default:
-				rep.Unresolved = append(rep.Unresolved, SymbolProblem{Module: m.Path, Symbol: n.Name})
-				continue
-			}
-			if o.CheckCRCs && uint32(crc) != uint32(n.CRC) {
-				rep.CRCMismatches = append(rep.CRCMismatches, SymbolProblem{Module: m.Path, Symbol: n.Name,
-					Have: n.CRC, Want: crc, Provider: provider})
-			}
+	view := &modtree.Tree{Release: tree.Release, Modules: make([]*modtree.Entry, len(mods)),
+		Symvers: make(map[string]modtree.SymverEntry, len(o.Vmlinux))}
+	for i, m := range mods {
+		view.Modules[i] = m.Entry
+	}
+	for name, v := range o.Vmlinux {
+		view.Symvers[name] = modtree.SymverEntry{CRC: v.CRC, Module: modtree.ProviderVmlinux}
+	}
+	rep.Problems = view.Validate(modtree.ValidateOptions{Kmod: true, CRCs: o.CheckCRCs})
+	for _, p := range rep.Problems {
+		switch p.Kind {
+		case modtree.Unresolved:
+			rep.Unresolved = append(rep.Unresolved, p)
+		case modtree.CRCMismatch:
+			rep.CRCMismatches = append(rep.CRCMismatches, p)
 		}
 	}
+}
 
-	// Topological order: users before the modules they use.
+// sortTopological numbers the modules users-before-used (sortIdx), or
+// reports the dependency cycles.
+func sortTopological(mods []*mod) error {
 	roots := make([]int32, 0, len(mods))
-	for _, m := range mods {
-		if m.users == 0 {
-			roots = append(roots, int32(m.idx))
-		}
-	}
 	users := make([]int, len(mods))
 	for i, m := range mods {
 		users[i] = m.users
+		if m.users == 0 {
+			roots = append(roots, int32(m.idx))
+		}
 	}
 	sorted := 0
 	for len(roots) > 0 {
@@ -333,13 +341,9 @@ func Generate(tree *modtree.Tree, o GenerateOptions) (*Result, error) {
 		}
 	}
 	if sorted < len(mods) {
-		return nil, cycleError(mods, users)
+		return cycleError(mods, users)
 	}
-
-	if err := writeOutputs(res, mods, owner, o.Inputs); err != nil {
-		return nil, err
-	}
-	return res, nil
+	return nil
 }
 
 // cycleError describes the cycles among the modules left unsorted.
@@ -454,19 +458,39 @@ func cycleError(mods []*mod, users []int) error {
 }
 
 // writeOutputs renders every output file into res.Files.
-func writeOutputs(res *Result, mods []*mod, owner map[string]int32, in Inputs) error {
-	rep := &res.Report
+func writeOutputs(res *Result, mods []*mod, owner map[string]int32, tree *modtree.Tree) error {
 	files := map[string][]byte{}
-	bin := func(name string, t *index.Trie) error {
-		b, err := t.Bytes()
-		if err != nil {
-			return fmt.Errorf("depmod: %s: %w", name, err)
-		}
-		files[name] = b
-		return nil
+	steps := []func() error{
+		func() error { return writeDep(files, mods) },
+		func() error { return writeModinfo(files, mods, &res.Report) },
+		func() error { return writeSymbols(files, mods, owner) },
+		func() error { return writeBuiltin(files, tree.Builtin, &res.Report) },
+		func() error { return writeBuiltinAliases(files, tree.BuiltinModinfo, &res.Report) },
 	}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			return err
+		}
+	}
+	for _, n := range OutputFiles {
+		res.Files = append(res.Files, File{Name: n, Data: files[n]})
+	}
+	return nil
+}
 
-	// modules.dep and modules.dep.bin.
+// putIndex renders an index into files.
+func putIndex(files map[string][]byte, name string, t *index.Trie) error {
+	b, err := t.Bytes()
+	if err != nil {
+		return fmt.Errorf("depmod: %s: %w", name, err)
+	}
+	files[name] = b
+	return nil
+}
+
+// writeDep renders modules.dep and modules.dep.bin: each module with the
+// closure of its dependencies in topological order.
+func writeDep(files map[string][]byte, mods []*mod) error {
 	var dep bytes.Buffer
 	var depIdx index.Trie
 	mark := make([]int, len(mods))
@@ -506,73 +530,119 @@ func writeOutputs(res *Result, mods []*mod, owner map[string]int32, in Inputs) e
 		}
 	}
 	files[FileDep] = dep.Bytes()
-	if err := bin(FileDepBin, &depIdx); err != nil {
-		return err
-	}
+	return putIndex(files, FileDepBin, &depIdx)
+}
 
-	// modules.alias, modules.softdep, modules.weakdep, modules.devname.
-	var alias, softdep, weakdep, devname bytes.Buffer
-	alias.WriteString("# Aliases extracted from modules themselves.\n")
-	softdep.WriteString("# Soft dependencies extracted from modules themselves.\n")
-	weakdep.WriteString("# Weak dependencies extracted from modules themselves.\n")
-	var aliasIdx index.Trie
+// modinfoText is the text files rendered from .modinfo records.
+type modinfoText struct {
+	alias, softdep, weakdep, devname bytes.Buffer
+	aliasIdx                         index.Trie
+}
+
+// writeModinfo renders modules.alias (and its index), modules.softdep,
+// modules.weakdep and modules.devname from the modules' .modinfo.
+func writeModinfo(files map[string][]byte, mods []*mod, rep *Report) error {
+	var t modinfoText
+	t.alias.WriteString("# Aliases extracted from modules themselves.\n")
+	t.softdep.WriteString("# Soft dependencies extracted from modules themselves.\n")
+	t.weakdep.WriteString("# Weak dependencies extracted from modules themselves.\n")
 	for _, m := range mods {
-		var dev string
-		var devType byte
-		var major, minor uint32
-		devDone := false
-		for _, kv := range m.ModInfo {
-			switch kv.Key {
-			case "alias":
-				alias.WriteString("alias ")
-				alias.WriteString(kv.Value)
-				alias.WriteByte(' ')
-				alias.WriteString(m.Name)
-				alias.WriteByte('\n')
-				key, err := aliasNormalize(kv.Value)
-				if err != nil {
-					rep.Warnings = append(rep.Warnings, fmt.Sprintf("%s: %v (alias skipped)", m.Path, err))
-				} else if err := aliasIdx.Add(key, m.Name, uint32(m.idx)); err != nil {
-					return fmt.Errorf("depmod: %s: .modinfo alias: %w", m.Path, err)
-				}
-				if devDone {
-					continue
-				}
-				if d, ok := strings.CutPrefix(kv.Value, "devname:"); ok {
-					dev = d
-				} else if ma, mi, ok := parseMajorMinor(kv.Value, "char-major-"); ok {
-					devType, major, minor = 'c', ma, mi
-				} else if ma, mi, ok := parseMajorMinor(kv.Value, "block-major-"); ok {
-					devType, major, minor = 'b', ma, mi
-				}
-				devDone = dev != "" && devType != 0
-			case "softdep":
-				fmt.Fprintf(&softdep, "softdep %s %s\n", m.Name, kv.Value)
-			case "weakdep":
-				fmt.Fprintf(&weakdep, "weakdep %s %s\n", m.Name, kv.Value)
-			}
+		if err := t.module(m, rep); err != nil {
+			return err
 		}
-		if dev != "" {
-			if devType == 0 {
-				rep.Warnings = append(rep.Warnings, fmt.Sprintf("Module '%s' has devname (%s) but lacks major and minor information. Ignoring.", m.Name, dev))
+	}
+	files[FileAlias] = t.alias.Bytes()
+	files[FileSoftdep] = t.softdep.Bytes()
+	files[FileWeakdep] = t.weakdep.Bytes()
+	files[FileDevname] = t.devname.Bytes()
+	return putIndex(files, FileAliasBin, &t.aliasIdx)
+}
+
+// module adds one module's records. Values with control characters
+// (which would inject lines into the text files) are skipped with a
+// warning.
+func (t *modinfoText) module(m *mod, rep *Report) error {
+	var dev string
+	var devType byte
+	var major, minor uint32
+	devDone := false
+	for _, kv := range m.ModInfo {
+		switch kv.Key {
+		case "alias", "softdep", "weakdep":
+		default:
+			continue
+		}
+		if hasControl(kv.Value) {
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("%s: .modinfo %s value %q has control characters (skipped)", m.Path, kv.Key, kv.Value))
+			continue
+		}
+		switch kv.Key {
+		case "alias":
+			if err := t.addAlias(m, kv.Value, rep); err != nil {
+				return err
+			}
+			if devDone {
 				continue
 			}
-			if devname.Len() == 0 {
-				devname.WriteString("# Device nodes to trigger on-demand module loading.\n")
+			if d, ok := strings.CutPrefix(kv.Value, "devname:"); ok {
+				dev = d
+			} else if ma, mi, ok := parseMajorMinor(kv.Value, "char-major-"); ok {
+				devType, major, minor = 'c', ma, mi
+			} else if ma, mi, ok := parseMajorMinor(kv.Value, "block-major-"); ok {
+				devType, major, minor = 'b', ma, mi
 			}
-			devname.WriteString(m.Name + " " + dev + " " + string(devType) +
-				strconv.FormatUint(uint64(major), 10) + ":" + strconv.FormatUint(uint64(minor), 10) + "\n")
+			devDone = dev != "" && devType != 0
+		case "softdep":
+			fmt.Fprintf(&t.softdep, "softdep %s %s\n", m.Name, kv.Value)
+		case "weakdep":
+			fmt.Fprintf(&t.weakdep, "weakdep %s %s\n", m.Name, kv.Value)
 		}
 	}
-	files[FileAlias] = alias.Bytes()
-	if err := bin(FileAliasBin, &aliasIdx); err != nil {
-		return err
+	if dev == "" {
+		return nil
 	}
-	files[FileSoftdep] = softdep.Bytes()
-	files[FileWeakdep] = weakdep.Bytes()
-	files[FileDevname] = devname.Bytes()
+	if devType == 0 {
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("Module '%s' has devname (%s) but lacks major and minor information. Ignoring.", m.Name, dev))
+		return nil
+	}
+	if t.devname.Len() == 0 {
+		t.devname.WriteString("# Device nodes to trigger on-demand module loading.\n")
+	}
+	t.devname.WriteString(m.Name + " " + dev + " " + string(devType) +
+		strconv.FormatUint(uint64(major), 10) + ":" + strconv.FormatUint(uint64(minor), 10) + "\n")
+	return nil
+}
 
-	// modules.symbols in kmod's hash-table order, and its index.
+func (t *modinfoText) addAlias(m *mod, value string, rep *Report) error {
+	t.alias.WriteString("alias ")
+	t.alias.WriteString(value)
+	t.alias.WriteByte(' ')
+	t.alias.WriteString(m.Name)
+	t.alias.WriteByte('\n')
+	key, err := aliasNormalize(value)
+	if err != nil {
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("%s: %v (alias skipped)", m.Path, err))
+		return nil
+	}
+	if err := t.aliasIdx.Add(key, m.Name, uint32(m.idx)); err != nil {
+		return fmt.Errorf("depmod: %s: .modinfo alias: %w", m.Path, err)
+	}
+	return nil
+}
+
+// hasControl reports whether s holds an ASCII control character.
+func hasControl(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] == 0x7f {
+			return true
+		}
+	}
+	return false
+}
+
+// writeSymbols renders modules.symbols in kmod's hash-table order, and
+// its index.
+func writeSymbols(files map[string][]byte, mods []*mod, owner map[string]int32) error {
 	type sym struct {
 		name   string
 		bucket uint32
@@ -603,14 +673,14 @@ func writeOutputs(res *Result, mods []*mod, owner map[string]int32, in Inputs) e
 		}
 	}
 	files[FileSymbols] = symbols.Bytes()
-	if err := bin(FileSymbolsBin, &symIdx); err != nil {
-		return err
-	}
+	return putIndex(files, FileSymbolsBin, &symIdx)
+}
 
-	// modules.builtin.bin and modules.builtin.alias.bin.
-	var builtinIdx, builtinAliasIdx index.Trie
-	if in.Builtin != nil {
-		text := strings.TrimSuffix(string(in.Builtin), "\n")
+// writeBuiltin renders modules.builtin.bin from modules.builtin.
+func writeBuiltin(files map[string][]byte, builtin []byte, rep *Report) error {
+	var idx index.Trie
+	if builtin != nil {
+		text := strings.TrimSuffix(string(builtin), "\n")
 		for i, l := range strings.Split(text, "\n") {
 			if text == "" {
 				break
@@ -619,49 +689,44 @@ func writeOutputs(res *Result, mods []*mod, owner map[string]int32, in Inputs) e
 				rep.Warnings = append(rep.Warnings, "Invalid modules.builtin line: "+l)
 				continue
 			}
-			if err := builtinIdx.Add(kmodule.ModName(l), "", 0); err != nil {
+			if err := idx.Add(kmodule.ModName(l), "", 0); err != nil {
 				return fmt.Errorf("depmod: modules.builtin:%d: %w", i+1, err)
 			}
 		}
 	}
-	if in.BuiltinModinfo != nil {
-		d := in.BuiltinModinfo
-		off := 0
-		for len(d) > 0 {
-			rec := d
-			n := len(d)
-			if j := bytes.IndexByte(d, 0); j >= 0 {
-				rec, n = d[:j], j+1
-			}
-			recOff := off
-			d, off = d[n:], off+n
-			name, kv, ok := bytes.Cut(rec, []byte{'.'})
-			if !ok {
-				continue
-			}
-			val, ok := bytes.CutPrefix(kv, []byte("alias="))
-			if !ok {
-				continue
-			}
-			key, err := aliasNormalize(string(val))
-			if err != nil {
-				rep.Warnings = append(rep.Warnings, fmt.Sprintf("modules.builtin.modinfo: %s: %v (alias skipped)", name, err))
-				continue
-			}
-			if err := builtinAliasIdx.Add(key, string(name), 0); err != nil {
-				return fmt.Errorf("depmod: modules.builtin.modinfo: record at offset %d (%s): %w", recOff, name, err)
-			}
+	return putIndex(files, FileBuiltinBin, &idx)
+}
+
+// writeBuiltinAliases renders modules.builtin.alias.bin from the alias
+// records of modules.builtin.modinfo.
+func writeBuiltinAliases(files map[string][]byte, modinfo []byte, rep *Report) error {
+	var idx index.Trie
+	d := modinfo
+	off := 0
+	for len(d) > 0 {
+		rec := d
+		n := len(d)
+		if j := bytes.IndexByte(d, 0); j >= 0 {
+			rec, n = d[:j], j+1
+		}
+		recOff := off
+		d, off = d[n:], off+n
+		name, kv, ok := bytes.Cut(rec, []byte{'.'})
+		if !ok {
+			continue
+		}
+		val, ok := bytes.CutPrefix(kv, []byte("alias="))
+		if !ok {
+			continue
+		}
+		key, err := aliasNormalize(string(val))
+		if err != nil {
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("modules.builtin.modinfo: %s: %v (alias skipped)", name, err))
+			continue
+		}
+		if err := idx.Add(key, string(name), 0); err != nil {
+			return fmt.Errorf("depmod: modules.builtin.modinfo: record at offset %d (%s): %w", recOff, name, err)
 		}
 	}
-	if err := bin(FileBuiltinBin, &builtinIdx); err != nil {
-		return err
-	}
-	if err := bin(FileBuiltinAliasBn, &builtinAliasIdx); err != nil {
-		return err
-	}
-
-	for _, n := range OutputFiles {
-		res.Files = append(res.Files, File{Name: n, Data: files[n]})
-	}
-	return nil
+	return putIndex(files, FileBuiltinAliasBn, &idx)
 }

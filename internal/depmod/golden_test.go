@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/wsl-modules/wsl-modules-action/internal/modtree"
+
 	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
 )
 
@@ -49,7 +51,7 @@ func compareConsumers(t *testing.T, ref, ours, rel, conf string) {
 		t.Fatal(err)
 	}
 	var names []string
-	for i, l := range ParseOrder(order) {
+	for i, l := range modtree.ParseOrder(order) {
 		if i%60 == 0 {
 			names = append(names, strings.TrimSuffix(filepath.Base(l), ".ko"))
 		}
@@ -161,7 +163,7 @@ func TestGoldenCompressed(t *testing.T) {
 		"kernel/arch/x86/crypto/twofish-x86_64.ko":   "xz",
 		"kernel/drivers/media/v4l2-core/videodev.ko": "zst",
 	}
-	for i, l := range ParseOrder(order) {
+	for i, l := range modtree.ParseOrder(order) {
 		switch i % 50 {
 		case 3:
 			kinds[l] = "xz"

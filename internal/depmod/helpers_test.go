@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/wsl-modules/wsl-modules-action/internal/modtree"
+
 	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
 )
 
@@ -107,7 +109,7 @@ func subsetTree(t testing.TB, paths ...string) (base, rel string) {
 		t.Fatal(err)
 	}
 	var sub []string
-	for _, l := range ParseOrder(order) {
+	for _, l := range modtree.ParseOrder(order) {
 		if want[l] {
 			sub = append(sub, l+"\n")
 		}

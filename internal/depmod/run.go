@@ -2,10 +2,13 @@
 // indexes, modules.alias, ...) in pure Go, byte-identical to the output of
 // kmod 30's depmod (Debian 12), following FORMATS.md Part A.
 //
-// Generate computes every file from a modtree.Tree without touching the
-// disk; Run loads a tree from BASEDIR/lib/modules/RELEASE, generates, and
-// replaces the files atomically (all are computed first, so a cycle or a
-// parse error leaves the old files untouched).
+// Generate computes every file from a modtree.Tree (its modules,
+// modules.order and builtin files) without touching the disk; Write
+// replaces the files in a directory atomically (all are computed first, so
+// a cycle or a parse error leaves the old files untouched). Run is both
+// over BASEDIR/lib/modules/RELEASE, as kmod's depmod -b. The checks (-e,
+// -E) are modtree's one validator in its kmod mode; kmod's wording and
+// order are in Report.WriteWarnings.
 //
 // Deliberate differences from kmod 30:
 //   - modules.weakdep is written too (as kmod ≥ 33 does; only the header
@@ -25,6 +28,9 @@
 //   - A modules.order whose last line lacks its newline is still used
 //     (kmod warns and then ignores the whole file).
 //   - Files are fsynced before they are renamed into place.
+//   - .modinfo alias, softdep and weakdep values holding control
+//     characters (a newline would inject lines into modules.alias and
+//     friends) are skipped with a warning.
 package depmod
 
 import (
@@ -33,7 +39,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -83,9 +89,9 @@ func (o Options) ModuleDir() string {
 // the checks found problems.
 var ErrStrict = errors.New("symbol check failed (--strict)")
 
-// Run generates and writes the depmod files of one module tree. The
-// returned report is non-nil whenever generation got that far (also with
-// ErrStrict).
+// Run loads the module tree of o (modtree.LoadDir), generates its depmod
+// files and writes them (Write). The returned report is non-nil whenever
+// generation got that far (also with ErrStrict).
 func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.Release == "" || strings.ContainsAny(o.Release, "/\x00") || o.Release == "." || o.Release == ".." {
 		return nil, fmt.Errorf("depmod: invalid kernel release %q", o.Release)
@@ -96,7 +102,6 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	} else if !st.IsDir() {
 		return nil, fmt.Errorf("depmod: %s is not a directory", dir)
 	}
-
 	done := o.Progress.Step("depmod: reading modules in %s", dir)
 	tree, err := modtree.LoadDir(dir, o.Release)
 	done()
@@ -106,55 +111,92 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-
-	gopts := GenerateOptions{Search: o.Search, ErrSyms: o.ErrSyms}
-	if gopts.Inputs, err = ReadInputs(dir); err != nil {
+	gopts, err := o.generateOptions(dir)
+	if err != nil {
 		return nil, err
 	}
-	switch {
-	case o.Symvers != "":
-		if gopts.Vmlinux, err = ReadSymvers(o.Symvers); err != nil {
-			return nil, err
-		}
-		gopts.CheckCRCs = true
-	case o.SystemMap != "":
-		if gopts.Vmlinux, err = ReadSystemMap(o.SystemMap); err != nil {
-			return nil, err
-		}
-	}
-
 	done = o.Progress.Step("depmod: generating indexes for %d modules", len(tree.Modules))
 	res, err := Generate(tree, gopts)
 	done()
 	if err != nil {
 		return nil, err
 	}
-	var missing []string
-	if gopts.Builtin == nil {
-		missing = append(missing, fmt.Sprintf("could not open modules.builtin at %s: No such file or directory", dir))
-	}
-	if gopts.BuiltinModinfo == nil {
-		missing = append(missing, fmt.Sprintf("could not open modules.builtin.modinfo at %s: No such file or directory", dir))
-	}
-	res.Warnings = append(missing, res.Warnings...)
+	res.Warnings = append(missingInputs(tree, dir), res.Warnings...)
 	if err := ctx.Err(); err != nil {
 		return &res.Report, err
 	}
-	if o.Strict && (len(res.Unresolved) > 0 || len(res.CRCMismatches) > 0) {
-		return &res.Report, fmt.Errorf("depmod: %d unresolved symbols, %d CRC mismatches: %w",
-			len(res.Unresolved), len(res.CRCMismatches), ErrStrict)
+	if err := res.StrictErr(o.Strict); err != nil {
+		return &res.Report, err
 	}
-	if err := WriteFiles(dir, res.Files); err != nil {
+	if err := Write(dir, res.Files); err != nil {
 		return &res.Report, err
 	}
 	return &res.Report, nil
 }
 
-// WriteFiles writes files into dir, each through a temporary file renamed
+// generateOptions maps Options to GenerateOptions, reading the symbol
+// files.
+func (o Options) generateOptions(dir string) (GenerateOptions, error) {
+	g := GenerateOptions{Dir: dir, Search: o.Search, ErrSyms: o.ErrSyms}
+	var err error
+	switch {
+	case o.Symvers != "":
+		g.Vmlinux, err = ReadSymvers(o.Symvers)
+		g.CheckCRCs = true
+	case o.SystemMap != "":
+		g.Vmlinux, err = ReadSystemMap(o.SystemMap)
+	}
+	return g, err
+}
+
+// missingInputs returns kmod's warnings for missing builtin files.
+func missingInputs(t *modtree.Tree, dir string) []string {
+	var out []string
+	if t.Builtin == nil {
+		out = append(out, fmt.Sprintf("could not open modules.builtin at %s: No such file or directory", dir))
+	}
+	if t.BuiltinModinfo == nil {
+		out = append(out, fmt.Sprintf("could not open modules.builtin.modinfo at %s: No such file or directory", dir))
+	}
+	return out
+}
+
+// StrictErr returns the ErrStrict error when strict is set and the checks
+// found problems.
+func (r *Report) StrictErr(strict bool) error {
+	if !strict || len(r.Unresolved)+len(r.CRCMismatches) == 0 {
+		return nil
+	}
+	return fmt.Errorf("depmod: %d unresolved symbols, %d CRC mismatches: %w", len(r.Unresolved), len(r.CRCMismatches), ErrStrict)
+}
+
+// WriteWarnings prints the report as kmod's depmod prints it on stderr,
+// in its wording and order: duplicates, other warnings, then the symbol
+// problems in check order. Module paths are joined to dir, the module
+// directory.
+func (r *Report) WriteWarnings(w io.Writer, dir string) {
+	for _, d := range r.Duplicates {
+		fmt.Fprintf(w, "depmod: WARNING: duplicate module %s: using %s, ignoring %s\n",
+			d.Name, filepath.Join(dir, d.Winner), filepath.Join(dir, d.Loser))
+	}
+	for _, x := range r.Warnings {
+		fmt.Fprintf(w, "depmod: WARNING: %s\n", x)
+	}
+	for _, p := range r.Problems {
+		switch p.Kind {
+		case modtree.Unresolved:
+			fmt.Fprintf(w, "depmod: WARNING: %s needs unknown symbol %s\n", filepath.Join(dir, p.Module), p.Symbol)
+		case modtree.CRCMismatch:
+			fmt.Fprintf(w, "depmod: WARNING: %s disagrees about version of symbol %s\n", filepath.Join(dir, p.Module), p.Symbol)
+		}
+	}
+}
+
+// Write writes files into dir, each through a temporary file renamed
 // into place. All temporary files are written before the first rename, so
 // an error while writing (a full disk, an unwritable directory) replaces
 // nothing.
-func WriteFiles(dir string, files []File) error {
+func Write(dir string, files []File) error {
 	tmps := make([]*atomicfile.File, 0, len(files))
 	defer func() {
 		for _, t := range tmps {
@@ -179,52 +221,13 @@ func WriteFiles(dir string, files []File) error {
 	return nil
 }
 
-// ReadInputs reads modules.order, modules.builtin and
-// modules.builtin.modinfo from a module directory. Missing files are not
-// an error (their fields stay nil).
-func ReadInputs(dir string) (Inputs, error) {
-	var in Inputs
-	read := func(name string) ([]byte, error) {
-		b, err := os.ReadFile(filepath.Join(dir, name))
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("depmod: %w", err)
-		}
-		if b == nil {
-			b = []byte{}
-		}
-		return b, nil
+// Map returns the files as a map from name to content.
+func Map(files []File) map[string][]byte {
+	m := make(map[string][]byte, len(files))
+	for _, f := range files {
+		m[f.Name] = f.Data
 	}
-	order, err := read("modules.order")
-	if err != nil {
-		return in, err
-	}
-	if order != nil {
-		in.Order = ParseOrder(order)
-		if len(order) > 0 && order[len(order)-1] != '\n' {
-			// kmod then ignores modules.order altogether; we still use it.
-			in.Warnings = append(in.Warnings, fmt.Sprintf("%s:%d corrupted line misses '\\n'",
-				filepath.Join(dir, "modules.order"), len(in.Order)))
-		}
-	}
-	if in.Builtin, err = read("modules.builtin"); err != nil {
-		return in, err
-	}
-	if in.BuiltinModinfo, err = read("modules.builtin.modinfo"); err != nil {
-		return in, err
-	}
-	return in, nil
-}
-
-// ParseOrder splits the content of modules.order into its lines.
-func ParseOrder(b []byte) []string {
-	s := strings.TrimSuffix(string(b), "\n")
-	if s == "" {
-		return []string{}
-	}
-	return strings.Split(s, "\n")
+	return m
 }
 
 // ReadSymvers reads the vmlinux symbols of a Module.symvers file (lines
@@ -275,7 +278,7 @@ func ReadSystemMap(path string) (map[string]VmlinuxSymbol, error) {
 // addFake adds the symbols kmod's depmod treats as provided whenever a
 // vmlinux symbol list is loaded.
 func addFake(m map[string]VmlinuxSymbol) {
-	for _, s := range []string{"__this_module", "_GLOBAL_OFFSET_TABLE_", "TOC."} {
+	for _, s := range modtree.PseudoSymbols {
 		if _, ok := m[s]; !ok {
 			m[s] = VmlinuxSymbol{}
 		}

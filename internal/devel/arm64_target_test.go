@@ -2,6 +2,7 @@ package devel_test
 
 import (
 	"bytes"
+	"context"
 	"debug/elf"
 	"errors"
 	"fmt"
@@ -13,9 +14,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
+
 	"github.com/wsl-modules/wsl-modules-action/internal/buildtest"
 	"github.com/wsl-modules/wsl-modules-action/internal/devel"
-	"github.com/wsl-modules/wsl-modules-action/internal/kbuild"
 	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
 )
 
@@ -146,7 +148,7 @@ func TestArm64TargetToolsRun(t *testing.T) {
 	// The same modules built twice at the same path: with kernel-devel
 	// (x86_64 programs) and with the wrapped kernel-devel-target.
 	wrapped := filepath.Join(t.TempDir(), "kernel-devel-target")
-	if err := kbuild.CopyTree(target, wrapped); err != nil {
+	if err := atomicfile.CopyTree(context.Background(), target, wrapped, atomicfile.CopyOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	calls := filepath.Join(t.TempDir(), "calls.log")
@@ -236,7 +238,7 @@ func buildArm64Modules(t *testing.T, kdir, work string) []string {
 	provider := filepath.Join(work, "provider")
 	consumer := filepath.Join(work, "consumer")
 	for _, d := range []string{provider, consumer} {
-		if err := kbuild.CopyTree(buildtest.Testdata("modules", filepath.Base(d)), d); err != nil {
+		if err := atomicfile.CopyTree(context.Background(), buildtest.Testdata("modules", filepath.Base(d)), d, atomicfile.CopyOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}

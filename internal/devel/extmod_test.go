@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
+
 	"github.com/wsl-modules/wsl-modules-action/internal/boottest"
 	"github.com/wsl-modules/wsl-modules-action/internal/buildtest"
 	"github.com/wsl-modules/wsl-modules-action/internal/depmod"
@@ -91,7 +93,7 @@ func readOnly(t *testing.T, dir string) string {
 func copyDir(t *testing.T, src string) string {
 	t.Helper()
 	dst := filepath.Join(t.TempDir(), filepath.Base(src))
-	if err := kbuild.CopyTree(src, dst); err != nil {
+	if err := atomicfile.CopyTree(context.Background(), src, dst, atomicfile.CopyOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	return dst
@@ -398,7 +400,7 @@ func bootWith(t *testing.T, k *kbuild.Kernel, kos []string) {
 	testenv.Tool(t, "busybox")
 	rel := k.Meta.Release
 	stage := filepath.Join(t.TempDir(), "stage")
-	if err := kbuild.CopyTree(k.ModulesRoot(), stage); err != nil {
+	if err := atomicfile.CopyTree(context.Background(), k.ModulesRoot(), stage, atomicfile.CopyOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	extra := filepath.Join(stage, "lib", "modules", rel, "extra")

@@ -85,7 +85,7 @@ func Retarget(ctx context.Context, host, dest string, o RetargetOptions) (*Retar
 	if err != nil {
 		return nil, fmt.Errorf("devel: retarget: %w", err)
 	}
-	if err := copyTree(host, tmp); err != nil {
+	if err := atomicfile.CopyTree(ctx, host, tmp, atomicfile.CopyOptions{Merge: true}); err != nil {
 		return nil, fmt.Errorf("devel: retarget: %w", err)
 	}
 	res := &Retargeted{}
@@ -287,36 +287,4 @@ func elfMachine(p string) (elf.Machine, error) {
 	}
 	defer f.Close()
 	return f.Machine, nil
-}
-
-// copyTree copies the tree from to the existing directory to: files with
-// their permission bits, directories, symlinks with their targets.
-func copyTree(from, to string) error {
-	return filepath.WalkDir(from, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel := mustRel(from, p)
-		dst := filepath.Join(to, rel)
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		switch t := fi.Mode().Type(); {
-		case rel == ".":
-			return nil
-		case t == fs.ModeDir:
-			return os.Mkdir(dst, fi.Mode().Perm()|0o700)
-		case t == fs.ModeSymlink:
-			target, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			return os.Symlink(target, dst)
-		case t == 0:
-			return atomicfile.CopyFile(p, dst, fi.Mode().Perm())
-		default:
-			return fmt.Errorf("%s: not a regular file, directory or symlink", p)
-		}
-	})
 }

@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -68,6 +69,11 @@ type Options struct {
 	// Devel is an optional kernel-devel tree (install-extmod-build), placed
 	// at build/ in the module tree (both layouts).
 	Devel string
+	// Modules, DevelFS and HeadersFS give the module tree, the devel tree
+	// and the headers as file systems (a staged modtree.View, a tree read
+	// from another image) instead of host directories; Modules replaces
+	// Source.
+	Modules, DevelFS, HeadersFS fs.FS
 	// Slack is free space beyond the content, in bytes (0: none).
 	Slack int64
 	// SourceDateEpoch is the Unix time of every timestamp in the image.
@@ -132,19 +138,57 @@ func stage(ctx context.Context, o *Options, res *Result) (*ext4img.Node, error) 
 	default:
 		return nil, fmt.Errorf("image: unknown layout %q (want flat or nested)", o.Layout)
 	}
-	if o.Headers != "" && o.Layout != LayoutNested {
+	if (o.Headers != "" || o.HeadersFS != nil) && o.Layout != LayoutNested {
 		return nil, errors.New("image: headers need the nested layout (a flat image has no linux-headers directory)")
 	}
 	if o.Slack < 0 {
 		return nil, fmt.Errorf("image: negative slack %d", o.Slack)
 	}
-	md, err := ModuleDir(o.Source, o.Release)
+	mods, err := o.scanModules(ctx, res)
 	if err != nil {
 		return nil, err
 	}
-	res.ModuleDir = md
+	if err := o.addDevel(ctx, mods, res); err != nil {
+		return nil, err
+	}
+	mods.Mode = os.ModeDir | 0o755
+	if o.Layout == LayoutFlat {
+		return mods, nil
+	}
+	mods.Name = "modules"
+	rel := dirNode(o.Release, mods)
+	hd, err := scanTree(ctx, o.HeadersFS, o.Headers, &res.HeadersBytes)
+	if err != nil {
+		return nil, err
+	}
+	if hd != nil {
+		hd.Name = "linux-headers"
+		hd.Mode = os.ModeDir | 0o755
+		rel.Children = append(rel.Children, hd)
+	}
+	return dirNode("", rel), nil
+}
+
+// scanModules scans the module tree, without its top-level build and
+// source symlinks.
+func (o *Options) scanModules(ctx context.Context, res *Result) (*ext4img.Node, error) {
+	if o.Release == "" {
+		return nil, errors.New("image: no kernel release given")
+	}
 	var st scanStats
-	mods, err := scanDir(ctx, md, "", &st)
+	var mods *ext4img.Node
+	var err error
+	if o.Modules != nil {
+		res.ModuleDir = "(staged tree)"
+		mods, err = scanFS(ctx, o.Modules, "", ".", &st)
+	} else {
+		md, merr := ModuleDir(o.Source, o.Release)
+		if merr != nil {
+			return nil, merr
+		}
+		res.ModuleDir = md
+		mods, err = scanDir(ctx, md, "", &st)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -157,39 +201,41 @@ func stage(ctx context.Context, o *Options, res *Result) (*ext4img.Node, error) 
 		kept = append(kept, c)
 	}
 	mods.Children = kept
-	if o.Devel != "" {
-		for _, c := range mods.Children {
-			if c.Name == "build" {
-				return nil, fmt.Errorf("image: %s already has a build/ directory; cannot add the devel tree %s", md, o.Devel)
-			}
-		}
-		st = scanStats{}
-		dev, err := scanDir(ctx, o.Devel, "", &st)
-		if err != nil {
-			return nil, err
-		}
-		res.DevelBytes = st.bytes
-		dev.Name = "build"
-		mods.Children = append(mods.Children, dev)
+	return mods, nil
+}
+
+// addDevel places the devel tree at build/.
+func (o *Options) addDevel(ctx context.Context, mods *ext4img.Node, res *Result) error {
+	dev, err := scanTree(ctx, o.DevelFS, o.Devel, &res.DevelBytes)
+	if err != nil || dev == nil {
+		return err
 	}
-	mods.Mode = os.ModeDir | 0o755
-	if o.Layout == LayoutFlat {
-		return mods, nil
-	}
-	mods.Name = "modules"
-	rel := dirNode(o.Release, mods)
-	if o.Headers != "" {
-		st = scanStats{}
-		hd, err := scanDir(ctx, o.Headers, "", &st)
-		if err != nil {
-			return nil, err
+	for _, c := range mods.Children {
+		if c.Name == "build" {
+			return fmt.Errorf("image: %s already has a build/ directory; cannot add the devel tree", res.ModuleDir)
 		}
-		res.HeadersBytes = st.bytes
-		hd.Name = "linux-headers"
-		hd.Mode = os.ModeDir | 0o755
-		rel.Children = append(rel.Children, hd)
 	}
-	return dirNode("", rel), nil
+	dev.Name = "build"
+	mods.Children = append(mods.Children, dev)
+	return nil
+}
+
+// scanTree scans an optional tree given as a file system or a host
+// directory (nil, nil for none), counting its bytes.
+func scanTree(ctx context.Context, fsys fs.FS, dir string, bytes *int64) (*ext4img.Node, error) {
+	var st scanStats
+	var n *ext4img.Node
+	var err error
+	switch {
+	case fsys != nil:
+		n, err = scanFS(ctx, fsys, "", ".", &st)
+	case dir != "":
+		n, err = scanDir(ctx, dir, "", &st)
+	default:
+		return nil, nil
+	}
+	*bytes = st.bytes
+	return n, err
 }
 
 // ctxWriter stops a long write when the context is cancelled.

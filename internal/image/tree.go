@@ -5,8 +5,10 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -19,59 +21,80 @@ type scanStats struct {
 	bytes int64
 }
 
-// scanDir builds the ext4img node tree of host directory dir. rel is the
-// path shown in errors. Device nodes, sockets, FIFOs and names containing
-// a newline are refused.
+// scanDir builds the ext4img node tree of host directory dir (see scanFS).
 func scanDir(ctx context.Context, dir, rel string, st *scanStats) (*ext4img.Node, error) {
+	if _, err := os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("image: %w", err)
+	}
+	return scanFS(ctx, os.DirFS(dir), dir, ".", st)
+}
+
+// scanFS builds the ext4img node tree of directory p of fsys; host, when
+// fsys is a host directory, lets regular files be read at offsets from
+// their host paths. Device nodes, sockets, FIFOs and names containing a
+// newline are refused. Symlinks are kept as links, never followed.
+func scanFS(ctx context.Context, fsys fs.FS, host, p string, st *scanStats) (*ext4img.Node, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	ents, err := os.ReadDir(dir)
+	where := func(name string) string {
+		if host != "" {
+			return filepath.Join(host, filepath.FromSlash(name))
+		}
+		return "/" + name
+	}
+	ents, err := fs.ReadDir(fsys, p)
 	if err != nil {
 		return nil, fmt.Errorf("image: %w", err)
 	}
 	n := &ext4img.Node{Mode: fs.ModeDir | 0o755}
-	if fi, err := os.Stat(dir); err == nil {
+	if fi, err := fs.Stat(fsys, p); err == nil {
 		n.Mode = fs.ModeDir | fi.Mode()&(fs.ModePerm|fs.ModeSetgid|fs.ModeSetuid|fs.ModeSticky)
 	}
 	for _, e := range ents {
 		name := e.Name()
-		hp := filepath.Join(dir, name)
+		cp := path.Join(p, name)
 		if strings.ContainsAny(name, "\n\r") {
-			return nil, fmt.Errorf("image: %q: file name contains a newline; refusing it", hp)
+			return nil, fmt.Errorf("image: %q: file name contains a newline; refusing it", where(cp))
 		}
-		fi, err := os.Lstat(hp)
+		c, err := scanEntry(ctx, fsys, host, cp, e, st, where)
 		if err != nil {
-			return nil, fmt.Errorf("image: %w", err)
-		}
-		perm := fi.Mode() & (fs.ModePerm | fs.ModeSetgid | fs.ModeSetuid | fs.ModeSticky)
-		var c *ext4img.Node
-		switch t := fi.Mode().Type(); {
-		case t == fs.ModeDir:
-			c, err = scanDir(ctx, hp, rel+"/"+name, st)
-			if err != nil {
-				return nil, err
-			}
-		case t == fs.ModeSymlink:
-			target, err := os.Readlink(hp)
-			if err != nil {
-				return nil, fmt.Errorf("image: %w", err)
-			}
-			if target == "" || len(target) >= ext4img.BlockSize || strings.ContainsRune(target, 0) {
-				return nil, fmt.Errorf("image: %s: symlink target of %d bytes is not supported", hp, len(target))
-			}
-			c = &ext4img.Node{Mode: fs.ModeSymlink | 0o777, Target: target}
-			st.bytes += int64(len(target))
-		case t == 0:
-			c = &ext4img.Node{Mode: perm, Size: fi.Size(), Source: hp}
-			st.bytes += fi.Size()
-		default:
-			return nil, fmt.Errorf("image: %s: %s is not a regular file, directory or symlink; refusing it", hp, describeType(t))
+			return nil, err
 		}
 		c.Name = name
 		n.Children = append(n.Children, c)
 	}
 	return n, nil
+}
+
+// scanEntry makes the node of one directory entry.
+func scanEntry(ctx context.Context, fsys fs.FS, host, p string, e fs.DirEntry, st *scanStats, where func(string) string) (*ext4img.Node, error) {
+	fi, err := e.Info()
+	if err != nil {
+		return nil, fmt.Errorf("image: %w", err)
+	}
+	perm := fi.Mode() & (fs.ModePerm | fs.ModeSetgid | fs.ModeSetuid | fs.ModeSticky)
+	switch t := fi.Mode().Type(); {
+	case t == fs.ModeDir:
+		return scanFS(ctx, fsys, host, p, st)
+	case t == fs.ModeSymlink:
+		target, err := fs.ReadLink(fsys, p)
+		if err != nil {
+			return nil, fmt.Errorf("image: %w", err)
+		}
+		if target == "" || len(target) >= ext4img.BlockSize || strings.ContainsRune(target, 0) {
+			return nil, fmt.Errorf("image: %s: symlink target of %d bytes is not supported", where(p), len(target))
+		}
+		st.bytes += int64(len(target))
+		return &ext4img.Node{Mode: fs.ModeSymlink | 0o777, Target: target}, nil
+	case t == 0:
+		st.bytes += fi.Size()
+		if host != "" {
+			return &ext4img.Node{Mode: perm, Size: fi.Size(), Source: where(p)}, nil
+		}
+		return &ext4img.Node{Mode: perm, Size: fi.Size(), Open: func() (io.ReadCloser, error) { return fsys.Open(p) }}, nil
+	}
+	return nil, fmt.Errorf("image: %s: %s is not a regular file, directory or symlink; refusing it", where(p), describeType(fi.Mode().Type()))
 }
 
 func describeType(t fs.FileMode) string {

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
+
 	"github.com/wsl-modules/wsl-modules-action/internal/buildtest"
 	"github.com/wsl-modules/wsl-modules-action/internal/depmod"
 	"github.com/wsl-modules/wsl-modules-action/internal/devel"
@@ -306,7 +308,7 @@ modules:
 	// writes must be byte-identical.
 	ref, ours := filepath.Join(t.TempDir(), "kmod"), filepath.Join(t.TempDir(), "ours")
 	for _, d := range []string{ref, ours} {
-		if err := kbuild.CopyTree(filepath.Join(out, "staging"), d); err != nil {
+		if err := atomicfile.CopyTree(context.Background(), filepath.Join(out, "staging"), d, atomicfile.CopyOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -419,7 +421,7 @@ modules:
 func a64Repo(t *testing.T, yml string) *modlist.List {
 	t.Helper()
 	dir := t.TempDir()
-	if err := kbuild.CopyTree(buildtest.Testdata("modules"), filepath.Join(dir, "modules")); err != nil {
+	if err := atomicfile.CopyTree(context.Background(), buildtest.Testdata("modules"), filepath.Join(dir, "modules"), atomicfile.CopyOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	p := filepath.Join(dir, modlist.FileName)

@@ -1,6 +1,7 @@
 package kbuild
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -42,28 +43,11 @@ func DirSize(dir string) (int64, error) {
 }
 
 // CopyTree copies the tree at from to to (which must not exist), keeping
-// symlinks as symlinks and file modes.
+// symlinks and file modes: atomicfile.CopyTree, the one tree copier.
+//
+// Deprecated: call atomicfile.CopyTree.
 func CopyTree(from, to string) error {
-	return filepath.WalkDir(from, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(from, p)
-		dst := filepath.Join(to, rel)
-		switch {
-		case d.IsDir():
-			return os.MkdirAll(dst, 0o755)
-		case d.Type()&fs.ModeSymlink != 0:
-			t, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			return os.Symlink(t, dst)
-		case d.Type().IsRegular():
-			return atomicfile.CopyFile(p, dst, 0)
-		}
-		return nil
-	})
+	return atomicfile.CopyTree(context.Background(), from, to, atomicfile.CopyOptions{})
 }
 
 // CopyDevel is the fallback for kernels without

@@ -85,6 +85,8 @@ type Kernel struct {
 	Meta KernelMeta
 	// CacheHit is set when the entry existed before this run.
 	CacheHit bool
+
+	stock stockTree
 }
 
 // KernelMeta is meta.json of a kernel cache entry.

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
+
 	"github.com/wsl-modules/wsl-modules-action/internal/buildtest"
 	"github.com/wsl-modules/wsl-modules-action/internal/kbuild"
 	"github.com/wsl-modules/wsl-modules-action/internal/kconfig"
@@ -209,7 +211,7 @@ func TestCopyDevelFallback(t *testing.T) {
 		}
 	}
 	mod := filepath.Join(t.TempDir(), "provider")
-	if err := kbuild.CopyTree(buildtest.Testdata("modules", "provider"), mod); err != nil {
+	if err := atomicfile.CopyTree(context.Background(), buildtest.Testdata("modules", "provider"), mod, atomicfile.CopyOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	out, err := exec.Command("make", "-C", dest, "M="+mod, "modules").CombinedOutput()

@@ -6,30 +6,28 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/wsl-modules/wsl-modules-action/internal/pack"
-
-	"github.com/wsl-modules/wsl-modules-action/internal/kmodule"
 	"github.com/wsl-modules/wsl-modules-action/internal/modtree"
+	"github.com/wsl-modules/wsl-modules-action/internal/pack"
 )
 
 // ErrCheck is wrapped by the error Plan returns when packs do not fit the
 // base.
 var ErrCheck = errors.New("pack check failed")
 
-// MergeOptions control Plan.
+// MergeOptions control PlanMerge.
 type MergeOptions struct {
 	// Prefer names packs that win when several packs provide the same
 	// module name.
 	Prefer []string
-	// Symvers is the kernel's Module.symvers. Without it, vmlinux symbols
-	// are known only through the base modules' __versions tables, and a
-	// symbol found nowhere is a warning instead of an error.
+	// Symvers is the kernel's Module.symvers (vmlinux lines). Without it,
+	// vmlinux symbols are known only through the base modules' __versions
+	// tables, and a symbol found nowhere is a warning instead of an error.
 	Symvers map[string]modtree.SymverEntry
 	// Arch is the base's architecture; empty means: from the base modules.
 	Arch string
 	// BaseOrigins maps base module paths to the pack they came from in an
-	// earlier merge (see Record). Base modules of a pack that is merged
-	// again are replaced by the new version of the pack.
+	// earlier merge (see pack.Record). Base modules of a pack that is
+	// merged again are replaced by the new version of the pack.
 	BaseOrigins map[string]string
 }
 
@@ -39,8 +37,8 @@ type Placement struct {
 	// File is the path inside the pack; Dest is the path in the merged
 	// tree (extra/<pack>/...), relative to lib/modules/<release>.
 	File, Dest string
-	Data       []byte
-	Module     *kmodule.Module
+	// Entry is the module, at Dest.
+	Entry *modtree.Entry
 }
 
 // Shadow records a pack module that overrides a stock module of the same
@@ -64,7 +62,8 @@ type Plan struct {
 	// Warnings are findings that do not stop the merge: symbols that could
 	// not be verified (no Module.symvers) and symbols exported twice.
 	Warnings []string
-	// Tree is the combined module tree (base minus shadowed, plus packs).
+	// Tree is the combined module tree (base minus shadowed and replaced,
+	// plus packs), with the base's other files and modules.order updated.
 	Tree *modtree.Tree
 }
 
@@ -78,28 +77,16 @@ func (p *Plan) Origin(dest string) string {
 	return ""
 }
 
-// BaseArch returns the architecture of a tree's modules.
-func BaseArch(t *modtree.Tree) string {
-	for _, e := range t.Modules {
-		return pack.ArchOf(e.Machine)
-	}
-	return ""
+// planner collects the problems of one PlanMerge.
+type planner struct {
+	base  *modtree.Tree
+	o     MergeOptions
+	plan  *Plan
+	errs  []string
+	packs map[string]string // name -> source
 }
 
-// BaseVermagic returns the vermagic shared by a tree's modules (the most
-// common one).
-func BaseVermagic(t *modtree.Tree) string {
-	count := map[string]int{}
-	best := ""
-	for _, e := range t.Modules {
-		v := e.Vermagic()
-		count[v]++
-		if count[v] > count[best] || (count[v] == count[best] && v < best) {
-			best = v
-		}
-	}
-	return best
-}
+func (pl *planner) errorf(format string, a ...any) { pl.errs = append(pl.errs, fmt.Sprintf(format, a...)) }
 
 // PlanMerge checks packs against base and each other and decides where each
 // module goes. Nothing is written. All problems are collected and returned
@@ -110,207 +97,239 @@ func PlanMerge(base *modtree.Tree, packs []*pack.Pack, o MergeOptions) (*Plan, e
 	sort.Slice(packs, func(i, j int) bool { return packs[i].Meta.Name < packs[j].Meta.Name })
 	arch := o.Arch
 	if arch == "" {
-		arch = BaseArch(base)
+		arch = base.Arch()
 	}
-	plan := &Plan{Release: base.Release, Arch: arch, Vermagic: BaseVermagic(base)}
-	var errs []string
-	prefer := map[string]bool{}
-	for _, p := range o.Prefer {
-		prefer[p] = true
+	pl := &planner{base: base, o: o, plan: &Plan{Release: base.Release, Arch: arch, Vermagic: base.Vermagic()}, packs: map[string]string{}}
+	packs = pl.checkPacks(packs)
+	pl.place(packs)
+	remaining := pl.combine()
+	packExports := pl.checkExports(remaining)
+	pl.validate(packExports)
+	sort.Strings(pl.plan.Warnings)
+	if len(pl.errs) > 0 {
+		return nil, fmt.Errorf("%w:\n  %s", ErrCheck, strings.Join(pl.errs, "\n  "))
 	}
-	seenPack := map[string]string{}
-	unique := packs[:0]
+	pl.plan.Tree.Symvers = o.Symvers
+	return pl.plan, nil
+}
+
+// checkPacks refuses packs given twice, for another release or arch, and
+// unknown --prefer names; it returns the packs to place.
+func (pl *planner) checkPacks(packs []*pack.Pack) []*pack.Pack {
+	var unique []*pack.Pack
 	for _, p := range packs {
-		if prev, dup := seenPack[p.Meta.Name]; dup {
-			errs = append(errs, fmt.Sprintf("pack %s: given twice (%s and %s)", p.Meta.Name, prev, p.Source))
+		if prev, dup := pl.packs[p.Meta.Name]; dup {
+			pl.errorf("pack %s: given twice (%s and %s)", p.Meta.Name, prev, p.Source)
 			continue
 		}
 		unique = append(unique, p)
-		seenPack[p.Meta.Name] = p.Source
-		if p.Meta.KernelRelease != base.Release {
-			errs = append(errs, fmt.Sprintf("pack %s: built for kernel release %s, base is %s", p.Meta.Name, p.Meta.KernelRelease, base.Release))
+		pl.packs[p.Meta.Name] = p.Source
+		if p.Meta.KernelRelease != pl.base.Release {
+			pl.errorf("pack %s: built for kernel release %s, base is %s", p.Meta.Name, p.Meta.KernelRelease, pl.base.Release)
 		}
-		if arch != "" && p.Meta.Arch != arch {
-			errs = append(errs, fmt.Sprintf("pack %s: arch %s, base is %s", p.Meta.Name, p.Meta.Arch, arch))
-		}
-	}
-	packs = unique
-	for _, p := range o.Prefer {
-		if _, ok := seenPack[p]; !ok {
-			errs = append(errs, fmt.Sprintf("--prefer %s: no such pack", p))
+		if pl.plan.Arch != "" && p.Meta.Arch != pl.plan.Arch {
+			pl.errorf("pack %s: arch %s, base is %s", p.Meta.Name, p.Meta.Arch, pl.plan.Arch)
 		}
 	}
+	for _, p := range pl.o.Prefer {
+		if _, ok := pl.packs[p]; !ok {
+			pl.errorf("--prefer %s: no such pack", p)
+		}
+	}
+	return unique
+}
 
-	// Module names provided by several packs.
+// place decides each pack module's destination, resolving module names
+// provided by several packs with --prefer.
+func (pl *planner) place(packs []*pack.Pack) {
+	prefer := map[string]bool{}
+	for _, p := range pl.o.Prefer {
+		prefer[p] = true
+	}
 	byName := map[string][]Placement{}
 	for _, p := range packs {
-		for _, md := range p.Meta.Modules {
-			rel := strings.TrimPrefix(md.File, p.Meta.Name+"/")
-			pl := Placement{Pack: p.Meta.Name, File: md.File, Dest: "extra/" + p.Meta.Name + "/" + rel,
-				Data: p.Files[md.File], Module: p.Parsed[md.File]}
-			byName[md.Name] = append(byName[md.Name], pl)
+		for _, e := range modtree.FromPack(p).Modules {
+			file := p.Meta.Name + "/" + strings.TrimPrefix(e.Path, modtree.PackDir(p.Meta.Name))
+			byName[e.Name] = append(byName[e.Name], Placement{Pack: p.Meta.Name, File: file, Dest: e.Path, Entry: e})
 		}
 	}
-	var names []string
+	names := make([]string, 0, len(byName))
 	for n := range byName {
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	for _, n := range names {
 		pls := byName[n]
-		if len(pls) == 1 {
-			plan.Add = append(plan.Add, pls[0])
-			continue
-		}
 		var winners []Placement
-		for _, pl := range pls {
-			if prefer[pl.Pack] {
-				winners = append(winners, pl)
+		for _, x := range pls {
+			if len(pls) == 1 || prefer[x.Pack] {
+				winners = append(winners, x)
 			}
 		}
 		if len(winners) != 1 {
 			var who []string
-			for _, pl := range pls {
-				who = append(who, pl.Pack+" ("+pl.File+")")
+			for _, x := range pls {
+				who = append(who, x.Pack+" ("+x.File+")")
 			}
-			errs = append(errs, fmt.Sprintf("module %s is provided by several packs: %s; choose one with --prefer PACK", n, strings.Join(who, ", ")))
+			pl.errorf("module %s is provided by several packs: %s; choose one with --prefer PACK", n, strings.Join(who, ", "))
 			continue
 		}
-		plan.Add = append(plan.Add, winners[0])
-		for _, pl := range pls {
-			if pl.Pack != winners[0].Pack {
-				plan.Dropped = append(plan.Dropped, pl)
+		pl.plan.Add = append(pl.plan.Add, winners[0])
+		for _, x := range pls {
+			if x.Pack != winners[0].Pack {
+				pl.plan.Dropped = append(pl.plan.Dropped, x)
 			}
 		}
 	}
-	sort.Slice(plan.Add, func(i, j int) bool { return plan.Add[i].Dest < plan.Add[j].Dest })
+	sort.Slice(pl.plan.Add, func(i, j int) bool { return pl.plan.Add[i].Dest < pl.plan.Add[j].Dest })
+}
 
-	// Base modules of packs merged again, shadowed stock modules and the
-	// combined tree.
+// combine builds the merged tree: base modules of packs merged again are
+// replaced, stock modules of the same name as a pack module are shadowed.
+// It returns the base modules that stay.
+func (pl *planner) combine() []*modtree.Entry {
 	added := map[string]Placement{}
-	only := map[string]bool{}
-	for _, a := range plan.Add {
-		added[a.Module.Name] = a
-		only[a.Dest] = true
+	var adds []*modtree.Entry
+	var addPaths []string
+	for _, a := range pl.plan.Add {
+		added[a.Entry.Name] = a
+		adds = append(adds, a.Entry)
+		addPaths = append(addPaths, a.Dest)
 	}
-	combined := &modtree.Tree{Release: base.Release}
+	drop := map[string]bool{}
 	var remaining []*modtree.Entry
-	for _, e := range base.Modules {
-		if p, ok := o.BaseOrigins[e.Path]; ok {
-			if _, again := seenPack[p]; again {
-				plan.Replaced = append(plan.Replaced, e.Path)
+	for _, e := range pl.base.Modules {
+		if p, ok := pl.o.BaseOrigins[e.Path]; ok {
+			if _, again := pl.packs[p]; again {
+				pl.plan.Replaced = append(pl.plan.Replaced, e.Path)
+				drop[e.Path] = true
 				continue
 			}
 		}
 		if a, ok := added[e.Name]; ok {
-			plan.Shadows = append(plan.Shadows, Shadow{Pack: a.Pack, Module: e.Name, Dest: a.Dest, Stock: e.Path})
+			pl.plan.Shadows = append(pl.plan.Shadows, Shadow{Pack: a.Pack, Module: e.Name, Dest: a.Dest, Stock: e.Path})
+			drop[e.Path] = true
 			continue
 		}
 		remaining = append(remaining, e)
 	}
-	combined.Modules = append(combined.Modules, remaining...)
-	for _, a := range plan.Add {
-		combined.Modules = append(combined.Modules, &modtree.Entry{Path: a.Dest, Module: a.Module, Origin: a.Pack})
+	t := pl.base.Overlay(adds, drop)
+	if pl.base.Order != nil || len(addPaths) > 0 {
+		t.Order = modtree.AppendOrder(pl.base.Order, addPaths, drop)
 	}
-	sort.Slice(combined.Modules, func(i, j int) bool { return combined.Modules[i].Path < combined.Modules[j].Path })
-	plan.Tree = combined
+	pl.plan.Tree = t
+	return remaining
+}
 
-	// Symbols the packs export: clashes with vmlinux and other modules, and
-	// the base modules that import them (their CRCs must agree too).
+// checkExports refuses symbols exported by two packs or by a pack and
+// vmlinux, and warns about pack symbols a remaining base module exports
+// too. It returns the pack exports by symbol.
+func (pl *planner) checkExports(remaining []*modtree.Entry) map[string]Placement {
 	packExports := map[string]Placement{}
-	for _, a := range plan.Add {
-		for _, x := range a.Module.Exports {
+	for _, a := range pl.plan.Add {
+		for _, x := range a.Entry.Exports {
 			if prev, dup := packExports[x.Name]; dup {
-				errs = append(errs, fmt.Sprintf("pack %s: %s exports symbol %s, which pack %s (%s) exports too", a.Pack, a.Dest, x.Name, prev.Pack, prev.Dest))
+				pl.errorf("pack %s: %s exports symbol %s, which pack %s (%s) exports too", a.Pack, a.Dest, x.Name, prev.Pack, prev.Dest)
 				continue
 			}
 			packExports[x.Name] = a
-			if sv, ok := o.Symvers[x.Name]; ok && sv.Module == "vmlinux" {
-				errs = append(errs, fmt.Sprintf("pack %s: %s exports symbol %s, which the kernel (vmlinux) already exports", a.Pack, a.Dest, x.Name))
+			if sv, ok := pl.o.Symvers[x.Name]; ok && sv.Module == modtree.ProviderVmlinux {
+				pl.errorf("pack %s: %s exports symbol %s, which the kernel (vmlinux) already exports", a.Pack, a.Dest, x.Name)
 			}
 		}
 	}
 	for _, e := range remaining {
 		for _, x := range e.Exports {
 			if a, ok := packExports[x.Name]; ok {
-				plan.Warnings = append(plan.Warnings, fmt.Sprintf("pack %s: %s exports symbol %s, which %s exports too: the two cannot be loaded together", a.Pack, a.Dest, x.Name, e.Path))
-			}
-		}
-		for _, n := range e.Needs {
-			if _, ok := packExports[n.Name]; ok && !n.Weak {
-				only[e.Path] = true
-				break
+				pl.plan.Warnings = append(pl.plan.Warnings, fmt.Sprintf("pack %s: %s exports symbol %s, which %s exports too: the two cannot be loaded together", a.Pack, a.Dest, x.Name, e.Path))
 			}
 		}
 	}
-
-	strict := o.Symvers != nil
-	combined.Symvers = o.Symvers
-	if !strict {
-		// vmlinux symbols as the stock modules import them.
-		combined.Symvers = map[string]modtree.SymverEntry{}
-		exported := map[string]bool{}
-		for _, e := range base.Modules {
-			for _, s := range e.Exports {
-				exported[s.Name] = true
-			}
-		}
-		for _, e := range base.Modules {
-			for _, n := range e.Needs {
-				if n.HasCRC && !exported[n.Name] {
-					combined.Symvers[n.Name] = modtree.SymverEntry{CRC: n.CRC, Module: "vmlinux"}
-				}
-			}
-		}
-	}
-	for _, pr := range combined.Validate(modtree.ValidateOptions{Vermagic: plan.Vermagic, Only: only}) {
-		var msg string
-		if pr.Origin != "" {
-			msg = "pack " + pr.String()
-		} else {
-			// A base module importing a symbol a pack now provides.
-			var via []string
-			for _, n := range lookupNeeds(combined, pr.Module) {
-				if a, ok := packExports[n]; ok {
-					via = append(via, a.Pack)
-				}
-			}
-			msg = fmt.Sprintf("base module %s (it uses pack %s)", pr.String(), strings.Join(dedup(via), ", "))
-			if pr.Symbol != "" {
-				if a, ok := packExports[pr.Symbol]; ok {
-					msg = fmt.Sprintf("pack %s: %s exports symbol %s with a CRC the base module %s does not expect (%s)", a.Pack, a.Dest, pr.Symbol, pr.Module, pr.Detail)
-				}
-			}
-		}
-		if !strict {
-			msg = strings.Replace(msg, "Module.symvers has", "the stock modules import it with", 1)
-		}
-		if pr.Kind == modtree.Unresolved && !strict {
-			plan.Warnings = append(plan.Warnings, msg+" (not exported by any module, and no stock module imports it from the kernel; give Module.symvers to verify)")
-			continue
-		}
-		errs = append(errs, msg)
-	}
-	sort.Strings(plan.Warnings)
-	if len(errs) > 0 {
-		return nil, fmt.Errorf("%w:\n  %s", ErrCheck, strings.Join(errs, "\n  "))
-	}
-	combined.Symvers = o.Symvers
-	return plan, nil
+	return packExports
 }
 
-// lookupNeeds returns the needed symbol names of the module at path p.
-func lookupNeeds(t *modtree.Tree, p string) []string {
+// validate checks the pack modules and the base modules that use them
+// with the one validator. Without Module.symvers, the vmlinux symbols are
+// those the stock modules import, and unknown symbols are warnings.
+func (pl *planner) validate(packExports map[string]Placement) {
+	t := pl.plan.Tree
+	only := map[string]bool{}
+	for _, a := range pl.plan.Add {
+		only[a.Dest] = true
+	}
 	for _, e := range t.Modules {
-		if e.Path == p {
-			var out []string
-			for _, n := range e.Needs {
-				out = append(out, n.Name)
+		for _, n := range e.Needs {
+			if _, ok := packExports[n.Name]; ok && !n.Weak && e.Origin == "" {
+				only[e.Path] = true
 			}
-			return out
 		}
 	}
-	return nil
+	strict := pl.o.Symvers != nil
+	t.Symvers = pl.o.Symvers
+	if !strict {
+		t.Symvers = importedSymbols(pl.base)
+	}
+	for _, pr := range t.Validate(modtree.ValidateOptions{Vermagic: pl.plan.Vermagic, Only: only}) {
+		msg := pl.describe(pr, packExports, strict)
+		if pr.Kind == modtree.Unresolved && !strict {
+			pl.plan.Warnings = append(pl.plan.Warnings, msg+" (not exported by any module, and no stock module imports it from the kernel; give Module.symvers to verify)")
+			continue
+		}
+		pl.errs = append(pl.errs, msg)
+	}
+}
+
+// importedSymbols returns the vmlinux symbols as the base modules import
+// them (with their CRCs): what is known of vmlinux without Module.symvers.
+func importedSymbols(base *modtree.Tree) map[string]modtree.SymverEntry {
+	exported := map[string]bool{}
+	for _, e := range base.Modules {
+		for _, s := range e.Exports {
+			exported[s.Name] = true
+		}
+	}
+	out := map[string]modtree.SymverEntry{}
+	for _, e := range base.Modules {
+		for _, n := range e.Needs {
+			if n.HasCRC && !exported[n.Name] {
+				out[n.Name] = modtree.SymverEntry{CRC: n.CRC, Module: modtree.ProviderVmlinux}
+			}
+		}
+	}
+	return out
+}
+
+// describe words a problem for the merge's report.
+func (pl *planner) describe(pr modtree.Problem, packExports map[string]Placement, strict bool) string {
+	text := pr.String()
+	if pr.Kind == modtree.CRCMismatch && pr.Provider == modtree.ProviderVmlinux {
+		from := "Module.symvers"
+		if !strict {
+			from = "the stock modules import it with"
+		} else {
+			from += " has"
+		}
+		text = fmt.Sprintf("%s: %s disagrees about version of symbol %s (module has %s, %s %s)", pr.Origin, pr.Module, pr.Symbol, pr.Have, from, pr.Want)
+		if pr.Origin == "" {
+			text = strings.TrimPrefix(text, ": ")
+		}
+	}
+	if pr.Origin != "" {
+		return "pack " + text
+	}
+	// A base module importing a symbol a pack now provides.
+	if a, ok := packExports[pr.Symbol]; ok && pr.Kind == modtree.CRCMismatch {
+		return fmt.Sprintf("pack %s: %s exports symbol %s with a CRC the base module %s does not expect (module has %s, provider has %s)", a.Pack, a.Dest, pr.Symbol, pr.Module, pr.Have, pr.Want)
+	}
+	var via []string
+	if e := pl.plan.Tree.Entry(pr.Module); e != nil {
+		for _, n := range e.Needs {
+			if a, ok := packExports[n.Name]; ok {
+				via = append(via, a.Pack)
+			}
+		}
+	}
+	return fmt.Sprintf("base module %s (it uses pack %s)", text, strings.Join(dedup(via), ", "))
 }
 
 func dedup(s []string) []string {

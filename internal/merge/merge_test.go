@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/wsl-modules/wsl-modules-action/internal/modtree"
+
 	"github.com/wsl-modules/wsl-modules-action/internal/pack"
 
 	"github.com/klauspost/compress/zstd"
@@ -164,7 +166,7 @@ func builtPacks(t *testing.T) (k *kbuild.Kernel, packs map[string]string) {
 	}
 
 	repo := t.TempDir()
-	if err := kbuild.CopyTree(buildtest.Testdata("modules"), filepath.Join(repo, "modules")); err != nil {
+	if err := atomicfile.CopyTree(context.Background(), buildtest.Testdata("modules"), filepath.Join(repo, "modules"), atomicfile.CopyOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := buildtest.PrepareV4L2Loopback(v4lSrc, filepath.Join(repo, "v4l2loopback")); err != nil {
@@ -238,8 +240,8 @@ func TestMergeBuiltPacksOverStockVHD(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if res.Base.Kind != "vhd-"+sub || res.Base.Release != rel || res.Base.ReleaseFrom != "vermagic" || res.Layout != image.LayoutFlat {
-				t.Errorf("base %s %s from %s, layout %s", res.Base.Kind, res.Base.Release, res.Base.ReleaseFrom, res.Layout)
+			if res.Base.Source.Kind != "vhd-"+sub || res.Base.Release != rel || res.Base.Source.ReleaseFrom != "vermagic" || res.Layout != image.LayoutFlat {
+				t.Errorf("base %s %s from %s, layout %s", res.Base.Source.Kind, res.Base.Release, res.Base.Source.ReleaseFrom, res.Layout)
 			}
 			if sub == "fixed" && len(res.Plan.Warnings) != 0 {
 				t.Errorf("warnings with Module.symvers: %v", res.Plan.Warnings)
@@ -361,6 +363,8 @@ func TestMergeRefusesBadInput(t *testing.T) {
 	})
 	badCRC := patchedKo(t, cons, "consumer/wslt_consumer.ko", func(b []byte) { setVersionCRC(t, b, "wslt_provider_add") })
 	badKernelCRC := patchedKo(t, cons, "consumer/wslt_consumer.ko", func(b []byte) { setVersionCRC(t, b, "_printk") })
+	// The release with its last character changed, as badVermagic has it.
+	wrongRel := rel[:len(rel)-1] + "9"
 	good, _ := os.ReadFile(prov)
 	truncated := filepath.Join(t.TempDir(), "truncated.tar.zst")
 	os.WriteFile(truncated, good[:len(good)/2], 0o644)
@@ -371,10 +375,10 @@ func TestMergeRefusesBadInput(t *testing.T) {
 		symvers bool
 		want    string
 	}{
-		{"other-release", []string{mk("provider", "6.12.117-other", map[string]string{"wslt_provider.ko": provKo})}, false,
-			"pack provider: built for kernel release 6.12.117-other, base is " + rel},
+		{"other-release", []string{mk("provider", rel+"-other", map[string]string{"wslt_provider.ko": provKo})}, false,
+			"pack provider: built for kernel release " + rel + "-other, base is " + rel},
 		{"vermagic", []string{mk("provider", rel, map[string]string{"wslt_provider.ko": badVermagic})}, false,
-			`pack provider: extra/provider/wslt_provider.ko: vermagic "6.12.117-microsoft-standard-WSL9 mod_unload modversions ", want "` + rel},
+			`pack provider: extra/provider/wslt_provider.ko: vermagic "` + wrongRel + ` mod_unload modversions ", want "` + rel},
 		{"unresolved", []string{cons}, true,
 			"pack consumer: extra/consumer/wslt_consumer.ko needs unknown symbol wslt_provider_add"},
 		{"crc-mismatch", []string{prov, mk("consumer", rel, map[string]string{"wslt_consumer.ko": badCRC})}, false,
@@ -499,8 +503,8 @@ func TestMergeDebianVHDNestedAndRemerge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Base.ReleaseFrom != "vermagic" || len(res.Plan.Shadows) != 0 || len(res.Plan.Warnings) != 0 || len(res.Plan.Add) != 3 {
-		t.Errorf("plan: from %s shadows %v warnings %v add %d", res.Base.ReleaseFrom, res.Plan.Shadows, res.Plan.Warnings, len(res.Plan.Add))
+	if res.Base.Source.ReleaseFrom != "vermagic" || len(res.Plan.Shadows) != 0 || len(res.Plan.Warnings) != 0 || len(res.Plan.Add) != 3 {
+		t.Errorf("plan: from %s shadows %v warnings %v add %d", res.Base.Source.ReleaseFrom, res.Plan.Shadows, res.Plan.Warnings, len(res.Plan.Add))
 	}
 	fsroot := unpackImage(t, out)
 	nested := filepath.Join(fsroot, rel, "modules")
@@ -534,8 +538,8 @@ func TestMergeDebianVHDNestedAndRemerge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Base.Kind != "vhdx" || res.Base.Layout != image.LayoutNested || res.Base.ReleaseFrom != "nested directory name" || res.Layout != image.LayoutNested {
-		t.Errorf("base %s %s from %s; out layout %s", res.Base.Kind, res.Base.Layout, res.Base.ReleaseFrom, res.Layout)
+	if res.Base.Source.Kind != "vhdx" || res.Base.Source.Layout != modtree.LayoutNested || res.Base.Source.ReleaseFrom != "nested directory name" || res.Layout != image.LayoutNested {
+		t.Errorf("base %s %s from %s; out layout %s", res.Base.Source.Kind, res.Base.Source.Layout, res.Base.Source.ReleaseFrom, res.Layout)
 	}
 	if strings.Join(res.Plan.Replaced, " ") != "extra/vfat/vfat.ko" {
 		t.Errorf("replaced %v", res.Plan.Replaced)
@@ -576,48 +580,6 @@ func TestMergeDebianVHDNestedAndRemerge(t *testing.T) {
 		t.Errorf("modprobe --show-depends nls_cp437: %q", got)
 	}
 	sameAsKmod(t, filepath.Join(mroot, "lib", "modules", rel), rel)
-}
-
-// TestBaseRelease checks the release rule on directory bases.
-func TestBaseRelease(t *testing.T) {
-	k := buildtest.TestKernel(t)
-	rel := k.Meta.Release
-	ctx := context.Background()
-	open := func(src, given string) (*Base, error) {
-		b, err := OpenBase(ctx, src, BaseOptions{Release: given})
-		if err == nil {
-			b.Close()
-		}
-		return b, err
-	}
-	b, err := open(k.ModulesRoot(), "")
-	if err != nil || b.Release != rel || b.ReleaseFrom != "lib/modules directory name" {
-		t.Fatalf("root: %+v %v", b, err)
-	}
-	b, err = open(k.ModulesDir(), "")
-	if err != nil || b.Release != rel || b.ReleaseFrom != "vermagic" {
-		t.Fatalf("module dir: %+v %v", b, err)
-	}
-	if _, err = open(k.ModulesDir(), "6.12.117-other"); err == nil || !strings.Contains(err.Error(), `kernel release 6.12.117-other (from --kernel-release), but the modules' vermagic says "`+rel+`" in 12 modules`) {
-		t.Errorf("release disagreeing with vermagic: %v", err)
-	}
-	two := t.TempDir()
-	os.MkdirAll(filepath.Join(two, "lib", "modules", "a"), 0o755)
-	os.MkdirAll(filepath.Join(two, "lib", "modules", "b"), 0o755)
-	if _, err = open(two, ""); err == nil || !strings.Contains(err.Error(), "several kernel releases under lib/modules (a, b); choose one with --kernel-release") {
-		t.Errorf("two releases: %v", err)
-	}
-	// A tree of two kernels' modules is ambiguous.
-	mixed := filepath.Join(t.TempDir(), "mixed")
-	run(t, "cp", "-a", k.ModulesDir(), mixed)
-	root, _ := testenv.DebianModules(t)
-	run(t, "cp", filepath.Join(root, "lib/modules/6.1.0-56-amd64/kernel/fs/fat/vfat.ko"), filepath.Join(mixed, "kernel"))
-	if _, err = open(mixed, ""); err == nil || !strings.Contains(err.Error(), "the modules' vermagic names several kernel releases") || !strings.Contains(err.Error(), "kernel/vfat.ko") {
-		t.Errorf("mixed: %v", err)
-	}
-	if _, err = open(t.TempDir(), ""); err == nil || !strings.Contains(err.Error(), "neither a root with lib/modules/<release> nor a module tree") {
-		t.Errorf("empty dir: %v", err)
-	}
 }
 
 // TestFromBuildRefusals checks FromBuild's errors on a manifest that does

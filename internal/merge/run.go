@@ -4,15 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/pack"
+	"github.com/wsl-modules/wsl-modules-action/internal/stage"
 
-	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
 	"github.com/wsl-modules/wsl-modules-action/internal/depmod"
 	"github.com/wsl-modules/wsl-modules-action/internal/image"
 	"github.com/wsl-modules/wsl-modules-action/internal/modtree"
@@ -33,7 +32,7 @@ type Options struct {
 	// layout (flat for a directory).
 	Layout image.Layout
 	// KernelRelease overrides the release read from the base (see
-	// OpenBase for the rule).
+	// modtree.Open for the rule).
 	KernelRelease string
 	// Symvers is a Module.symvers file; "" uses the base's
 	// build/Module.symvers when it has one.
@@ -49,22 +48,20 @@ type Options struct {
 	SourceDateEpoch int64
 	// Slack is the image's free space (0: none; see image.DefaultSlack).
 	Slack int64
-	// TempDir holds temporary files ("" = the directory of Out, so that
-	// hard links to a directory base work; os.TempDir() for dry runs).
-	TempDir string
 	// Progress reports the steps (may be nil).
 	Progress *progress.Reporter
 }
 
 // Result describes a merge.
 type Result struct {
-	// Base describes the base (its temporary files are already removed).
-	Base *Base
+	// Base is the base tree (closed: only its description may be read).
+	Base *modtree.Tree
 	// Plan is the checked placement of the packs.
 	Plan *Plan
 	// Packs are the opened packs, sorted by name.
 	Packs []*pack.Pack
-	// SymversUsed is the Module.symvers file the checks used ("" if none).
+	// SymversUsed is the Module.symvers file the checks used ("" if none;
+	// a path inside the base for its own build/Module.symvers).
 	SymversUsed string
 	// Layout is the output layout.
 	Layout image.Layout
@@ -76,159 +73,196 @@ type Result struct {
 	Image *image.Result
 }
 
-// depmodOutputs are the files depmod writes, which merge regenerates.
-var depmodOutputs = depmod.OutputFiles
-
 // Merge layers packs over a base and writes one image: every check of
-// PlanMerge runs before anything is written; then the base tree is staged
-// in a temporary directory (hard links where possible), shadowed stock
+// PlanMerge runs before anything is written; the base is read in place
+// (modtree.Open: a directory, or an image never extracted), shadowed stock
 // modules and old depmod files are dropped, each pack goes to
 // extra/<pack>/, modules.order gains the pack modules, the pack record
-// (RecordFile) is written, depmod runs over the whole tree and the image
-// is built atomically. On any error no output is left. The same inputs
-// give the same bytes, whatever the order of o.Packs.
+// (pack.RecordFile) is written, the indexes are generated for the whole
+// tree (internal/stage) and the image is built atomically. On any error no
+// output is left. The same inputs give the same bytes, whatever the order
+// of o.Packs.
 func Merge(ctx context.Context, o Options) (*Result, error) {
-	if o.Out == "" && !o.DryRun {
-		return nil, errors.New("merge: no output file given")
-	}
-	switch o.Layout {
-	case "", image.LayoutFlat, image.LayoutNested:
-	default:
-		return nil, fmt.Errorf("merge: unknown layout %q (want flat or nested)", o.Layout)
-	}
-	if o.Out != "" && !o.Force && !o.DryRun {
-		if _, err := os.Lstat(o.Out); err == nil {
-			return nil, fmt.Errorf("merge: %s already exists (use --force to overwrite)", o.Out)
-		}
+	if err := o.check(); err != nil {
+		return nil, err
 	}
 	rep := o.Progress
 	res := &Result{}
-
-	// Packs first: a corrupt pack should fail before a base is extracted.
-	done := rep.Step("reading %d packs", len(o.Packs))
-	var errs []string
-	for _, p := range o.Packs {
-		pk, err := pack.Open(p)
-		if err != nil {
-			errs = append(errs, err.Error())
-			continue
-		}
-		res.Packs = append(res.Packs, pk)
-	}
-	done()
-	if len(errs) > 0 {
-		sort.Strings(errs)
-		return nil, fmt.Errorf("merge: %s", strings.Join(errs, "\n  "))
-	}
-	sort.Slice(res.Packs, func(i, j int) bool { return res.Packs[i].Meta.Name < res.Packs[j].Meta.Name })
-
-	tmpParent := o.TempDir
-	if tmpParent == "" && !o.DryRun {
-		tmpParent = filepath.Dir(o.Out)
-	}
-	base, err := OpenBase(ctx, o.Base, BaseOptions{Release: o.KernelRelease, TempDir: tmpParent, Progress: rep})
-	if err != nil {
+	var err error
+	if res.Packs, err = openPacks(o.Packs, rep); err != nil {
 		return nil, err
+	}
+	base, err := modtree.Open(ctx, o.Base, modtree.OpenOptions{Release: o.KernelRelease, Progress: rep})
+	if err != nil {
+		return nil, fmt.Errorf("merge: base: %w", err)
 	}
 	defer base.Close()
 	res.Base = base
-
-	res.Layout = o.Layout
-	if res.Layout == "" {
-		res.Layout = base.Layout
+	if res.Layout, err = outputLayout(o, base); err != nil {
+		return nil, err
 	}
-	if res.Layout == "" {
-		res.Layout = image.LayoutFlat
+	mo, err := mergeOptions(o, base, res)
+	if err != nil {
+		return nil, err
 	}
-	if base.Headers != "" && res.Layout != image.LayoutNested {
-		return nil, fmt.Errorf("merge: base %s has linux-headers, which the flat layout cannot hold; use --layout nested", o.Base)
-	}
-
-	res.SymversUsed = o.Symvers
-	if res.SymversUsed == "" {
-		res.SymversUsed = base.BaseSymvers()
-	}
-	mo := MergeOptions{Prefer: o.Prefer, BaseOrigins: map[string]string{}}
-	if res.SymversUsed != "" {
-		sv, err := modtree.ReadSymvers(res.SymversUsed)
-		if err != nil {
-			return nil, fmt.Errorf("merge: %w", err)
-		}
-		// Module symbols come from the modules themselves (a shadowed
-		// or absent module's exports must not count).
-		mo.Symvers = map[string]modtree.SymverEntry{}
-		for name, e := range sv {
-			if e.Module == "vmlinux" {
-				mo.Symvers[name] = e
-			}
-		}
-	}
-	for path, p := range base.Record.Origins() {
-		mo.BaseOrigins[path] = p.Name
-	}
-	done = rep.Step("checking %d packs against %s (%d modules)", len(res.Packs), base.Release, len(base.Tree.Modules))
-	plan, err := PlanMerge(base.Tree, res.Packs, mo)
+	done := rep.Step("checking %d packs against %s (%d modules)", len(res.Packs), base.Release, len(base.Modules))
+	plan, err := PlanMerge(base, res.Packs, mo)
 	done()
 	if err != nil {
 		return nil, fmt.Errorf("merge: %w", err)
 	}
 	res.Plan = plan
-	res.Record = makeRecord(base, plan, res.Packs)
+	baseRec, _ := pack.ReadRecordFS(base.Files, o.Base)
+	res.Record = makeRecord(base.Release, baseRec, plan, res.Packs)
 	if o.DryRun {
 		return res, nil
 	}
-
-	// Stage.
-	stageRoot, err := os.MkdirTemp(tmpParent, ".wsl-modules-merge-*")
-	if err != nil {
-		return nil, fmt.Errorf("merge: %w", err)
-	}
-	defer os.RemoveAll(stageRoot)
-	mdir := filepath.Join(stageRoot, "lib", "modules", base.Release)
-	if err := os.MkdirAll(filepath.Dir(mdir), 0o755); err != nil {
-		return nil, fmt.Errorf("merge: %w", err)
-	}
-	done = rep.Step("staging the merged tree")
-	err = stage(ctx, base, plan, res.Record, mdir)
-	done()
-	if err != nil {
+	if err := build(ctx, o, res); err != nil {
 		return nil, err
 	}
-	rep.Printf("running depmod over %d modules", len(plan.Tree.Modules))
-	dr, err := depmod.Run(ctx, depmod.Options{BaseDir: stageRoot, Release: base.Release, Symvers: res.SymversUsed, Progress: rep})
-	if err != nil {
-		return nil, fmt.Errorf("merge: %w", err)
-	}
-	res.Depmod = dr
-	if len(dr.Duplicates) > 0 {
-		d := dr.Duplicates[0]
-		return nil, fmt.Errorf("merge: module %s is at %s and %s in the merged tree", d.Name, d.Winner, d.Loser)
-	}
-	img, err := image.Build(ctx, image.Options{
-		Source: stageRoot, Release: base.Release, Layout: res.Layout, Headers: base.Headers,
-		Slack: o.Slack, SourceDateEpoch: o.SourceDateEpoch, Force: o.Force,
-	}, o.Out, rep)
-	if err != nil {
-		return nil, fmt.Errorf("merge: %w", err)
-	}
-	res.Image = img
 	return res, nil
 }
 
-func makeRecord(base *Base, plan *Plan, packs []*pack.Pack) *pack.Record {
-	rec := &pack.Record{Format: pack.RecordFormat, Release: base.Release}
+// check validates the options before anything is read.
+func (o Options) check() error {
+	if o.Out == "" && !o.DryRun {
+		return errors.New("merge: no output file given")
+	}
+	switch o.Layout {
+	case "", image.LayoutFlat, image.LayoutNested:
+	default:
+		return fmt.Errorf("merge: unknown layout %q (want flat or nested)", o.Layout)
+	}
+	if o.Out != "" && !o.Force && !o.DryRun {
+		if _, err := os.Lstat(o.Out); err == nil {
+			return fmt.Errorf("merge: %s already exists (use --force to overwrite)", o.Out)
+		}
+	}
+	return nil
+}
+
+// openPacks reads every pack (a corrupt pack fails before the base is
+// read), sorted by name.
+func openPacks(paths []string, rep *progress.Reporter) ([]*pack.Pack, error) {
+	done := rep.Step("reading %d packs", len(paths))
+	defer done()
+	var packs []*pack.Pack
+	var errs []string
+	for _, p := range paths {
+		pk, err := pack.Open(p)
+		if err != nil {
+			errs = append(errs, err.Error())
+			continue
+		}
+		packs = append(packs, pk)
+	}
+	if len(errs) > 0 {
+		sort.Strings(errs)
+		return nil, fmt.Errorf("merge: %s", strings.Join(errs, "\n  "))
+	}
+	sort.Slice(packs, func(i, j int) bool { return packs[i].Meta.Name < packs[j].Meta.Name })
+	return packs, nil
+}
+
+// outputLayout is the layout asked for, else the base image's, else flat.
+func outputLayout(o Options, base *modtree.Tree) (image.Layout, error) {
+	l := o.Layout
+	if l == "" {
+		l = image.Layout(base.Source.Layout)
+	}
+	if l == "" {
+		l = image.LayoutFlat
+	}
+	if base.Source.Headers != nil && l != image.LayoutNested {
+		return "", fmt.Errorf("merge: base %s has linux-headers, which the flat layout cannot hold; use --layout nested", o.Base)
+	}
+	return l, nil
+}
+
+// mergeOptions reads the Module.symvers to check against (--symvers, else
+// the base's own build/Module.symvers) and the base's pack record.
+func mergeOptions(o Options, base *modtree.Tree, res *Result) (MergeOptions, error) {
+	mo := MergeOptions{Prefer: o.Prefer, BaseOrigins: map[string]string{}}
+	var all map[string]modtree.SymverEntry
+	var err error
+	switch {
+	case o.Symvers != "":
+		res.SymversUsed = o.Symvers
+		all, err = modtree.ReadSymvers(o.Symvers)
+	case base.Files != nil:
+		if f, ferr := base.Files.Open(baseSymvers); ferr == nil {
+			res.SymversUsed = filepath.Join(o.Base, baseSymvers)
+			all, err = modtree.ParseSymvers(f, res.SymversUsed)
+			f.Close()
+		}
+	}
+	if err != nil {
+		return mo, fmt.Errorf("merge: %w", err)
+	}
+	if all != nil {
+		// Module symbols come from the modules themselves (a shadowed or
+		// absent module's exports must not count).
+		mo.Symvers = map[string]modtree.SymverEntry{}
+		for name, e := range all {
+			if e.Module == modtree.ProviderVmlinux {
+				mo.Symvers[name] = e
+			}
+		}
+	}
+	rec, err := pack.ReadRecordFS(base.Files, o.Base)
+	if err != nil {
+		return mo, fmt.Errorf("merge: base %s: %w", o.Base, err)
+	}
+	for p, rp := range rec.Origins() {
+		mo.BaseOrigins[p] = rp.Name
+	}
+	return mo, nil
+}
+
+// baseSymvers is where our images keep the kernel's Module.symvers: in
+// the kernel-devel tree at build/.
+const baseSymvers = "build/Module.symvers"
+
+// build stages the merged tree and writes the image.
+func build(ctx context.Context, o Options, res *Result) error {
+	plan := res.Plan
+	drop := map[string]bool{}
+	for _, s := range plan.Shadows {
+		drop[s.Stock] = true
+	}
+	rep := o.Progress
+	rep.Printf("generating the indexes of %d modules", len(plan.Tree.Modules))
+	st, err := stage.View(plan.Tree, stage.Options{NoDuplicates: true, Files: map[string][]byte{pack.RecordFile: res.Record.Encode()},
+		Progress: rep})
+	if st != nil {
+		res.Depmod = st.Depmod
+	}
+	if err != nil {
+		return fmt.Errorf("merge: %w", err)
+	}
+	img, err := image.Build(ctx, image.Options{Modules: st.View, Release: plan.Release, Layout: res.Layout,
+		HeadersFS: res.Base.Source.Headers, Slack: o.Slack, SourceDateEpoch: o.SourceDateEpoch, Force: o.Force}, o.Out, rep)
+	if err != nil {
+		return fmt.Errorf("merge: %w", err)
+	}
+	res.Image = img
+	return nil
+}
+
+func makeRecord(release string, baseRec *pack.Record, plan *Plan, packs []*pack.Pack) *pack.Record {
+	rec := &pack.Record{Format: pack.RecordFormat, Release: release}
 	kept := map[string]bool{}
 	for _, p := range packs {
 		kept[p.Meta.Name] = true
 	}
 	// Packs of an earlier merge that are not merged again stay recorded.
-	if base.Record != nil {
-		for _, rp := range base.Record.Packs {
+	if baseRec != nil {
+		for _, rp := range baseRec.Packs {
 			if !kept[rp.Name] {
 				rec.Packs = append(rec.Packs, rp)
 			}
 		}
-		for _, s := range base.Record.Shadows {
+		for _, s := range baseRec.Shadows {
 			if !kept[s.Pack] {
 				rec.Shadows = append(rec.Shadows, s)
 			}
@@ -247,177 +281,4 @@ func makeRecord(base *Base, plan *Plan, packs []*pack.Pack) *pack.Record {
 	sort.Slice(rec.Packs, func(i, j int) bool { return rec.Packs[i].Name < rec.Packs[j].Name })
 	sort.Slice(rec.Shadows, func(i, j int) bool { return rec.Shadows[i].Stock < rec.Shadows[j].Stock })
 	return rec
-}
-
-// stage fills mdir (lib/modules/<release> of the staging root) with the
-// merged tree.
-func stage(ctx context.Context, base *Base, plan *Plan, rec *pack.Record, mdir string) error {
-	drop := map[string]bool{pack.RecordFile: true}
-	for _, f := range depmodOutputs {
-		drop[f] = true
-	}
-	for _, s := range plan.Shadows {
-		drop[s.Stock] = true
-	}
-	for _, r := range plan.Replaced {
-		drop[r] = true
-	}
-	if base.owned() {
-		// The extracted image is ours: move it instead of copying.
-		if err := os.Rename(base.ModuleDir, mdir); err != nil {
-			return fmt.Errorf("merge: %w", err)
-		}
-		base.ModuleDir = mdir
-		for f := range drop {
-			if err := os.Remove(filepath.Join(mdir, filepath.FromSlash(f))); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return fmt.Errorf("merge: %w", err)
-			}
-		}
-	} else if err := linkTree(ctx, base.ModuleDir, mdir, drop); err != nil {
-		return err
-	}
-	for _, a := range plan.Add {
-		p := filepath.Join(mdir, filepath.FromSlash(a.Dest))
-		if err := mkdirAll(mdir, filepath.Dir(p)); err != nil {
-			return err
-		}
-		if err := writeFile(p, a.Data); err != nil {
-			return err
-		}
-	}
-	// Empty directories left by replaced packs go too.
-	for _, r := range plan.Replaced {
-		for d := filepath.Dir(filepath.Join(mdir, filepath.FromSlash(r))); d != mdir; d = filepath.Dir(d) {
-			if os.Remove(d) != nil {
-				break
-			}
-		}
-	}
-	if err := writeOrder(mdir, plan); err != nil {
-		return err
-	}
-	return writeFile(filepath.Join(mdir, pack.RecordFile), rec.Encode())
-}
-
-// writeFile writes a new file with mode 0644 whatever the umask, so that
-// images are reproducible.
-func writeFile(p string, data []byte) error {
-	if err := os.WriteFile(p, data, 0o644); err != nil {
-		return fmt.Errorf("merge: %w", err)
-	}
-	if err := os.Chmod(p, 0o644); err != nil {
-		return fmt.Errorf("merge: %w", err)
-	}
-	return nil
-}
-
-// mkdirAll creates dir and its missing parents below top with mode 0755
-// whatever the umask.
-func mkdirAll(top, dir string) error {
-	if dir == top {
-		return nil
-	}
-	if fi, err := os.Stat(dir); err == nil {
-		if !fi.IsDir() {
-			return fmt.Errorf("merge: %s is not a directory", dir)
-		}
-		return nil
-	}
-	if err := mkdirAll(top, filepath.Dir(dir)); err != nil {
-		return err
-	}
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		return fmt.Errorf("merge: %w", err)
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		return fmt.Errorf("merge: %w", err)
-	}
-	return nil
-}
-
-// writeOrder rewrites modules.order: shadowed and replaced entries go, and
-// the pack modules are appended in path order (as build does for its
-// out-of-tree modules), so depmod orders them the same way kmod would.
-func writeOrder(mdir string, plan *Plan) error {
-	p := filepath.Join(mdir, "modules.order")
-	old, err := os.ReadFile(p)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("merge: %w", err)
-	}
-	gone := map[string]bool{}
-	for _, s := range plan.Shadows {
-		gone[s.Stock] = true
-	}
-	for _, r := range plan.Replaced {
-		gone[r] = true
-	}
-	var adds []string
-	for _, a := range plan.Add {
-		gone[a.Dest] = true // appended below, once
-		adds = append(adds, a.Dest)
-	}
-	sort.Strings(adds)
-	var b strings.Builder
-	for _, l := range depmod.ParseOrder(old) {
-		if l == "" || gone[l] {
-			continue
-		}
-		b.WriteString(l)
-		b.WriteByte('\n')
-	}
-	for _, a := range adds {
-		b.WriteString(a)
-		b.WriteByte('\n')
-	}
-	if old == nil && len(adds) == 0 {
-		return nil
-	}
-	// Remove first: the staged file may be a hard link to the base.
-	os.Remove(p)
-	return writeFile(p, []byte(b.String()))
-}
-
-// linkTree recreates the tree at src in dst (which must not exist): files
-// as hard links (copies across file systems), symlinks as symlinks, except
-// the relative paths in drop.
-func linkTree(ctx context.Context, src, dst string, drop map[string]bool) error {
-	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return fmt.Errorf("merge: %w", err)
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		if drop[filepath.ToSlash(rel)] {
-			return nil
-		}
-		t := filepath.Join(dst, rel)
-		fi, err := d.Info()
-		if err != nil {
-			return fmt.Errorf("merge: %w", err)
-		}
-		switch {
-		case d.IsDir():
-			if err := os.Mkdir(t, 0o755); err != nil {
-				return fmt.Errorf("merge: %w", err)
-			}
-			return os.Chmod(t, fi.Mode().Perm())
-		case d.Type()&fs.ModeSymlink != 0:
-			target, err := os.Readlink(p)
-			if err != nil {
-				return fmt.Errorf("merge: %w", err)
-			}
-			return os.Symlink(target, t)
-		case d.Type().IsRegular():
-			if err := os.Link(p, t); err == nil {
-				return nil
-			}
-			if err := atomicfile.CopyFile(p, t, fi.Mode().Perm()); err != nil {
-				return fmt.Errorf("merge: %w", err)
-			}
-			return nil
-		}
-		return fmt.Errorf("merge: base %s: %s is not a file, directory or symlink", src, rel)
-	})
 }

@@ -7,7 +7,8 @@
 // Output layout (Run's Out directory, see docs/ARCHITECTURE.md):
 //
 //	bzImage | Image   Module.symvers  System.map  config
-//	staging/lib/modules/<release>/{kernel,extra/<name>,modules.order,...}
+//	staging/lib/modules/<release>/{kernel,extra/<name>,modules.order,
+//	                               modules.dep,... (depmod's indexes)}
 //	kernel-devel/  headers/  logs/kernel.log  logs/<module>.log
 //	build-manifest.json
 package modbuild
@@ -24,6 +25,7 @@ import (
 
 	"github.com/wsl-modules/wsl-modules-action/internal/kbuild"
 	"github.com/wsl-modules/wsl-modules-action/internal/kconfig"
+	"github.com/wsl-modules/wsl-modules-action/internal/modtree"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
@@ -129,23 +131,15 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	res.Kernel = k
 
-	done := o.Progress.Step("copying kernel %s from the cache", k.Meta.Release)
-	err = stageKernel(k, out.Tmp)
-	done()
-	if err != nil {
-		return nil, fmt.Errorf("build: %w", err)
-	}
-	modDir := filepath.Join(out.Tmp, "staging", "lib", "modules", k.Meta.Release)
 	work, err := os.MkdirTemp(filepath.Dir(o.Out), ".build-work-")
 	if err != nil {
 		return nil, fmt.Errorf("build: %w", err)
 	}
 	defer os.RemoveAll(work)
-
 	if len(o.List.Modules) > 0 {
 		done := o.Progress.Step("building %d modules (%d jobs, shared jobserver)", len(o.List.Modules), o.Jobs)
 		res.Modules, err = BuildModules(ctx, ModulesOptions{Kernel: k, List: o.List, Fetch: o.Fetch,
-			WorkDir: work, ModulesDir: modDir, LogDir: logDir, Jobs: o.Jobs, Progress: o.Progress})
+			WorkDir: work, ModulesDir: filepath.Join(work, ".modules"), LogDir: logDir, Jobs: o.Jobs, Progress: o.Progress})
 		done()
 		if err == nil {
 			// A cancelled build reports its modules as failed; its
@@ -157,19 +151,15 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			return res, fmt.Errorf("build: %w", err)
 		}
 	}
-	var okFiles []string
-	m := &manifest.Manifest{Schema: manifest.SchemaVersion, Tool: o.Tool, Kernel: manifest.Kernel{
-		Release: k.Meta.Release, Arch: k.Meta.Arch, Source: k.Meta.Source, ConfigSHA256: k.Meta.ConfigSHA256,
-		FragmentSHA256: k.Meta.FragmentSHA256, Compiler: k.Meta.Compiler, ImageFile: k.Meta.ImageFile,
-		CacheKey: k.Meta.Key, CacheHit: k.CacheHit, BuildTimestamp: k.Meta.BuildTimestamp, Tag: k.Meta.Source.Tag}}
-	m.Modules = []manifest.Module{}
+	m := &manifest.Manifest{Schema: manifest.SchemaVersion, Tool: o.Tool, Kernel: k.ManifestKernel(), Modules: []manifest.Module{}}
+	var added []*modtree.Entry
 	for _, r := range res.Modules {
 		if r.Status == manifest.StatusFailed {
 			res.Failed = append(res.Failed, r)
 			r.Files = nil
 		}
 		if r.Status == manifest.StatusOK {
-			okFiles = append(okFiles, r.Files...)
+			added = append(added, r.Entries...)
 		}
 		m.Modules = append(m.Modules, r.Module)
 	}
@@ -178,8 +168,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		failLogs()
 		return res, fmt.Errorf("build: %w:\n%s", ErrModulesFailed, FailureReport(res.Failed, res.FailedLogs))
 	}
-	if err := AppendModulesOrder(modDir, okFiles); err != nil {
-		return res, fmt.Errorf("build: modules.order: %w", err)
+	done := o.Progress.Step("assembling %s (kernel %s, %d added modules)", o.Out, k.Meta.Release, len(added))
+	_, err = Assemble(ctx, out.Tmp, AssembleOptions{Kernel: k, Added: added, Devel: true, UAPI: true, Progress: o.Progress})
+	done()
+	if err != nil {
+		return res, fmt.Errorf("build: %w", err)
 	}
 	if err := m.Write(filepath.Join(out.Tmp, manifest.FileName)); err != nil {
 		return res, fmt.Errorf("build: %w", err)
@@ -191,28 +184,6 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		o.Progress.Printf("%s", loudWarning(res.Failed, filepath.Join(o.Out, "logs")))
 	}
 	return res, nil
-}
-
-// stageKernel copies the kernel's files from its cache entry into out.
-func stageKernel(k *kbuild.Kernel, out string) error {
-	for from, to := range map[string]string{
-		k.Image(): k.Meta.ImageFile, k.Symvers(): "Module.symvers", k.SystemMap(): "System.map",
-		k.Config(): "config", k.LogFile(): filepath.Join("logs", "kernel.log"),
-	} {
-		if err := atomicfile.CopyFile(from, filepath.Join(out, to), 0); err != nil {
-			return err
-		}
-	}
-	// kernel-devel is the tree for the image: its host programs run on the
-	// target (they differ from the cache's DevelDir only for cross builds).
-	for from, to := range map[string]string{
-		k.ModulesRoot(): "staging", k.TargetDevelDir(): "kernel-devel", k.HeadersDir(): "headers",
-	} {
-		if err := kbuild.CopyTree(from, filepath.Join(out, to)); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // FailureReport describes failed modules with the last error lines of

@@ -14,8 +14,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
+
 	"github.com/wsl-modules/wsl-modules-action/internal/buildtest"
-	"github.com/wsl-modules/wsl-modules-action/internal/kbuild"
 	"github.com/wsl-modules/wsl-modules-action/internal/kmodule"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
 	"github.com/wsl-modules/wsl-modules-action/internal/modbuild"
@@ -29,11 +30,11 @@ import (
 func repo(t *testing.T, yml string, extra map[string]string) *modlist.List {
 	t.Helper()
 	dir := t.TempDir()
-	if err := kbuild.CopyTree(buildtest.Testdata("modules"), filepath.Join(dir, "modules")); err != nil {
+	if err := atomicfile.CopyTree(context.Background(), buildtest.Testdata("modules"), filepath.Join(dir, "modules"), atomicfile.CopyOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	for name, from := range extra {
-		if err := kbuild.CopyTree(from, filepath.Join(dir, name)); err != nil {
+		if err := atomicfile.CopyTree(context.Background(), from, filepath.Join(dir, name), atomicfile.CopyOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -347,7 +348,7 @@ func sha256File(t *testing.T, p string) string {
 func TestRunRelativePaths(t *testing.T) {
 	buildtest.TestKernel(t)
 	dir := t.TempDir()
-	if err := kbuild.CopyTree(buildtest.Testdata("modules"), filepath.Join(dir, "modules")); err != nil {
+	if err := atomicfile.CopyTree(context.Background(), buildtest.Testdata("modules"), filepath.Join(dir, "modules"), atomicfile.CopyOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	yml := "modules:\n  - name: provider\n    path: modules/provider\n  - name: consumer\n    path: modules/consumer\n"

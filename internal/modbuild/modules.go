@@ -3,16 +3,13 @@ package modbuild
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
 	"runtime"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
@@ -20,6 +17,7 @@ import (
 	"github.com/wsl-modules/wsl-modules-action/internal/jobserver"
 	"github.com/wsl-modules/wsl-modules-action/internal/kbuild"
 	"github.com/wsl-modules/wsl-modules-action/internal/kconfig"
+	"github.com/wsl-modules/wsl-modules-action/internal/modtree"
 
 	"golang.org/x/sync/errgroup"
 
@@ -65,6 +63,9 @@ type ModuleResult struct {
 	Tail []string
 	// Symvers is the module build's Module.symvers (for dependents).
 	Symvers string
+	// Entries are the installed modules, parsed by the verification
+	// (status ok only).
+	Entries []*modtree.Entry
 
 	dir     string // build copy
 	dkms    *dkms.Conf
@@ -216,7 +217,7 @@ func BuildModules(ctx context.Context, o ModulesOptions) ([]*ModuleResult, error
 	builds.Wait()
 
 	// 4. Verify every installed .ko against the kernel and each other.
-	if err := verify(o, results); err != nil {
+	if err := verify(ctx, o, results); err != nil {
 		return nil, err
 	}
 	for _, r := range results {
@@ -358,29 +359,4 @@ func errorTail(path string, n int) []string {
 		pick = pick[len(pick)-n:]
 	}
 	return pick
-}
-
-// AppendModulesOrder appends the given module paths (relative to
-// lib/modules/<release>) to dir/modules.order, sorted, writing a new file.
-func AppendModulesOrder(dir string, files []string) error {
-	p := filepath.Join(dir, "modules.order")
-	old, err := os.ReadFile(p)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	s := append([]string{}, files...)
-	sort.Strings(s)
-	var b strings.Builder
-	b.Write(old)
-	if len(old) > 0 && old[len(old)-1] != '\n' {
-		b.WriteByte('\n')
-	}
-	for _, f := range s {
-		b.WriteString(f + "\n")
-	}
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, []byte(b.String()), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, p)
 }

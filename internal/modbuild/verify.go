@@ -1,70 +1,77 @@
 package modbuild
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
-	"sort"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/kmodule"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
 	"github.com/wsl-modules/wsl-modules-action/internal/modtree"
 )
 
-// verify checks every installed module: vermagic equals the kernel's and
-// every needed symbol resolves, with matching CRCs, against Module.symvers,
-// the stock modules or another built module. Modules with problems are
-// marked failed; their dependents then fail too (repeated until stable).
-func verify(o ModulesOptions, results []*ModuleResult) error {
-	stock, err := modtree.LoadDir(o.Kernel.ModulesDir(), o.Kernel.Meta.Release)
+// verify checks every installed module with the one validator: vermagic
+// equals the kernel's and every needed symbol resolves, with matching
+// CRCs, against Module.symvers, the stock modules or another built module.
+// Modules with problems are marked failed; their dependents then fail too
+// (repeated until stable). The parsed modules stay in the results
+// (Entries), so nothing is parsed again to stage them.
+func verify(ctx context.Context, o ModulesOptions, results []*ModuleResult) error {
+	stock, err := o.Kernel.Stock(ctx)
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}
-	symvers, err := modtree.ReadSymvers(o.Kernel.Symvers())
-	if err != nil {
-		return fmt.Errorf("verify: %w", err)
-	}
-	built := map[string]*modtree.Entry{}
 	owner := map[string]*ModuleResult{}
 	for _, r := range results {
 		if r.Status != manifest.StatusOK {
 			continue
 		}
+		r.Entries = nil
 		for _, f := range r.Files {
-			m, err := kmodule.ReadFile(filepath.Join(o.ModulesDir, filepath.FromSlash(f)))
+			p := filepath.Join(o.ModulesDir, filepath.FromSlash(f))
+			e, err := builtEntry(p, f, r.Name)
 			if err != nil {
 				r.fail(fmt.Sprintf("verify: %v", err))
 				continue
 			}
-			built[f] = &modtree.Entry{Path: f, Module: m, Origin: r.Name}
+			r.Entries = append(r.Entries, e)
 			owner[f] = r
 		}
-		if len(r.Files) > 0 {
-			if m := built[r.Files[0]]; m != nil {
-				r.SrcVersion = m.Info("srcversion")
-			}
+		if len(r.Entries) > 0 {
+			r.SrcVersion = r.Entries[0].Info("srcversion")
 		}
 	}
 	for {
-		t := &modtree.Tree{Release: o.Kernel.Meta.Release, Modules: append([]*modtree.Entry{}, stock.Modules...), Symvers: symvers}
+		var added []*modtree.Entry
 		only := map[string]bool{}
-		for f, e := range built {
-			if owner[f].Status == manifest.StatusOK {
-				t.Modules = append(t.Modules, e)
-				only[f] = true
+		for _, r := range results {
+			if r.Status == manifest.StatusOK {
+				for _, e := range r.Entries {
+					added = append(added, e)
+					only[e.Path] = true
+				}
 			}
 		}
-		sort.Slice(t.Modules, func(i, j int) bool { return t.Modules[i].Path < t.Modules[j].Path })
-		probs := t.Validate(modtree.ValidateOptions{Vermagic: o.Kernel.Meta.Vermagic, Only: only})
+		probs := stock.Overlay(added, nil).Validate(modtree.ValidateOptions{Vermagic: o.Kernel.Meta.Vermagic, Only: only})
 		if len(probs) == 0 {
 			return nil
 		}
 		for _, p := range probs {
 			r := owner[p.Module]
-			msg := "verify: " + p.String()
 			if r.Status == manifest.StatusOK {
 				r.Status = manifest.StatusFailed
 			}
-			r.fail(msg)
+			r.fail("verify: " + p.String())
 		}
 	}
+}
+
+// builtEntry parses an installed module into an entry at path rel that
+// reads its bytes from the host file p.
+func builtEntry(p, rel, origin string) (*modtree.Entry, error) {
+	m, err := kmodule.ReadFile(p)
+	if err != nil {
+		return nil, err
+	}
+	return modtree.HostEntry(rel, p, m, origin)
 }

@@ -98,15 +98,24 @@ func DecodeRecord(name string, b []byte) (*Record, error) {
 // ReadRecordDir reads the record of a module directory; it returns nil,
 // nil when there is none.
 func ReadRecordDir(moduleDir string) (*Record, error) {
-	p := filepath.Join(moduleDir, RecordFile)
-	b, err := os.ReadFile(p)
+	return ReadRecordFS(os.DirFS(moduleDir), moduleDir)
+}
+
+// ReadRecordFS reads the record of a module directory given as a file
+// system (a tree's Files); name is used in messages. It returns nil, nil
+// when there is none.
+func ReadRecordFS(fsys fs.FS, name string) (*Record, error) {
+	if fsys == nil {
+		return nil, nil
+	}
+	b, err := fs.ReadFile(fsys, RecordFile)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	return DecodeRecord(p, b)
+	return DecodeRecord(filepath.Join(name, RecordFile), b)
 }
 
 // ReadRecordImage finds and reads the record in an image: at the root of a

@@ -12,7 +12,6 @@ import (
 
 	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
 	"github.com/wsl-modules/wsl-modules-action/internal/fetch"
-	"github.com/wsl-modules/wsl-modules-action/internal/kbuild"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
 	"github.com/wsl-modules/wsl-modules-action/internal/modbuild"
 	"github.com/wsl-modules/wsl-modules-action/internal/modlist"
@@ -260,7 +259,7 @@ func (r *runner) fetchModule(ctx context.Context, m modlist.Module, dest string)
 	var src manifest.Source
 	if b, err := os.ReadFile(pinPath); err == nil && json.Unmarshal(b, &src) == nil && src.Pin() == want && want != "" {
 		if _, err := os.Stat(cache); err == nil {
-			return src, kbuild.CopyTree(cache, dest)
+			return src, atomicfile.CopyTree(ctx, cache, dest, atomicfile.CopyOptions{})
 		}
 	}
 	spec := fetch.ModuleSpec{Name: m.Name, Git: m.Git, Ref: m.Ref, URL: m.URL, SHA256: m.SHA256}
@@ -293,5 +292,5 @@ func (r *runner) fetchModule(ctx context.Context, m modlist.Module, dest string)
 	if err := atomicfile.WriteFile(pinPath, append(b, '\n'), 0o644); err != nil {
 		return manifest.Source{}, err
 	}
-	return src, kbuild.CopyTree(cache, dest)
+	return src, atomicfile.CopyTree(ctx, cache, dest, atomicfile.CopyOptions{})
 }

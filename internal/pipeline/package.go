@@ -2,20 +2,19 @@ package pipeline
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
-	"github.com/wsl-modules/wsl-modules-action/internal/depmod"
-	"github.com/wsl-modules/wsl-modules-action/internal/devel"
 	"github.com/wsl-modules/wsl-modules-action/internal/image"
 	"github.com/wsl-modules/wsl-modules-action/internal/kbuild"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
 	"github.com/wsl-modules/wsl-modules-action/internal/modbuild"
+	"github.com/wsl-modules/wsl-modules-action/internal/modtree"
 	"github.com/wsl-modules/wsl-modules-action/internal/progress"
 	"github.com/wsl-modules/wsl-modules-action/internal/release"
 )
@@ -43,30 +42,11 @@ func (r *runner) assemble(ctx context.Context, k *kernelJob) error {
 		return fmt.Errorf("pipeline: %w", err)
 	}
 	defer out.Abort()
-	kern := k.kernel
-	rel := kern.Meta.Release
 	var m *manifest.Manifest
 	err = r.stage(k, "assemble", func() error {
 		var err error
-		m, err = r.assembleInto(k, out.Tmp)
+		m, err = r.assembleInto(ctx, k, out.Tmp)
 		return err
-	})
-	if err != nil {
-		return err
-	}
-	err = r.stage(k, "depmod", func() error {
-		rep, err := depmod.Run(ctx, depmod.Options{BaseDir: filepath.Join(out.Tmp, "staging"), Release: rel,
-			Symvers: filepath.Join(out.Tmp, "Module.symvers"), ErrSyms: true, Strict: true, Progress: r.log})
-		if rep != nil {
-			for _, w := range rep.Warnings {
-				r.log.Printf("depmod: %s", w)
-			}
-			r.log.Printf("depmod: %d modules indexed", rep.Modules)
-		}
-		if err != nil {
-			return fmt.Errorf("pipeline: %s: depmod: %w", k.name, err)
-		}
-		return nil
 	})
 	if err != nil {
 		return err
@@ -120,48 +100,11 @@ func sameModuleStatus(a, b *manifest.Manifest) bool {
 	return true
 }
 
-// assembleInto fills the temporary build dir tmp and returns its manifest.
-func (r *runner) assembleInto(k *kernelJob, tmp string) (*manifest.Manifest, error) {
+// assembleInto fills the temporary build dir tmp (modbuild.Assemble: the
+// kernel's files, the stock modules plus every shard's, depmod -e -E) and
+// returns its manifest.
+func (r *runner) assembleInto(ctx context.Context, k *kernelJob, tmp string) (*manifest.Manifest, error) {
 	kern := k.kernel
-	for from, to := range map[string]string{
-		kern.Image(): kern.Meta.ImageFile, kern.Symvers(): "Module.symvers", kern.SystemMap(): "System.map",
-		kern.Config(): "config", kern.LogFile(): filepath.Join("logs", "kernel.log"),
-	} {
-		if err := atomicfile.CopyFile(from, filepath.Join(tmp, to), 0); err != nil {
-			return nil, fmt.Errorf("pipeline: %s: %w", k.name, err)
-		}
-	}
-	trees := map[string]string{kern.ModulesRoot(): "staging"}
-	switch r.o.Headers {
-	case HeadersDevel:
-		// The tree whose host programs run on the target (rebuilt with the
-		// cross compiler for arm64 on x86_64).
-		trees[kern.TargetDevelDir()] = "kernel-devel"
-		if r.o.Layout == "nested" {
-			// Nested images also carry the UAPI headers in linux-headers/.
-			trees[kern.HeadersDir()] = "headers"
-		}
-	case HeadersUAPI:
-		trees[kern.HeadersDir()] = "headers"
-	}
-	for from, to := range trees {
-		if err := kbuild.CopyTree(from, filepath.Join(tmp, to)); err != nil {
-			return nil, fmt.Errorf("pipeline: %s: %w", k.name, err)
-		}
-	}
-	if r.o.Headers == HeadersDevel {
-		// The tree ships in the image: refuse one that cannot build
-		// modules inside WSL (wrong arch, missing files, build paths).
-		rep, err := devel.Verify(filepath.Join(tmp, "kernel-devel"), devel.Options{Release: kern.Meta.Release,
-			Arch: kern.Meta.Arch, Symvers: kern.Symvers(), BuildPaths: []string{kern.Dir, filepath.Dir(kern.Dir)}})
-		if err != nil {
-			return nil, fmt.Errorf("pipeline: %s: kernel-devel tree: %w", k.name, err)
-		}
-		r.log.Printf("%s: kernel-devel tree: %d files, %s, host programs need glibc %s", k.name, rep.Files,
-			progress.Bytes(rep.Bytes), rep.GLIBC)
-	}
-	modDir := filepath.Join(tmp, "staging", "lib", "modules", kern.Meta.Release)
-
 	// Shards: every shard of one split must be present, built against
 	// this kernel for these inputs.
 	only := 0
@@ -172,40 +115,95 @@ func (r *runner) assembleInto(k *kernelJob, tmp string) (*manifest.Manifest, err
 	if err != nil {
 		return nil, err
 	}
+	added, byName, err := r.readShards(k, shards, tmp)
+	if err != nil {
+		return nil, err
+	}
+	m := &manifest.Manifest{Schema: manifest.SchemaVersion, Tool: r.o.Tool, Kernel: kern.ManifestKernel(),
+		Modules: []manifest.Module{}, Layout: r.o.Layout, Headers: r.o.Headers, Inputs: k.inputs}
+	m.Kernel.Tag, m.Kernel.Source = k.tag, k.source
+	if err := r.moduleStatus(k, m, byName); err != nil {
+		return nil, err
+	}
+	devel := r.o.Headers == HeadersDevel
+	uapi := r.o.Headers == HeadersUAPI || devel && r.o.Layout == "nested"
+	res, err := modbuild.Assemble(ctx, tmp, modbuild.AssembleOptions{Kernel: kern, Added: added, Devel: devel, UAPI: uapi, Progress: r.log})
+	if res != nil && res.Depmod != nil {
+		for _, w := range res.Depmod.Warnings {
+			r.log.Printf("depmod: %s", w)
+		}
+		r.log.Printf("depmod: %d modules indexed", res.Depmod.Modules)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pipeline: %s: %w", k.name, err)
+	}
+	if res.Devel != nil {
+		r.log.Printf("%s: kernel-devel tree: %d files, %s, host programs need glibc %s", k.name, res.Devel.Files,
+			progress.Bytes(res.Devel.Bytes), res.Devel.GLIBC)
+	}
+	return m, nil
+}
+
+// readShards loads the modules of every shard (refusing links: shard
+// artefacts are made by third-party build code), copies their logs into
+// tmp/logs and returns the modules with the shards' records by name.
+func (r *runner) readShards(k *kernelJob, shards []string, tmp string) ([]*modtree.Entry, map[string]shardModule, error) {
+	var added []*modtree.Entry
+	seen := map[string]string{}
 	byName := map[string]shardModule{}
 	for _, sd := range shards {
 		rec, err := readShard(sd)
 		if err != nil {
-			return nil, fmt.Errorf("pipeline: %s: %w", k.name, err)
+			return nil, nil, fmt.Errorf("pipeline: %s: %w", k.name, err)
 		}
-		entries, err := os.ReadDir(filepath.Join(sd, "modules"))
+		entries, err := loadShard(sd)
 		if err != nil {
-			return nil, fmt.Errorf("pipeline: %s: %w", k.name, err)
+			return nil, nil, fmt.Errorf("pipeline: %s: shard %s: %w", k.name, sd, err)
 		}
 		for _, e := range entries {
-			if err := mergeTree(filepath.Join(sd, "modules", e.Name()), filepath.Join(modDir, e.Name())); err != nil {
-				return nil, fmt.Errorf("pipeline: %s: shard %s: %w", k.name, sd, err)
+			if prev, dup := seen[e.Path]; dup {
+				return nil, nil, fmt.Errorf("pipeline: %s: %s: shards %s and %s install the same file", k.name, e.Path, prev, sd)
 			}
+			seen[e.Path] = sd
 		}
-		logs, err := os.ReadDir(filepath.Join(sd, "logs"))
-		if err != nil {
-			return nil, fmt.Errorf("pipeline: %s: %w", k.name, err)
-		}
-		for _, l := range logs {
-			if err := atomicfile.CopyFile(filepath.Join(sd, "logs", l.Name()), filepath.Join(tmp, "logs", l.Name()), 0); err != nil {
-				return nil, fmt.Errorf("pipeline: %s: %w", k.name, err)
-			}
+		added = append(added, entries...)
+		if err := atomicfile.CopyTree(context.Background(), filepath.Join(sd, "logs"), filepath.Join(tmp, "logs"),
+			atomicfile.CopyOptions{Merge: true, Links: atomicfile.LinksRefuse}); err != nil {
+			return nil, nil, fmt.Errorf("pipeline: %s: %w", k.name, err)
 		}
 		for _, m := range rec.Modules {
 			byName[m.Name] = m
 		}
 	}
-	m := &manifest.Manifest{Schema: manifest.SchemaVersion, Tool: r.o.Tool, Kernel: manifest.Kernel{
-		Tag: k.tag, Release: kern.Meta.Release, Arch: kern.Meta.Arch, Source: k.source, ConfigSHA256: kern.Meta.ConfigSHA256,
-		FragmentSHA256: kern.Meta.FragmentSHA256, Compiler: kern.Meta.Compiler, ImageFile: kern.Meta.ImageFile,
-		CacheKey: kern.Meta.Key, CacheHit: kern.CacheHit, BuildTimestamp: kern.Meta.BuildTimestamp},
-		Modules: []manifest.Module{}, Layout: r.o.Layout, Headers: r.o.Headers, Inputs: k.inputs}
-	var okFiles, failed, missing []string
+	return added, byName, nil
+}
+
+// loadShard parses the modules of a shard's modules/ tree. Any symlink in
+// it is an error.
+func loadShard(sd string) ([]*modtree.Entry, error) {
+	dir := filepath.Join(sd, "modules")
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type()&fs.ModeSymlink != 0 {
+			err = fmt.Errorf("%s is a symbolic link, which a shard may not hold", p)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	t, err := modtree.LoadDir(dir, "")
+	if err != nil {
+		return nil, err
+	}
+	return t.Modules, nil
+}
+
+// moduleStatus records every listed module in m from the shards' records:
+// a failed module is an error, or, with keep-going, left out and recorded
+// as skipped, with the failure (a manifest with a failed module is never
+// published).
+func (r *runner) moduleStatus(k *kernelJob, m *manifest.Manifest, byName map[string]shardModule) error {
+	var failed, missing []string
 	var failures strings.Builder
 	for _, lm := range r.list.Modules {
 		sm, ok := byName[lm.Name]
@@ -215,16 +213,10 @@ func (r *runner) assembleInto(k *kernelJob, tmp string) (*manifest.Manifest, err
 		}
 		mm := sm.Module
 		if mm.Status == manifest.StatusFailed && r.o.KeepGoing {
-			// Left out of this image on purpose: recorded as skipped,
-			// with the failure, so the release can be published (a
-			// manifest with a failed module never is).
 			mm.Status, mm.Error = manifest.StatusSkipped, "build failed, left out (keep-going): "+mm.Error
 		}
 		m.Modules = append(m.Modules, mm)
-		switch sm.Status {
-		case manifest.StatusOK:
-			okFiles = append(okFiles, sm.Files...)
-		case manifest.StatusFailed:
+		if sm.Status == manifest.StatusFailed {
 			failed = append(failed, sm.Name)
 			fmt.Fprintf(&failures, "  module %s FAILED: %s\n    log: %s\n", sm.Name, sm.Error, filepath.Join(k.dir, "build", sm.Log))
 			for _, l := range sm.Tail {
@@ -233,20 +225,18 @@ func (r *runner) assembleInto(k *kernelJob, tmp string) (*manifest.Manifest, err
 		}
 	}
 	if len(missing) > 0 {
-		return nil, fmt.Errorf("pipeline: %s: no shard built module(s) %s (run the modules stage for every shard first)", k.name, strings.Join(missing, ", "))
+		return fmt.Errorf("pipeline: %s: no shard built module(s) %s (run the modules stage for every shard first)", k.name, strings.Join(missing, ", "))
 	}
-	if len(failed) > 0 {
-		if !r.o.KeepGoing {
-			return nil, fmt.Errorf("pipeline: %s: %w:\n%s", k.name, modbuild.ErrModulesFailed, strings.TrimRight(failures.String(), "\n"))
-		}
-		bar := strings.Repeat("!", 72)
-		r.log.Printf("%s\n!!! WARNING: keep-going: %d module(s) FAILED and are NOT in the image: %s\n%s%s", bar, len(failed),
-			strings.Join(failed, ", "), failures.String(), bar)
+	if len(failed) == 0 {
+		return nil
 	}
-	if err := modbuild.AppendModulesOrder(modDir, okFiles); err != nil {
-		return nil, fmt.Errorf("pipeline: %s: modules.order: %w", k.name, err)
+	if !r.o.KeepGoing {
+		return fmt.Errorf("pipeline: %s: %w:\n%s", k.name, modbuild.ErrModulesFailed, strings.TrimRight(failures.String(), "\n"))
 	}
-	return m, nil
+	bar := strings.Repeat("!", 72)
+	r.log.Printf("%s\n!!! WARNING: keep-going: %d module(s) FAILED and are NOT in the image: %s\n%s%s", bar, len(failed),
+		strings.Join(failed, ", "), failures.String(), bar)
+	return nil
 }
 
 // shards returns the shard directories of one complete split for k: all
@@ -297,34 +287,6 @@ func (r *runner) shards(k *kernelJob, only int) ([]string, error) {
 	}
 	return nil, fmt.Errorf("pipeline: %s: the modules stage output is incomplete in %s (have shards %v for these inputs and kernel); run every shard of the modules stage first",
 		k.name, filepath.Join(k.dir, "shards"), have)
-}
-
-// mergeTree copies from into to; directories merge, a file that exists in
-// both is an error.
-func mergeTree(from, to string) error {
-	st, err := os.Lstat(from)
-	if err != nil {
-		return err
-	}
-	if !st.IsDir() {
-		if _, err := os.Lstat(to); err == nil {
-			return fmt.Errorf("%s: two shards install the same file", to)
-		}
-		return kbuild.CopyTree(from, to)
-	}
-	if _, err := os.Lstat(to); errors.Is(err, os.ErrNotExist) {
-		return kbuild.CopyTree(from, to)
-	}
-	entries, err := os.ReadDir(from)
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		if err := mergeTree(filepath.Join(from, e.Name()), filepath.Join(to, e.Name())); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // imageEpoch is the timestamp of every file in the image: the

@@ -10,10 +10,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
+
 	"github.com/wsl-modules/wsl-modules-action/internal/buildtest"
 	"github.com/wsl-modules/wsl-modules-action/internal/compilelog"
 	"github.com/wsl-modules/wsl-modules-action/internal/digest"
-	"github.com/wsl-modules/wsl-modules-action/internal/kbuild"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
 	"github.com/wsl-modules/wsl-modules-action/internal/modlist"
 	"github.com/wsl-modules/wsl-modules-action/internal/progress"
@@ -128,7 +129,7 @@ func testList(t *testing.T, broken bool) string {
 	t.Helper()
 	ws := t.TempDir()
 	for _, m := range []string{"provider", "consumer", "broken"} {
-		if err := kbuild.CopyTree(buildtest.Testdata("modules", m), filepath.Join(ws, "modules", m)); err != nil {
+		if err := atomicfile.CopyTree(context.Background(), buildtest.Testdata("modules", m), filepath.Join(ws, "modules", m), atomicfile.CopyOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -197,7 +198,7 @@ func TestStageSplitEqualsAll(t *testing.T) {
 	if all == nil || all.VHDX == "" || all.Manifest == nil || all.Manifest.Image == nil {
 		t.Fatalf("no dist: %+v", all)
 	}
-	if want := []string{"kernel", "modules", "assemble", "depmod", "image", "release"}; !reflect.DeepEqual(stages, want) {
+	if want := []string{"kernel", "modules", "assemble", "image", "release"}; !reflect.DeepEqual(stages, want) {
 		t.Errorf("stages %v, want %v", stages, want)
 	}
 	status := map[string]string{}

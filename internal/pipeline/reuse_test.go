@@ -7,8 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
+
 	"github.com/wsl-modules/wsl-modules-action/internal/buildtest"
-	"github.com/wsl-modules/wsl-modules-action/internal/kbuild"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
 	"github.com/wsl-modules/wsl-modules-action/internal/release"
 )
@@ -21,7 +22,7 @@ import (
 func flakyList(t *testing.T) (list string, fixFlaky func()) {
 	t.Helper()
 	ws := t.TempDir()
-	if err := kbuild.CopyTree(buildtest.Testdata("modules", "provider"), filepath.Join(ws, "modules", "provider")); err != nil {
+	if err := atomicfile.CopyTree(context.Background(), buildtest.Testdata("modules", "provider"), filepath.Join(ws, "modules", "provider"), atomicfile.CopyOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	header := filepath.Join(t.TempDir(), "flaky.h")

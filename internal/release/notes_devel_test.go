@@ -1,6 +1,7 @@
 package release
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -8,8 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
+
 	"github.com/wsl-modules/wsl-modules-action/internal/buildtest"
-	"github.com/wsl-modules/wsl-modules-action/internal/kbuild"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
 	"github.com/wsl-modules/wsl-modules-action/internal/progress"
 	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
@@ -90,7 +92,7 @@ func TestNotesDevelCommandBuilds(t *testing.T) {
 		t.Fatalf("no make command in:\n%s", block[1])
 	}
 	src := filepath.Join(t.TempDir(), "provider")
-	if err := kbuild.CopyTree(buildtest.Testdata("modules", "provider"), src); err != nil {
+	if err := atomicfile.CopyTree(context.Background(), buildtest.Testdata("modules", "provider"), src, atomicfile.CopyOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	line := strings.ReplaceAll(makeLine, "/lib/modules/$(uname -r)/build", k.DevelDir())

@@ -18,6 +18,7 @@ package ext4img
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"sort"
 	"strings"
@@ -40,7 +41,7 @@ const (
 )
 
 // Node is one entry of the tree to write. Directories have Children; regular
-// files have Size and either Source (a host path read during WriteTo) or
+// files have Size and either Source (a host path read during WriteTo), Open or
 // Data; symlinks have Target.
 type Node struct {
 	// Name is the entry's name in its parent (empty for the root).
@@ -52,7 +53,10 @@ type Node struct {
 	Size int64
 	// Source is the host path of a regular file's content.
 	Source string
-	// Data is a regular file's content when Source is empty.
+	// Open, when Source is empty, opens a regular file's content; it is
+	// read once, in order, during WriteTo.
+	Open func() (io.ReadCloser, error)
+	// Data is a regular file's content when Source and Open are empty.
 	Data []byte
 	// Target is a symlink's target.
 	Target string
@@ -221,7 +225,7 @@ func (im *Image) number(dir *Node, path string) error {
 			im.stats.Symlinks++
 			im.stats.ContentBytes += int64(len(c.Target))
 		case c.Mode.IsRegular():
-			if c.Size < 0 || (c.Source == "" && int64(len(c.Data)) != c.Size) {
+			if c.Size < 0 || (c.Source == "" && c.Open == nil && int64(len(c.Data)) != c.Size) {
 				return fmt.Errorf("ext4img: %s: size %d does not match its data", p, c.Size)
 			}
 			im.stats.Files++

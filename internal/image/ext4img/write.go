@@ -138,11 +138,60 @@ func (im *Image) emit(e *emitter) error {
 
 type openFile struct {
 	node *Node
-	f    *os.File
+	f    *os.File      // a Source file, read at offsets
+	r    io.ReadCloser // an Open stream, read in order
+	pos  int64         // of r
+}
+
+// name names the file in errors.
+func (o *openFile) name() string {
+	if o.node.Source != "" {
+		return o.node.Source
+	}
+	return o.node.Name
+}
+
+// open opens a node's content.
+func openContent(n *Node) (*openFile, error) {
+	if n.Source == "" {
+		r, err := n.Open()
+		if err != nil {
+			return nil, fmt.Errorf("ext4img: %s: %w", n.Name, err)
+		}
+		return &openFile{node: n, r: r}, nil
+	}
+	f, err := os.Open(n.Source)
+	if err != nil {
+		return nil, fmt.Errorf("ext4img: %w", err)
+	}
+	return &openFile{node: n, f: f}, nil
+}
+
+// readAt fills b with the content at off: ReadAt for a Source file, the
+// next bytes of an Open stream (pieces come in file order).
+func (o *openFile) readAt(b []byte, off int64) (int, error) {
+	if o.f != nil {
+		return o.f.ReadAt(b, off)
+	}
+	if off != o.pos {
+		return 0, fmt.Errorf("content read out of order (at %d, want %d)", o.pos, off)
+	}
+	n, err := io.ReadFull(o.r, b)
+	o.pos += int64(n)
+	return n, err
 }
 
 // finish checks that the file did not grow, and closes it.
 func (o *openFile) finish() error {
+	if o.r != nil {
+		var one [1]byte
+		n, _ := io.ReadFull(o.r, one[:])
+		o.r.Close()
+		if n > 0 {
+			return fmt.Errorf("ext4img: %s: content longer than its size %d", o.name(), o.node.Size)
+		}
+		return nil
+	}
 	st, err := o.f.Stat()
 	o.f.Close()
 	if err != nil {
@@ -179,27 +228,26 @@ func (im *Image) emitPiece(e *emitter, p piece, cur *openFile, blk []byte) (*ope
 	if want > size {
 		want = size
 	}
-	if n.Source == "" {
+	if n.Source == "" && n.Open == nil {
 		if err := e.write(n.Data[off : off+want]); err != nil {
 			return cur, err
 		}
 		return cur, e.zeros(size - want)
 	}
 	if cur == nil {
-		f, err := os.Open(n.Source)
-		if err != nil {
-			return nil, fmt.Errorf("ext4img: %w", err)
+		var err error
+		if cur, err = openContent(n); err != nil {
+			return nil, err
 		}
-		cur = &openFile{node: n, f: f}
 	}
 	for done := int64(0); done < want; {
 		k := min(int64(len(e.buf)), want-done)
-		r, err := cur.f.ReadAt(e.buf[:k], off+done)
+		r, err := cur.readAt(e.buf[:k], off+done)
 		if int64(r) < k {
-			if err == nil || errors.Is(err, io.EOF) {
+			if err == nil || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 				err = fmt.Errorf("file shrank below %d bytes during the build", n.Size)
 			}
-			return cur, fmt.Errorf("ext4img: %s: %w", n.Source, err)
+			return cur, fmt.Errorf("ext4img: %s: %w", cur.name(), err)
 		}
 		if err := e.write(e.buf[:k]); err != nil {
 			return cur, err

@@ -1,0 +1,86 @@
+package modtree_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/wsl-modules/wsl-modules-action/internal/buildtest"
+	"github.com/wsl-modules/wsl-modules-action/internal/modtree"
+	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
+)
+
+func run(t *testing.T, name string, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
+}
+
+// TestOpenReleaseRule checks the one release rule on directories.
+func TestOpenReleaseRule(t *testing.T) {
+	k := buildtest.TestKernel(t)
+	rel := k.Meta.Release
+	ctx := context.Background()
+	open := func(src, given string) (*modtree.Tree, error) {
+		tr, err := modtree.Open(ctx, src, modtree.OpenOptions{Release: given})
+		if err == nil {
+			tr.Close()
+		}
+		return tr, err
+	}
+	tr, err := open(k.ModulesRoot(), "")
+	if err != nil || tr.Release != rel || tr.Source.ReleaseFrom != "lib/modules directory name" || tr.Source.Kind != modtree.KindDir {
+		t.Fatalf("root: %+v %v", tr, err)
+	}
+	tr, err = open(k.ModulesDir(), "")
+	if err != nil || tr.Release != rel || tr.Source.ReleaseFrom != "vermagic" || len(tr.Modules) == 0 {
+		t.Fatalf("module dir: %+v %v", tr, err)
+	}
+	// The inputs depmod needs come with the tree.
+	if tr.Order == nil || tr.Builtin == nil || tr.BuiltinModinfo == nil || tr.Files == nil {
+		t.Errorf("module dir: order %d lines, builtin %v, builtin.modinfo %v", len(tr.Order), tr.Builtin != nil, tr.BuiltinModinfo != nil)
+	}
+	n := len(tr.Modules)
+	if _, err = open(k.ModulesDir(), rel+"-other"); err == nil || !strings.Contains(err.Error(), "kernel release "+rel+"-other (from --kernel-release), but the modules' vermagic says \""+rel+"\" in ") {
+		t.Errorf("release disagreeing with vermagic: %v", err)
+	}
+	two := t.TempDir()
+	os.MkdirAll(filepath.Join(two, "lib", "modules", "a"), 0o755)
+	os.MkdirAll(filepath.Join(two, "lib", "modules", "b"), 0o755)
+	if _, err = open(two, ""); err == nil || !strings.Contains(err.Error(), "several kernel releases under lib/modules (a, b); choose one with --kernel-release") {
+		t.Errorf("two releases: %v", err)
+	}
+	if _, err = open(two, "c"); err == nil || !strings.Contains(err.Error(), "no lib/modules/c (it has a, b)") {
+		t.Errorf("missing release: %v", err)
+	}
+	// A tree of two kernels' modules is ambiguous.
+	mixed := filepath.Join(t.TempDir(), "mixed")
+	run(t, "cp", "-a", k.ModulesDir(), mixed)
+	root, drel := testenv.DebianModules(t)
+	run(t, "cp", filepath.Join(root, "lib", "modules", drel, "kernel", "fs", "fat", "vfat.ko"), filepath.Join(mixed, "kernel"))
+	if _, err = open(mixed, ""); err == nil || !strings.Contains(err.Error(), "the modules' vermagic names several kernel releases") ||
+		!strings.Contains(err.Error(), "kernel/vfat.ko") || !strings.Contains(err.Error(), drel) {
+		t.Errorf("mixed: %v", err)
+	}
+	if _, err = open(t.TempDir(), ""); err == nil || !strings.Contains(err.Error(), "neither a root with lib/modules/<release> nor a module directory") {
+		t.Errorf("empty dir: %v", err)
+	}
+	// A symlink to the module directory works; build/ and source/ are not
+	// part of the module set.
+	link := filepath.Join(t.TempDir(), "link")
+	os.Symlink(k.ModulesDir(), link)
+	withBuild := filepath.Join(t.TempDir(), "wb")
+	run(t, "cp", "-a", k.ModulesDir(), withBuild)
+	os.MkdirAll(filepath.Join(withBuild, "build", "x"), 0o755)
+	run(t, "cp", filepath.Join(k.ModulesDir(), "kernel", "fs", "fat", "fat.ko"), filepath.Join(withBuild, "build", "x"))
+	os.Symlink("/nonexistent", filepath.Join(withBuild, "source"))
+	for _, src := range []string{link, withBuild} {
+		if tr, err := open(src, ""); err != nil || len(tr.Modules) != n {
+			t.Errorf("%s: %v modules, %v; want %d", src, len(tr.Modules), err, n)
+		}
+	}
+}
