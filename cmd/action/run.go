@@ -18,11 +18,14 @@ func init() {
 		Name:    "run",
 		Summary: "run the whole pipeline (fetch, build, depmod, image, release) as the action does, locally",
 		Usage: "run --modules FILE --out DIR [--kernel-source DIR|TARBALL|TAG] [--dry-run] [--config FILE] [--layout flat|nested] " +
+			"[--kernel-mode auto|stock|build] [--stock-kernel FILE --stock-modules FILE | --wsl-msi FILE | --wsl-version V] " +
 			"[--headers devel|uapi|none] [--keep-going] [--cache DIR] [--jobs N] [--repo owner/name] [--target-repo owner/name] [--track T] [--stage S --shard i/n]",
 		Examples: []string{
 			"run --modules testdata/wsl-modules-local.yml --kernel-source /usr/src/linux-source-6.12.tar.xz --config testdata/kernel/config-test --out out --dry-run",
 			"run --modules .github/wsl-modules.yml --kernel-source linux-msft-wsl-6.6.87.2 --out out --dry-run",
 			"run --modules .github/wsl-modules.yml --track all-new --target-repo me/wsl-kernel --out out",
+			"run --modules wsl-modules.yml --kernel-source ./WSL2-Linux-Kernel --tag linux-msft-wsl-6.6.87.2 --wsl-msi wsl.2.6.1.0.x64.msi --out out --dry-run",
+			"run --modules wsl-modules.yml --kernel-source ./WSL2-Linux-Kernel --tag linux-msft-wsl-6.6.87.2 --stock-kernel '/mnt/c/Program Files/WSL/tools/kernel' --stock-modules '/mnt/c/Program Files/WSL/tools/modules.vhd' --out out --dry-run",
 		},
 		Run: runRun,
 	})
@@ -40,6 +43,11 @@ func runRun(ctx context.Context, env *cliEnv, args []string) error {
 	fs.StringVar(&o.KernelTag, "tag", "", "kernel tag of a local --kernel-source, for the release name (default: from its release)")
 	fs.BoolVar(&dryRun, "dry-run", false, "write the dist directory and print what would be published, without publishing")
 	fs.StringVar(&o.ConfigFile, "config", "", "kernel config to use instead of the tree's Microsoft/config-wsl")
+	fs.StringVar(&o.KernelMode, "kernel-mode", "", "auto (Microsoft's kernel when available, else built), stock or build (default: kernel.mode of the module list, else auto)")
+	fs.StringVar(&o.StockKernel, "stock-kernel", "", "stock mode: Microsoft's kernel image (C:\\Program Files\\WSL\\tools\\kernel, /mnt/c/Program Files/WSL/tools/kernel in WSL)")
+	fs.StringVar(&o.StockModules, "stock-modules", "", "stock mode: its modules image (tools\\modules.vhd or artifacts.vhd)")
+	fs.StringVar(&o.WSLMSI, "wsl-msi", "", "stock mode: a downloaded WSL installer (wsl.<version>.0.x64.msi) holding both")
+	fs.StringVar(&o.WSLVersion, "wsl-version", "", "stock mode: fetch the installer of this WSL release (e.g. 2.6.1)")
 	fs.StringVar(&o.Layout, "layout", "flat", "image layout: flat (every WSL since 2.5.1) or nested")
 	fs.StringVar(&o.Headers, "headers", pipeline.HeadersDevel, "kernel headers in the image: devel, uapi (nested only) or none")
 	fs.BoolVar(&o.KeepGoing, "keep-going", false, "produce (and publish) the image without the modules that failed instead of failing")
@@ -47,7 +55,7 @@ func runRun(ctx context.Context, env *cliEnv, args []string) error {
 	fs.IntVar(&o.Jobs, "jobs", runtime.NumCPU(), "total parallel compile jobs")
 	fs.StringVar(&o.KernelRepo, "repo", fetch.DefaultRepo, "kernel repository whose tags are built")
 	fs.StringVar(&o.TargetRepo, "target-repo", "", "repository to publish releases to (default $GITHUB_REPOSITORY)")
-	fs.StringVar(&o.Track, "track", fetch.TrackLatest, "without --kernel-source: latest, a series (6.6), a tag, or all-new")
+	fs.StringVar(&o.Track, "track", fetch.TrackWSL, "without --kernel-source: wsl (the kernel of the newest stable WSL release), wsl-prerelease, wsl-<version>, latest, a series (6.6), a tag, or all-new")
 	fs.IntVar(&o.MaxTags, "max-tags", fetch.DefaultMaxTags, "with --track all-new, the most tags built in one run")
 	fs.StringVar(&o.Arch, "arch", "", "x86_64 or arm64 (default: kernel.arch of the module list)")
 	fs.StringVar(&o.ReleasePrefix, "prefix", release.DefaultPrefix, "release tag prefix")

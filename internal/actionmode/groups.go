@@ -1,6 +1,8 @@
 package actionmode
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -49,10 +51,7 @@ func (g *groups) module(r pipeline.ModuleReport) {
 	g.close()
 	g.a.Group(fmt.Sprintf("module %s: %s (%s, %.1fs)", r.Name, r.Status, progress.Bytes(r.Bytes), r.Seconds))
 	if f, err := os.Open(r.LogPath); err == nil {
-		n, _ := io.Copy(g.out, io.LimitReader(f, maxLogInGroup))
-		if n == maxLogInGroup {
-			fmt.Fprintf(g.out, "\n[log truncated; the whole log is in build-logs.tar.gz: %s]\n", r.LogPath)
-		}
+		g.printLog(f, r.LogPath)
 		f.Close()
 	}
 	g.a.EndGroup()
@@ -90,4 +89,20 @@ func (g *groups) relative(p string) string {
 		return filepath.ToSlash(rel)
 	}
 	return p
+}
+
+// printLog prints a module's build log inside the group with workflow
+// commands stopped: the log is third-party output, and a line such as
+// "::set-output" or "::add-mask" in it must stay text. The end token is
+// random, so the log cannot end the stop itself.
+func (g *groups) printLog(r io.Reader, path string) {
+	var b [16]byte
+	rand.Read(b[:])
+	token := hex.EncodeToString(b[:])
+	fmt.Fprintf(g.out, "::stop-commands::%s\n", token)
+	n, _ := io.Copy(g.out, io.LimitReader(r, maxLogInGroup))
+	if n == maxLogInGroup {
+		fmt.Fprintf(g.out, "\n[log truncated; the whole log is in build-logs.tar.gz: %s]", path)
+	}
+	fmt.Fprintf(g.out, "\n::%s::\n", token)
 }

@@ -36,9 +36,10 @@ func File(path string) (string, error) {
 
 // Tree hashes a directory tree: every entry's path, type, executable bits
 // and content (the target for symlinks), in byte-wise path order, skipping
-// .git directories. Other file types are ignored. Files are hashed in
-// parallel. Two trees with the same digest have the same content.
-func Tree(ctx context.Context, dir string) (string, error) {
+// .git directories and the top-level entries named in skip. Other file
+// types are ignored. Files are hashed in parallel. Two trees with the same
+// digest have the same content.
+func Tree(ctx context.Context, dir string, skip ...string) (string, error) {
 	type ent struct {
 		rel, kind, sum string
 	}
@@ -50,6 +51,14 @@ func Tree(ctx context.Context, dir string) (string, error) {
 		rel, _ := filepath.Rel(dir, p)
 		if d.IsDir() && d.Name() == ".git" && rel != "." {
 			return filepath.SkipDir
+		}
+		for _, s := range skip {
+			if rel == s {
+				if d.IsDir() {
+					return filepath.SkipDir
+				}
+				return nil
+			}
 		}
 		e := &ent{rel: filepath.ToSlash(rel)}
 		switch {

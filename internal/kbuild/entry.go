@@ -48,5 +48,5 @@ func (k *Kernel) ManifestKernel() manifest.Kernel {
 	return manifest.Kernel{Release: k.Meta.Release, Arch: k.Meta.Arch, Source: k.Meta.Source, ConfigSHA256: k.Meta.ConfigSHA256,
 		FragmentSHA256: k.Meta.FragmentSHA256, Compiler: k.Meta.Compiler, ImageFile: k.Meta.ImageFile,
 		CacheKey: k.Meta.Key, CacheHit: k.CacheHit, BuildTimestamp: k.Meta.BuildTimestamp, Tag: k.Meta.Source.Tag,
-		ConfigChanges: k.Meta.ConfigChanges}
+		ConfigChanges: k.Meta.ConfigChanges, Mode: k.Meta.Mode, Stock: k.Meta.Stock, Signing: k.Meta.Signing}
 }

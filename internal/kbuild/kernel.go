@@ -32,8 +32,11 @@ import (
 )
 
 // CacheFormat is the version of the kernel cache entry layout; it is part
-// of the cache key.
-const CacheFormat = 1
+// of the cache key. Format 2 records a content digest in meta.json.
+const CacheFormat = 2
+
+// metaFile is an entry's record.
+const metaFile = "meta.json"
 
 // KBuildUser and KBuildHost are the fixed KBUILD_BUILD_USER/HOST values.
 const (
@@ -107,9 +110,23 @@ type KernelMeta struct {
 	ConfigChanges []string `json:"config_changes,omitempty"`
 	// FragmentNotes are the extra options the fragment enabled.
 	FragmentNotes []string `json:"fragment_notes,omitempty"`
+	// Mode is manifest.ModeStock for an entry made from Microsoft's
+	// kernel and modules (PrepareStock), "" for a kernel built here.
+	Mode string `json:"mode,omitempty"`
+	// Stock describes Microsoft's files of a stock entry.
+	Stock *manifest.Stock `json:"stock,omitempty"`
+	// Signing is the config's module signing ("" none, see
+	// manifest.Kernel.Signing).
+	Signing string `json:"signing,omitempty"`
+	// ContentSHA256 is the digest (digest.Tree) of the entry without
+	// meta.json, checked on every cache hit: build code that ran since
+	// may have tampered with it.
+	ContentSHA256 string `json:"content_sha256,omitempty"`
 	// Bytes is the entry size; BuildSeconds the kernel build's wall time.
 	Bytes        int64   `json:"bytes"`
 	BuildSeconds float64 `json:"build_seconds"`
+	// BuildSteps is the number of kbuild steps of the long make.
+	BuildSteps int64 `json:"build_steps,omitempty"`
 	Created      string  `json:"created"`
 }
 
@@ -169,6 +186,43 @@ func OpenKernel(dir string) (*Kernel, error) {
 	if k.Meta.Format != CacheFormat {
 		return nil, fmt.Errorf("kernel cache: %s: format %d, want %d", dir, k.Meta.Format, CacheFormat)
 	}
+	return k, nil
+}
+
+// ErrTampered is wrapped by Verify's error when an entry's content does
+// not match the digest recorded when it was made.
+var ErrTampered = errors.New("kernel cache entry was modified after it was made")
+
+// Verify checks that the entry's files are those recorded in its meta.json
+// (ContentSHA256). Build code runs between the stages that use an entry
+// (and its cache is restored by later runs), so a changed entry must not
+// be trusted.
+func (k *Kernel) Verify(ctx context.Context) error {
+	if k.Meta.ContentSHA256 == "" {
+		return fmt.Errorf("kernel cache: %s: %w (no digest recorded)", k.Dir, ErrTampered)
+	}
+	d, err := digest.Tree(ctx, k.Dir, metaFile)
+	if err != nil {
+		return fmt.Errorf("kernel cache: %s: %w", k.Dir, err)
+	}
+	if d != k.Meta.ContentSHA256 {
+		return fmt.Errorf("kernel cache: %s: %w (digest %s, recorded %s)", k.Dir, ErrTampered, d[:16], k.Meta.ContentSHA256[:16])
+	}
+	return nil
+}
+
+// openVerified opens an entry for a cache hit and verifies it; a
+// tampered entry is reported loudly and treated as a miss.
+func openVerified(ctx context.Context, entry string, p *progress.Reporter) (*Kernel, error) {
+	k, err := OpenKernel(entry)
+	if err != nil {
+		return nil, err
+	}
+	if err := k.Verify(ctx); err != nil {
+		p.Printf("kernel: WARNING: %v; building it again", err)
+		return nil, err
+	}
+	k.CacheHit = true
 	return k, nil
 }
 
@@ -235,10 +289,31 @@ func inTreeConfigs(arch string) []string {
 // olddefconfig, image + modules, modules_install, kernel-devel, headers)
 // and storing it. Concurrent callers with the same inputs build it once.
 func BuildKernel(ctx context.Context, o KernelOptions) (*Kernel, error) {
+	in, err := resolveInputs(ctx, &o, "")
+	if err != nil {
+		return nil, err
+	}
+	return cachedEntry(ctx, o, in, func(entry string) (*Kernel, error) {
+		return buildKernel(ctx, o, in, entry)
+	})
+}
+
+// inputs are the resolved inputs of a kernel cache entry.
+type inputs struct {
+	tc       Toolchain
+	src      manifest.Source
+	key      string
+	compiler string
+	isDir    bool
+}
+
+// resolveInputs makes o's paths absolute (make runs with -C and O=),
+// finds the toolchain and computes the cache key; extra is hashed into
+// the key too (stock mode's files).
+func resolveInputs(ctx context.Context, o *KernelOptions, extra string) (*inputs, error) {
 	if o.CacheDir == "" {
 		return nil, errors.New("kernel: no cache directory")
 	}
-	// make runs with -C and O=, so every path must be absolute.
 	for _, p := range []*string{&o.CacheDir, &o.Source, &o.ConfigFile} {
 		if *p == "" {
 			continue
@@ -252,31 +327,35 @@ func BuildKernel(ctx context.Context, o KernelOptions) (*Kernel, error) {
 	if o.Arch == "" {
 		o.Arch = "x86_64"
 	}
-	tc, err := ToolchainFor(o.Arch, o.HostArch)
-	if err != nil {
+	in := &inputs{}
+	var err error
+	if in.tc, err = ToolchainFor(o.Arch, o.HostArch); err != nil {
 		return nil, fmt.Errorf("kernel: %w", err)
 	}
 	st, err := os.Stat(o.Source)
 	if err != nil {
 		return nil, fmt.Errorf("kernel: source: %w", err)
 	}
-	compiler, err := CompilerVersion(ctx, tc.CC)
-	if err != nil {
+	in.isDir = st.IsDir()
+	if in.compiler, err = CompilerVersion(ctx, in.tc.CC); err != nil {
 		return nil, fmt.Errorf("kernel: %w", err)
 	}
 	done := o.Progress.Step("kernel: cache key (hashing %s)", o.Source)
-	src, key, err := cacheKey(ctx, o, st.IsDir(), compiler)
+	in.src, in.key, err = cacheKey(ctx, *o, in.isDir, in.compiler, extra)
 	done()
-	if err != nil {
-		return nil, err
-	}
+	return in, err
+}
+
+// cachedEntry returns the cache entry of in.key, making it with build
+// (given the entry path) under the entry's lock when it does not exist.
+func cachedEntry(ctx context.Context, o KernelOptions, in *inputs, build func(entry string) (*Kernel, error)) (*Kernel, error) {
 	kdir := filepath.Join(o.CacheDir, "kernel")
 	if err := os.MkdirAll(kdir, 0o755); err != nil {
 		return nil, fmt.Errorf("kernel cache: %w", err)
 	}
+	key := in.key
 	entry := filepath.Join(kdir, key)
-	if k, err := OpenKernel(entry); err == nil {
-		k.CacheHit = true
+	if k, err := openVerified(ctx, entry, o.Progress); err == nil {
 		o.Progress.Printf("kernel: cache hit %s (%s, %s)", key[:16], k.Meta.Release, progress.Bytes(k.Meta.Bytes))
 		return k, nil
 	}
@@ -285,18 +364,21 @@ func BuildKernel(ctx context.Context, o KernelOptions) (*Kernel, error) {
 		return nil, err
 	}
 	defer unlock()
-	if k, err := OpenKernel(entry); err == nil { // built by another process meanwhile
-		k.CacheHit = true
+	if k, err := openVerified(ctx, entry, o.Progress); err == nil { // made by another process meanwhile
 		o.Progress.Printf("kernel: cache hit %s after waiting (%s)", key[:16], k.Meta.Release)
 		return k, nil
+	} else if errors.Is(err, ErrTampered) {
+		if err := os.RemoveAll(entry); err != nil {
+			return nil, fmt.Errorf("kernel cache: removing a tampered entry: %w", err)
+		}
 	}
 	o.Progress.Printf("kernel: cache miss %s, building", key[:16])
-	return buildKernel(ctx, o, tc, src, key, compiler, st.IsDir(), entry)
+	return build(entry)
 }
 
 // cacheKey hashes the kernel's inputs: source identity, config override,
 // fragment, arch, compiler version, timestamp override and cache format.
-func cacheKey(ctx context.Context, o KernelOptions, isDir bool, compiler string) (manifest.Source, string, error) {
+func cacheKey(ctx context.Context, o KernelOptions, isDir bool, compiler, extra string) (manifest.Source, string, error) {
 	var src manifest.Source
 	if o.SourceInfo != nil {
 		src = *o.SourceInfo
@@ -359,6 +441,7 @@ func cacheKey(ctx context.Context, o KernelOptions, isDir bool, compiler string)
 	if v, err := exec.CommandContext(ctx, "pahole", "--version").Output(); err == nil {
 		fmt.Fprintf(h, "pahole %s\n", strings.TrimSpace(string(v)))
 	}
+	h.Write([]byte(extra))
 	return src, hex.EncodeToString(h.Sum(nil)), nil
 }
 
@@ -395,6 +478,9 @@ type kernelBuild struct {
 	src, obj string // source tree and object tree
 	env      []string
 	log      io.Writer
+	// inputConfig is the config the build started from (for the step
+	// count of earlier builds of the same config).
+	inputConfig []byte
 }
 
 func (b *kernelBuild) make(ctx context.Context, args ...string) error {
@@ -440,46 +526,40 @@ func kernelEnv(ts time.Time) []string {
 		"KBUILD_BUILD_VERSION=1", fmt.Sprintf("SOURCE_DATE_EPOCH=%d", ts.Unix()))
 }
 
-func buildKernel(ctx context.Context, o KernelOptions, tc Toolchain, src manifest.Source, key, compiler string, isDir bool, entry string) (*Kernel, error) {
-	start := time.Now()
-	jobs := o.Jobs
-	if jobs <= 0 {
-		jobs = runtime.NumCPU()
-	}
-	// The work dir (unpacked source, object tree) is named by the key and
-	// kept when the build fails, so that a retry (under the same lock)
-	// continues incrementally; it is removed after a successful build.
-	work := filepath.Join(filepath.Dir(entry), ".work-"+key)
-	if err := os.MkdirAll(work, 0o755); err != nil {
-		return nil, fmt.Errorf("kernel: %w", err)
-	}
-	success := false
-	defer func() {
-		if success {
-			os.RemoveAll(work)
-		}
-	}()
+// workDir is the work dir (unpacked source, object tree) of an entry,
+// named by its key and kept when the build fails, so that a retry (under
+// the same lock) continues incrementally; it is removed after success.
+func workDir(entry, key string) string { return filepath.Join(filepath.Dir(entry), ".work-"+key) }
+
+// openEntry creates the entry's temporary directory and its kernel.log.
+func openEntry(o KernelOptions, entry string) (*atomicfile.Dir, *os.File, io.Writer, error) {
 	out, err := atomicfile.CreateDir(entry, false)
 	if err != nil {
-		return nil, fmt.Errorf("kernel cache: %w", err)
+		return nil, nil, nil, fmt.Errorf("kernel cache: %w", err)
 	}
-	defer out.Abort()
-
 	logf, err := os.Create(filepath.Join(out.Tmp, "kernel.log"))
 	if err != nil {
-		return nil, fmt.Errorf("kernel: %w", err)
+		out.Abort()
+		return nil, nil, nil, fmt.Errorf("kernel: %w", err)
 	}
-	defer logf.Close()
 	var log io.Writer = logf
 	if o.Log != nil {
 		log = io.MultiWriter(logf, o.Log)
 	}
+	return out, logf, log, nil
+}
 
-	b := &kernelBuild{o: o, tc: tc, obj: filepath.Join(work, "obj"), log: log}
-	if isDir {
-		b.src, err = filepath.Abs(o.Source)
-		if err != nil {
-			return nil, fmt.Errorf("kernel: %w", err)
+// newKernelBuild sets up the source tree (unpacking a tarball into work
+// once), the object tree and the reproducible environment.
+func newKernelBuild(ctx context.Context, o KernelOptions, in *inputs, work string, log io.Writer) (*kernelBuild, time.Time, error) {
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		return nil, time.Time{}, fmt.Errorf("kernel: %w", err)
+	}
+	b := &kernelBuild{o: o, tc: in.tc, obj: filepath.Join(work, "obj"), log: log}
+	var err error
+	if in.isDir {
+		if b.src, err = filepath.Abs(o.Source); err != nil {
+			return nil, time.Time{}, fmt.Errorf("kernel: %w", err)
 		}
 	} else {
 		b.src = filepath.Join(work, "src")
@@ -488,36 +568,59 @@ func buildKernel(ctx context.Context, o KernelOptions, tc Toolchain, src manifes
 			_, err := archive.ExtractFile(ctx, o.Source, b.src, archive.Options{StripComponents: 1})
 			done()
 			if err != nil {
-				return nil, fmt.Errorf("kernel: %w", err)
+				return nil, time.Time{}, fmt.Errorf("kernel: %w", err)
 			}
 		}
 	}
-	if _, err := os.Stat(filepath.Join(b.src, "Makefile")); err != nil {
-		return nil, fmt.Errorf("kernel: %s is not a kernel source tree (no top-level Makefile)", o.Source)
+	st, err := os.Stat(filepath.Join(b.src, "Makefile"))
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("kernel: %s is not a kernel source tree (no top-level Makefile)", o.Source)
 	}
 	ts := o.Timestamp
 	if ts.IsZero() {
-		st, err := os.Stat(filepath.Join(b.src, "Makefile"))
-		if err != nil {
-			return nil, fmt.Errorf("kernel: %w", err)
-		}
 		ts = st.ModTime()
 	}
 	b.env = kernelEnv(ts)
 	if err := os.MkdirAll(b.obj, 0o755); err != nil {
-		return nil, fmt.Errorf("kernel: %w", err)
+		return nil, time.Time{}, fmt.Errorf("kernel: %w", err)
 	}
+	return b, ts, nil
+}
 
+func buildKernel(ctx context.Context, o KernelOptions, in *inputs, entry string) (*Kernel, error) {
+	start := time.Now()
+	jobs := o.Jobs
+	if jobs <= 0 {
+		jobs = runtime.NumCPU()
+	}
+	tc, key := in.tc, in.key
+	work := workDir(entry, key)
+	success := false
+	defer func() {
+		if success {
+			os.RemoveAll(work)
+		}
+	}()
+	out, logf, log, err := openEntry(o, entry)
+	if err != nil {
+		return nil, err
+	}
+	defer out.Abort()
+	defer logf.Close()
+	b, ts, err := newKernelBuild(ctx, o, in, work, log)
+	if err != nil {
+		return nil, err
+	}
 	meta := KernelMeta{Format: CacheFormat, Key: key, Arch: o.Arch, ImageFile: tc.ImageFile,
-		Compiler: compiler, Source: src, BuildTimestamp: ts.UTC().Format(TimestampLayout)}
+		Compiler: in.compiler, Source: in.src, BuildTimestamp: ts.UTC().Format(TimestampLayout)}
 	final, err := b.configure(ctx, &meta)
 	if err != nil {
 		return nil, err
 	}
 	release := meta.Release
 
-	done := longStep(o.Progress, time.Minute, "kernel: make -j%d %s modules (%s)", jobs, tc.ImageFile, release)
-	err = b.make(ctx, fmt.Sprintf("-j%d", jobs), tc.ImageFile, "modules")
+	done := o.Progress.Step("kernel: make -j%d %s modules (%s)", jobs, tc.ImageFile, release)
+	meta.BuildSteps, err = b.countedMake(ctx, release, fmt.Sprintf("-j%d", jobs), tc.ImageFile, "modules")
 	done()
 	if err != nil {
 		return nil, fmt.Errorf("kernel: build failed (log: %s): %w\n%s", filepath.Join(entry, "kernel.log"), err, tailFile(logf.Name(), 15))
@@ -529,31 +632,45 @@ func buildKernel(ctx context.Context, o KernelOptions, tc Toolchain, src manifes
 	if err != nil {
 		return nil, fmt.Errorf("kernel: %w", err)
 	}
+	k, err := finishEntry(ctx, out, logf, &meta, final, start)
+	if err != nil {
+		return nil, err
+	}
+	success = true
+	o.Progress.Printf("kernel: cached %s as %s (%s)", release, entry, progress.Bytes(meta.Bytes))
+	return k, nil
+}
+
+// finishEntry completes an entry made in out.Tmp: the config's hash, the
+// modules' vermagic, sizes, the content digest (checked on every cache
+// hit) and meta.json, then commits it.
+func finishEntry(ctx context.Context, out *atomicfile.Dir, logf *os.File, meta *KernelMeta, final kconfig.Config, start time.Time) (*Kernel, error) {
+	var err error
 	meta.ConfigSHA256, err = digest.File(filepath.Join(out.Tmp, "config"))
 	if err != nil {
 		return nil, fmt.Errorf("kernel: %w", err)
 	}
-	meta.Vermagic, err = kernelVermagic(filepath.Join(out.Tmp, "modules", "lib", "modules", release), release, final)
+	meta.Vermagic, err = kernelVermagic(filepath.Join(out.Tmp, "modules", "lib", "modules", meta.Release), meta.Release, final)
 	if err != nil {
 		return nil, fmt.Errorf("kernel: %w", err)
 	}
 	meta.BuildSeconds = time.Since(start).Seconds()
 	meta.Created = time.Now().UTC().Format(time.RFC3339)
 	logf.Sync()
-	meta.Bytes, err = DirSize(out.Tmp)
-	if err != nil {
+	if meta.Bytes, err = DirSize(out.Tmp); err != nil {
+		return nil, fmt.Errorf("kernel: %w", err)
+	}
+	if meta.ContentSHA256, err = digest.Tree(ctx, out.Tmp, metaFile); err != nil {
 		return nil, fmt.Errorf("kernel: %w", err)
 	}
 	mb, _ := json.MarshalIndent(meta, "", "  ")
-	if err := os.WriteFile(filepath.Join(out.Tmp, "meta.json"), append(mb, '\n'), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(out.Tmp, metaFile), append(mb, '\n'), 0o644); err != nil {
 		return nil, fmt.Errorf("kernel: %w", err)
 	}
 	if err := out.Commit(); err != nil {
 		return nil, fmt.Errorf("kernel cache: %w", err)
 	}
-	success = true
-	o.Progress.Printf("kernel: cached %s as %s (%s)", release, entry, progress.Bytes(meta.Bytes))
-	return &Kernel{Dir: entry, Meta: meta}, nil
+	return &Kernel{Dir: out.Path, Meta: *meta}, nil
 }
 
 // install fills the cache entry dir from the object tree.
@@ -582,6 +699,12 @@ func (b *kernelBuild) install(ctx context.Context, dir, release string) error {
 			return err
 		}
 	}
+	return b.develTrees(ctx, dir)
+}
+
+// develTrees makes the entry's kernel-devel tree from the object tree,
+// and for cross builds kernel-devel-target.
+func (b *kernelBuild) develTrees(ctx context.Context, dir string) error {
 	develDir := filepath.Join(dir, "kernel-devel")
 	if err := b.installDevel(ctx, develDir); err != nil {
 		return fmt.Errorf("kernel-devel: %w", err)
@@ -699,6 +822,7 @@ func (b *kernelBuild) configure(ctx context.Context, meta *KernelMeta) (kconfig.
 	if err != nil {
 		return nil, fmt.Errorf("kernel: config: %w", err)
 	}
+	b.inputConfig = inCfg
 	input, err := kconfig.ParseConfig(strings.NewReader(string(inCfg)))
 	if err != nil {
 		return nil, fmt.Errorf("kernel: config %s: %w", cfgPath, err)

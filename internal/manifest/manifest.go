@@ -69,10 +69,10 @@ type Inputs struct {
 	// Mode is ModeStock for builds over Microsoft's kernel, "" for a
 	// kernel built here (so build-mode hashes stay what they were).
 	Mode string `json:"mode,omitempty"`
-	// StockKernelSHA256 and StockModulesSHA256 pin Microsoft's files in
-	// stock mode.
-	StockKernelSHA256  string `json:"stock_kernel_sha256,omitempty"`
-	StockModulesSHA256 string `json:"stock_modules_sha256,omitempty"`
+	// Stock pins Microsoft's files in stock mode: "files:<kernel
+	// sha256>:<modules sha256>", "msi:<sha256>" or
+	// "msi-asset:<name>:<digest>".
+	Stock string `json:"stock,omitempty"`
 }
 
 // InputModule is one listed module with its pinned source.

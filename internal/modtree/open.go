@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -95,7 +96,86 @@ func Open(ctx context.Context, src string, o OpenOptions) (*Tree, error) {
 		t.Close()
 		return nil, err
 	}
+	if err := CheckLinks(t.Files, src); err != nil {
+		t.Close()
+		return nil, err
+	}
 	return t, nil
+}
+
+// CheckLinks refuses symlinks in a module directory that point outside it
+// (absolute targets, or relative ones that climb out): staging writes
+// through such a link would land on the host. The top-level build and
+// source links are allowed (they are dropped, never followed). name is
+// used in errors.
+func CheckLinks(fsys fs.FS, name string) error {
+	if fsys == nil {
+		return nil
+	}
+	return fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return fmt.Errorf("modtree: %s: %w", name, err)
+		}
+		if d.Type()&fs.ModeSymlink == 0 || !strings.Contains(p, "/") && skipTop(p) {
+			return nil
+		}
+		target, err := fs.ReadLink(fsys, p)
+		if err != nil {
+			return fmt.Errorf("modtree: %s: %w", name, err)
+		}
+		if !linkInside(fsys, path.Dir(p), target, 0) {
+			return fmt.Errorf("modtree: %s: %s is a link to %q, outside the module directory; refusing it", name, p, target)
+		}
+		return nil
+	})
+}
+
+// linkInside reports whether target, as a link in directory dir of fsys,
+// resolves inside fsys.
+func linkInside(fsys fs.FS, dir, target string, hops int) bool {
+	_, ok := resolveLink(fsys, dir, target, hops)
+	return ok
+}
+
+// resolveLink resolves target from directory dir of fsys, following the
+// links it passes through (at most 40 in all); ok is false when it climbs
+// above the root or is absolute. The result is a clean path ("" is the
+// root).
+func resolveLink(fsys fs.FS, dir, target string, hops int) (string, bool) {
+	if path.IsAbs(target) || hops > 40 {
+		return "", false
+	}
+	cur := strings.TrimPrefix(path.Clean("/"+dir), "/")
+	for _, c := range strings.Split(target, "/") {
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			if cur == "" {
+				return "", false
+			}
+			if cur = path.Dir(cur); cur == "." {
+				cur = ""
+			}
+			continue
+		}
+		next := path.Join(cur, c)
+		fi, err := fs.Lstat(fsys, next)
+		if err != nil || fi.Mode()&fs.ModeSymlink == 0 {
+			cur = next
+			continue
+		}
+		t, err := fs.ReadLink(fsys, next)
+		if err != nil {
+			return "", false
+		}
+		r, ok := resolveLink(fsys, cur, t, hops+1)
+		if !ok {
+			return "", false
+		}
+		cur = r
+	}
+	return cur, true
 }
 
 // isPack reports whether the file p starts like a zstd stream and is named

@@ -46,7 +46,7 @@ type imageSource struct {
 func imageModuleDir(img fs.FS, src, release string) (fs.FS, imageSource, error) {
 	var nested []string
 	for _, s := range subdirs(img, ".") {
-		if st, err := fs.Stat(img, s+"/modules"); err == nil && st.IsDir() {
+		if st, err := fs.Lstat(img, s+"/modules"); err == nil && st.IsDir() {
 			nested = append(nested, s)
 		}
 	}
@@ -76,7 +76,7 @@ func imageModuleDir(img fs.FS, src, release string) (fs.FS, imageSource, error) 
 	if err != nil {
 		return nil, out, fmt.Errorf("modtree: %s: %w", src, err)
 	}
-	if st, err := fs.Stat(img, rel+"/linux-headers"); err == nil && st.IsDir() {
+	if st, err := fs.Lstat(img, rel+"/linux-headers"); err == nil && st.IsDir() {
 		out.Headers, _ = fs.Sub(img, rel+"/linux-headers")
 	}
 	out.Ignored = ignoredNested(img, rel)

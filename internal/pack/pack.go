@@ -37,8 +37,12 @@ const FormatVersion = 1
 // Ext is the file extension of packs.
 const Ext = ".tar.zst"
 
-// maxPackBytes bounds the uncompressed size of a pack read into memory.
-const maxPackBytes = 2 << 30
+// maxPackBytes bounds the uncompressed size of a pack read into memory,
+// and maxEntryBytes that of one entry (a module: far above any real .ko).
+const (
+	maxPackBytes  = 1 << 30
+	maxEntryBytes = 256 << 20
+)
 
 // Meta is the content of pack.json.
 type Meta struct {
@@ -337,9 +341,15 @@ func Read(r io.Reader, name string) (*Pack, error) {
 		default:
 			return nil, fail("entry %q: only regular files and directories are allowed", h.Name)
 		}
-		data, err := io.ReadAll(tr)
+		if h.Size > maxEntryBytes {
+			return nil, fail("entry %q: %d bytes, more than the %d a module may have", n, h.Size, int64(maxEntryBytes))
+		}
+		data, err := io.ReadAll(io.LimitReader(tr, maxEntryBytes+1))
 		if err != nil {
 			return nil, fail("%s: %v", n, err)
+		}
+		if len(data) > maxEntryBytes {
+			return nil, fail("entry %q: more than %d bytes", n, int64(maxEntryBytes))
 		}
 		if n == MetaFile {
 			metaBytes = data
@@ -382,6 +392,11 @@ func Read(r io.Reader, name string) (*Pack, error) {
 			return nil, fail("%s: modules[%d].file %q is missing from the archive", MetaFile, i, md.File)
 		}
 		delete(files, md.File)
+		// The bytes must be the ones pack.json lists before anything
+		// parses (and decompresses) them.
+		if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != md.SHA256 {
+			return nil, fail("%s: sha256 %x, pack.json says %s", md.File, sum, md.SHA256)
+		}
 		got, m, err := Describe(md.File, data)
 		if err != nil {
 			return nil, fail("%v", err)

@@ -3,52 +3,28 @@ package pack
 import (
 	"archive/tar"
 	"bytes"
+	"crypto/sha256"
 	"debug/elf"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
 
-	"github.com/wsl-modules/wsl-modules-action/internal/modtree"
 	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
 )
 
-var (
-	baseOnce sync.Once
-	baseTree *modtree.Tree
-	baseErr  error
-)
-
-// debianBase loads the real Debian module tree once.
-func debianBase(t *testing.T) (*modtree.Tree, string) {
+// debianBase returns the real Debian module directory and its release.
+func debianBase(t *testing.T) (rel, dir string) {
 	t.Helper()
 	root, rel := testenv.DebianModules(t)
-	dir := filepath.Join(root, "lib", "modules", rel)
-	baseOnce.Do(func() { baseTree, baseErr = modtree.LoadDir(dir, rel) })
-	if baseErr != nil {
-		t.Fatal(baseErr)
-	}
-	return baseTree, dir
-}
-
-// without returns a copy of tree without the named modules.
-func without(t *modtree.Tree, names ...string) *modtree.Tree {
-	drop := map[string]bool{}
-	for _, n := range names {
-		drop[n] = true
-	}
-	out := &modtree.Tree{Release: t.Release, Symvers: t.Symvers}
-	for _, e := range t.Modules {
-		if !drop[e.Name] {
-			out.Modules = append(out.Modules, e)
-		}
-	}
-	return out
+	return rel, filepath.Join(root, "lib", "modules", rel)
 }
 
 func mkPack(t *testing.T, name, release string, mods map[string]string) string {
@@ -70,10 +46,10 @@ func open(t *testing.T, p string) *Pack {
 }
 
 func TestCreateOpenRoundTripMatchesModinfo(t *testing.T) {
-	base, dir := debianBase(t)
+	rel, dir := debianBase(t)
 	modinfo := testenv.Tool(t, "modinfo")
 	src := filepath.Join(dir, "kernel/fs/fat/vfat.ko")
-	p := mkPack(t, "fat-extra", base.Release, map[string]string{"vfat.ko": src})
+	p := mkPack(t, "fat-extra", rel, map[string]string{"vfat.ko": src})
 	pk := open(t, p)
 	if len(pk.Meta.Modules) != 1 {
 		t.Fatalf("modules: %+v", pk.Meta.Modules)
@@ -110,7 +86,7 @@ func TestCreateOpenRoundTripMatchesModinfo(t *testing.T) {
 		}
 	}
 	// Reproducible: same inputs, same bytes.
-	p2 := mkPack(t, "fat-extra", base.Release, map[string]string{"vfat.ko": src})
+	p2 := mkPack(t, "fat-extra", rel, map[string]string{"vfat.ko": src})
 	a, _ := os.ReadFile(p)
 	b, _ := os.ReadFile(p2)
 	if !bytes.Equal(a, b) {
@@ -155,8 +131,8 @@ func wantErr(t *testing.T, err error, substr string) {
 }
 
 func TestOpenRefusesBadArchives(t *testing.T) {
-	base, dir := debianBase(t)
-	good := mkPack(t, "good", base.Release, map[string]string{"vfat.ko": filepath.Join(dir, "kernel/fs/fat/vfat.ko")})
+	rel, dir := debianBase(t)
+	good := mkPack(t, "good", rel, map[string]string{"vfat.ko": filepath.Join(dir, "kernel/fs/fat/vfat.ko")})
 	data, _ := os.ReadFile(good)
 	write := func(b []byte) string {
 		p := filepath.Join(t.TempDir(), "p.tar.zst")
@@ -198,5 +174,84 @@ func TestOpenRefusesBadArchives(t *testing.T) {
 				t.Fatalf("error %q does not contain %q", err, c.want)
 			}
 		})
+	}
+}
+
+// bombPack writes a pack holding one .ko.zst that decompresses to n zero
+// bytes; listed is the sha256 pack.json gives for it (the real one, or a
+// wrong one).
+func bombPack(t *testing.T, n int64, rightSum bool) string {
+	t.Helper()
+	var ko bytes.Buffer
+	zw, err := zstd.NewWriter(&ko, zstd.WithEncoderLevel(zstd.SpeedFastest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	zero := make([]byte, 1<<20)
+	for left := n; left > 0; left -= int64(len(zero)) {
+		zw.Write(zero[:min(int64(len(zero)), left)])
+	}
+	zw.Close()
+	sum := sha256.Sum256(ko.Bytes())
+	if !rightSum {
+		sum[0] ^= 0xff
+	}
+	meta := Meta{Format: FormatVersion, Name: "bomb", KernelRelease: "6.12.0", Arch: "x86_64",
+		Modules: []Module{{File: "bomb/x.ko.zst", Name: "x", SHA256: hex.EncodeToString(sum[:]), Vermagic: "6.12.0"}}}
+	mb, _ := json.Marshal(meta)
+	var buf bytes.Buffer
+	pw, _ := zstd.NewWriter(&buf)
+	tw := tar.NewWriter(pw)
+	for _, e := range []struct {
+		name string
+		data []byte
+	}{{MetaFile, mb}, {"bomb/x.ko.zst", ko.Bytes()}} {
+		tw.WriteHeader(&tar.Header{Name: e.name, Mode: 0o644, Size: int64(len(e.data)), Typeflag: tar.TypeReg})
+		tw.Write(e.data)
+	}
+	tw.Close()
+	pw.Close()
+	p := filepath.Join(t.TempDir(), "bomb.tar.zst")
+	if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// allocated returns the bytes fn allocates.
+func allocated(fn func()) uint64 {
+	var a, b runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&a)
+	fn()
+	runtime.ReadMemStats(&b)
+	return b.TotalAlloc - a.TotalAlloc
+}
+
+// A decompression bomb (a few KiB of pack holding a module of 2 GiB of
+// zeros) is refused with a clear error, within bounded memory: with the
+// right sha256 by the module size cap, with a wrong one before any
+// decompression.
+func TestOpenRefusesDecompressionBomb(t *testing.T) {
+	for _, right := range []bool{false, true} {
+		p := bombPack(t, 2<<30, right)
+		if st, _ := os.Stat(p); st.Size() > 1<<20 {
+			t.Fatalf("bomb pack is %d bytes", st.Size())
+		}
+		var err error
+		n := allocated(func() { _, err = Open(p) })
+		if err == nil || !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("right sha256 %v: %v", right, err)
+		}
+		want, limit := "sha256", uint64(64<<20)
+		if right {
+			want, limit = "exceeds", 700<<20
+		}
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("right sha256 %v: error %q does not say %q", right, err, want)
+		}
+		if n > limit {
+			t.Errorf("right sha256 %v: %d MiB allocated, want at most %d MiB", right, n>>20, limit>>20)
+		}
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/wsl-modules/wsl-modules-action/internal/archive"
+	"github.com/wsl-modules/wsl-modules-action/internal/digest"
 	"github.com/wsl-modules/wsl-modules-action/internal/kver"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
@@ -49,6 +51,9 @@ func (r *runner) kernelInputs(k *kernelJob) string {
 		// stay valid.
 		fmt.Fprintf(h, "repo %s\n", k.inputs.KernelRepo)
 	}
+	if k.inputs.Mode != "" {
+		fmt.Fprintf(h, "mode %s\nstock %s\n", k.inputs.Mode, k.inputs.Stock)
+	}
 	return hex.EncodeToString(h.Sum(nil))
 }
 
@@ -61,8 +66,7 @@ func (r *runner) ensureKernel(ctx context.Context, k *kernelJob) error {
 	if b, err := os.ReadFile(recPath); err == nil {
 		var rec kernelRecord
 		if json.Unmarshal(b, &rec) == nil && rec.Inputs == ki && rec.Key != "" {
-			if kern, err := kbuild.OpenKernel(filepath.Join(r.o.CacheDir, "kernel", rec.Key)); err == nil {
-				kern.CacheHit = true
+			if kern, err := r.openEntry(ctx, rec.Key); err == nil {
 				k.kernel, k.source, k.release = kern, rec.Source, kern.Meta.Release
 				r.log.Printf("%s: kernel %s from cache entry %s (%s)", k.name, kern.Meta.Release, short(rec.Key), KernelFile)
 				r.nameLocal(k)
@@ -86,8 +90,13 @@ func (r *runner) ensureKernel(ctx context.Context, k *kernelJob) error {
 	var kern *kbuild.Kernel
 	err := r.stage(k, "kernel", func() error {
 		var err error
-		kern, err = kbuild.BuildKernel(ctx, kbuild.KernelOptions{Source: source, SourceInfo: info, ConfigFile: r.o.ConfigFile,
-			Fragment: r.fragment, Arch: r.arch, CacheDir: r.o.CacheDir, Jobs: r.o.Jobs, Timestamp: r.epoch(), Progress: r.log})
+		ko := kbuild.KernelOptions{Source: source, SourceInfo: info, ConfigFile: r.o.ConfigFile,
+			Fragment: r.fragment, Arch: r.arch, CacheDir: r.o.CacheDir, Jobs: r.o.Jobs, Timestamp: r.epoch(), Progress: r.log}
+		if k.mode == ModeStock {
+			kern, err = r.stockKernel(ctx, k, ko)
+		} else {
+			kern, err = kbuild.BuildKernel(ctx, ko)
+		}
 		if err != nil {
 			return fmt.Errorf("pipeline: %s: %w", k.name, err)
 		}
@@ -106,6 +115,73 @@ func (r *runner) ensureKernel(ctx context.Context, k *kernelJob) error {
 		return fmt.Errorf("pipeline: %w", err)
 	}
 	return nil
+}
+
+// openEntry opens the kernel cache entry of key and verifies its content:
+// the entry may have been restored from a cache that build code could
+// write to.
+func (r *runner) openEntry(ctx context.Context, key string) (*kbuild.Kernel, error) {
+	kern, err := kbuild.OpenKernel(filepath.Join(r.o.CacheDir, "kernel", key))
+	if err != nil {
+		return nil, err
+	}
+	if err := kern.Verify(ctx); err != nil {
+		r.log.Printf("WARNING: %v; making it again", err)
+		return nil, err
+	}
+	kern.CacheHit = true
+	return kern, nil
+}
+
+// stockKernel prepares k's kernel in stock mode: the source as a
+// directory (the CRC proof of the modules reads it), Microsoft's files
+// (extracted from the WSL installer when needed), then kbuild.PrepareStock.
+func (r *runner) stockKernel(ctx context.Context, k *kernelJob, ko kbuild.KernelOptions) (*kbuild.Kernel, error) {
+	src, err := r.sourceDir(ctx, k)
+	if err != nil {
+		return nil, err
+	}
+	ko.Source, ko.Fragment = src, nil
+	if ko.SourceInfo == nil && k.local != "" && src != k.local {
+		// A tarball unpacked here: its sha256 identifies the source.
+		d, err := digest.File(k.local)
+		if err != nil {
+			return nil, fmt.Errorf("pipeline: %s: %w", k.name, err)
+		}
+		ko.SourceInfo = &manifest.Source{Kind: "tarball", Path: filepath.Base(k.local), SHA256: d}
+	}
+	kernel, modules, msi, err := r.stockPaths(ctx, k)
+	if err != nil {
+		return nil, err
+	}
+	return kbuild.PrepareStock(ctx, kbuild.StockOptions{KernelOptions: ko, Kernel: kernel, Modules: modules, MSI: msi})
+}
+
+// sourceDir returns k's kernel source as a directory: a local directory
+// as given, a local tarball unpacked once into WORK/<kernel>/source, or
+// the tag's fetched source.
+func (r *runner) sourceDir(ctx context.Context, k *kernelJob) (string, error) {
+	if k.local == "" {
+		dir, src, err := r.fetchKernel(ctx, k)
+		if err == nil && k.source.Kind == "" {
+			k.source = src
+		}
+		return dir, err
+	}
+	if st, err := os.Stat(k.local); err == nil && st.IsDir() {
+		return k.local, nil
+	}
+	dir := filepath.Join(k.dir, "source")
+	if _, err := os.Stat(filepath.Join(dir, "Makefile")); err == nil {
+		return dir, nil
+	}
+	done := r.log.Step("%s: unpacking %s", k.name, k.local)
+	_, err := archive.ExtractFile(ctx, k.local, dir, archive.Options{StripComponents: 1, Force: true})
+	done()
+	if err != nil {
+		return "", fmt.Errorf("pipeline: %s: %w", k.name, err)
+	}
+	return dir, nil
 }
 
 // nameLocal gives a local source without a kernel tag one derived from

@@ -122,6 +122,10 @@ func (r *runner) assembleInto(ctx context.Context, k *kernelJob, tmp string) (*m
 	m := &manifest.Manifest{Schema: manifest.SchemaVersion, Tool: r.o.Tool, Kernel: kern.ManifestKernel(),
 		Modules: []manifest.Module{}, Layout: r.o.Layout, Headers: r.o.Headers, Inputs: k.inputs}
 	m.Kernel.Tag, m.Kernel.Source = k.tag, k.source
+	if m.Kernel.Mode == "" {
+		m.Kernel.Mode = ModeBuild
+	}
+	m.Kernel.ModeReason, m.Kernel.WSL = k.modeReason, wslManifest(k.wsl)
 	if err := r.moduleStatus(k, m, byName); err != nil {
 		return nil, err
 	}

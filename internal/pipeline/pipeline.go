@@ -82,6 +82,16 @@ type Options struct {
 	Arch string
 	// ConfigFile overrides the tree's kernel config.
 	ConfigFile string
+	// KernelMode is auto, stock or build; "" takes kernel.mode of the
+	// module list (default auto).
+	KernelMode string
+	// StockKernel and StockModules are Microsoft's kernel and modules
+	// image (C:\Program Files\WSL\tools\kernel and modules.vhd) for stock
+	// mode; WSLMSI is a WSL installer holding both; WSLVersion picks the
+	// WSL release whose installer to download.
+	StockKernel, StockModules, WSLMSI, WSLVersion string
+	// WSLRepo is the WSL repository (default microsoft/WSL).
+	WSLRepo string
 	// Layout is flat (default) or nested.
 	Layout string
 	// Headers is devel (default), uapi or none.
@@ -231,6 +241,8 @@ type runner struct {
 	// releases is the target repository's release index, listed once per
 	// run (releasesOf).
 	releases *release.Index
+	// wsl is the WSL release mapping (wslReleases).
+	wsl []fetch.WSLRelease
 	log      *progress.Reporter
 	out      io.Writer
 }

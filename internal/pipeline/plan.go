@@ -54,6 +54,11 @@ type kernelJob struct {
 	hash             string
 	upToDate         bool
 	upToDateURL      string
+	// mode is ModeStock or ModeBuild, modeReason why; stock locates the
+	// stock files; wsl are the WSL releases that ship the kernel.
+	mode, modeReason string
+	stock            *stockFiles
+	wsl              []fetch.WSLRelease
 
 	kernel       *kbuild.Kernel
 	source       manifest.Source
@@ -129,15 +134,29 @@ func (r *runner) plan(ctx context.Context) (*Plan, error) {
 				return nil, fmt.Errorf("pipeline: %w", err)
 			}
 		}
-		sel, err := fetch.Select(ctx, c, fetch.SelectOptions{Repo: r.o.KernelRepo, Track: r.o.Track, MaxTags: r.o.MaxTags,
-			Released: released, Log: r.log})
+		so := fetch.SelectOptions{Repo: r.o.KernelRepo, Track: r.o.Track, MaxTags: r.o.MaxTags, Released: released, Log: r.log}
+		if r.needsWSL() {
+			if so.WSL, err = r.wslReleases(ctx); err != nil {
+				return nil, err
+			}
+		}
+		sel, err := fetch.Select(ctx, c, so)
 		if err != nil {
 			return nil, fmt.Errorf("pipeline: %w", err)
 		}
 		p.Summary = sel.Summary
-		for _, s := range sel.Selected {
-			jobs = append(jobs, &kernelJob{name: s.Tag.Name, tag: s.Tag.Name})
+		for _, w := range sel.Warnings {
+			r.log.Printf("warning: %s", w)
 		}
+		for _, s := range sel.Selected {
+			jobs = append(jobs, &kernelJob{name: s.Tag.Name, tag: s.Tag.Name, wsl: s.WSL})
+		}
+	}
+	for _, k := range jobs {
+		if err := r.decideMode(ctx, k); err != nil {
+			return nil, err
+		}
+		r.log.Printf("%s: %s", k.name, k.modeReason)
 	}
 	pins, err := r.modulePins(ctx)
 	if err != nil {
@@ -291,6 +310,9 @@ func (r *runner) inputs(ctx context.Context, k *kernelJob, pins []manifest.Input
 	if r.fragment != nil {
 		s := sha256.Sum256([]byte(r.fragment.Text()))
 		in.FragmentSHA256 = hex.EncodeToString(s[:])
+	}
+	if k.mode == ModeStock {
+		in.Mode, in.Stock = ModeStock, k.stock.pin
 	}
 	return in, nil
 }

@@ -1,0 +1,259 @@
+package kbuild
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
+	"github.com/wsl-modules/wsl-modules-action/internal/digest"
+	"github.com/wsl-modules/wsl-modules-action/internal/kconfig"
+	"github.com/wsl-modules/wsl-modules-action/internal/kimage"
+	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
+	"github.com/wsl-modules/wsl-modules-action/internal/modtree"
+	"github.com/wsl-modules/wsl-modules-action/internal/progress"
+)
+
+// StockOptions select a stock-mode kernel entry: Microsoft's kernel image
+// and stock modules, with the source at the tag and the config prepared
+// for building modules (modules_prepare only).
+type StockOptions struct {
+	KernelOptions
+	// Kernel is Microsoft's kernel image (C:\Program Files\WSL\tools\kernel).
+	Kernel string
+	// Modules is the stock modules image (modules.vhd or artifacts.vhd, in
+	// the flat or nested layout) or a module directory.
+	Modules string
+	// MSI is where both came from, for the record (nil: local files).
+	MSI *manifest.MSI
+}
+
+// ErrStock is wrapped by the errors about stock files that do not fit the
+// source: another release, a kernel without modversions, a config that
+// forces signatures.
+var ErrStock = errors.New("stock kernel does not fit")
+
+// PrepareStock returns the stock-mode kernel entry for o, from the cache
+// when it exists, otherwise making it: the source configured as for a
+// full build (olddefconfig, the config's changes recorded), the release
+// checked against Microsoft's kernel image and its modules, `make
+// modules_prepare`, Module.symvers rebuilt from the kernel image's export
+// tables and the stock modules, the kernel-devel tree and UAPI headers,
+// Microsoft's kernel image copied bit for bit and the stock modules copied
+// byte for byte. The prepared object tree is kept in the entry
+// (PreparedDir) for the CRC proof of the modules built against it.
+func PrepareStock(ctx context.Context, o StockOptions) (*Kernel, error) {
+	if o.Kernel == "" || o.Modules == "" {
+		return nil, errors.New("kernel: stock mode needs Microsoft's kernel image and its modules image")
+	}
+	stock, extra, err := stockIdentity(o)
+	if err != nil {
+		return nil, err
+	}
+	in, err := resolveInputs(ctx, &o.KernelOptions, extra)
+	if err != nil {
+		return nil, err
+	}
+	return cachedEntry(ctx, o.KernelOptions, in, func(entry string) (*Kernel, error) {
+		return prepareStock(ctx, o, in, stock, entry)
+	})
+}
+
+// stockIdentity hashes the stock files: their sha256 is part of the
+// entry's key.
+func stockIdentity(o StockOptions) (*manifest.Stock, string, error) {
+	st := &manifest.Stock{ModulesFile: filepath.Base(o.Modules), MSI: o.MSI}
+	var err error
+	if st.KernelSHA256, err = digest.File(o.Kernel); err != nil {
+		return nil, "", fmt.Errorf("kernel: stock kernel: %w", err)
+	}
+	if fi, err := os.Stat(o.Modules); err != nil {
+		return nil, "", fmt.Errorf("kernel: stock modules: %w", err)
+	} else if fi.IsDir() {
+		st.ModulesSHA256, err = digest.Tree(context.Background(), o.Modules)
+	} else {
+		st.ModulesSHA256, err = digest.File(o.Modules)
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("kernel: stock modules: %w", err)
+	}
+	if o.MSI == nil {
+		st.KernelPath, st.ModulesPath = o.Kernel, o.Modules
+	}
+	return st, fmt.Sprintf("mode stock\nstock-kernel %s\nstock-modules %s\n", st.KernelSHA256, st.ModulesSHA256), nil
+}
+
+func prepareStock(ctx context.Context, o StockOptions, in *inputs, stock *manifest.Stock, entry string) (*Kernel, error) {
+	start := time.Now()
+	work := workDir(entry, in.key)
+	success := false
+	defer func() {
+		if success {
+			os.RemoveAll(work)
+		}
+	}()
+	out, logf, log, err := openEntry(o.KernelOptions, entry)
+	if err != nil {
+		return nil, err
+	}
+	defer out.Abort()
+	defer logf.Close()
+	b, ts, err := newKernelBuild(ctx, o.KernelOptions, in, work, log)
+	if err != nil {
+		return nil, err
+	}
+	meta := KernelMeta{Format: CacheFormat, Key: in.key, Arch: o.Arch, ImageFile: in.tc.ImageFile, Compiler: in.compiler,
+		Source: in.src, BuildTimestamp: ts.UTC().Format(TimestampLayout), Mode: manifest.ModeStock, Stock: stock}
+	// The stock files first: a wrong file fails before minutes of make.
+	imgRelease, exports, tree, err := openStock(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	defer tree.Close()
+	final, err := b.configure(ctx, &meta)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkStockRelease(o, imgRelease, tree, meta.Release); err != nil {
+		return nil, err
+	}
+	if meta.Signing, err = stockSigning(final); err != nil {
+		return nil, err
+	}
+	if err := b.prepareModules(ctx, exports, tree, out.Tmp); err != nil {
+		return nil, err
+	}
+	if err := installStock(ctx, o, tree, out.Tmp, meta.ImageFile); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(b.obj, filepath.Join(out.Tmp, preparedDir)); err != nil {
+		return nil, fmt.Errorf("kernel: keeping the prepared tree: %w", err)
+	}
+	k, err := finishEntry(ctx, out, logf, &meta, final, start)
+	if err != nil {
+		return nil, err
+	}
+	success = true
+	o.Progress.Printf("kernel: stock mode: cached %s as %s (%s)", meta.Release, entry, progress.Bytes(meta.Bytes))
+	return k, nil
+}
+
+// preparedDir is where a stock entry keeps its prepared object tree.
+const preparedDir = "prepared"
+
+// PreparedDir is a stock entry's object tree after modules_prepare, with
+// the rebuilt Module.symvers (see PrepareStock); "" for a built kernel.
+func (k *Kernel) PreparedDir() string {
+	if k.Meta.Mode != manifest.ModeStock {
+		return ""
+	}
+	return filepath.Join(k.Dir, preparedDir)
+}
+
+// stockSigning refuses a config that forces module signatures (the
+// modules would need Microsoft's key) and reports a signing config whose
+// unsigned modules still load (they taint the kernel).
+func stockSigning(cfg kconfig.Config) (string, error) {
+	switch {
+	case cfg.Get("CONFIG_MODULE_SIG_FORCE") == "y":
+		return "", fmt.Errorf("kernel: %w: the config sets CONFIG_MODULE_SIG_FORCE: the stock kernel loads only modules signed with Microsoft's key, which stock mode cannot do; use kernel: build", ErrStock)
+	case cfg.Get("CONFIG_MODULE_SIG") == "y":
+		return "unsigned", nil
+	}
+	return "", nil
+}
+
+// openStock reads Microsoft's kernel image (its exports, and its release
+// from the version banner) and the stock modules.
+func openStock(ctx context.Context, o StockOptions) (release string, exports []kimage.Export, tree *modtree.Tree, err error) {
+	f, err := kimage.Open(o.Kernel, nil)
+	if err != nil {
+		return "", nil, nil, fmt.Errorf("kernel: stock kernel: %w", err)
+	}
+	defer f.Close()
+	table, err := f.Exports()
+	if err != nil {
+		return "", nil, nil, fmt.Errorf("kernel: stock kernel %s: %w", o.Kernel, err)
+	}
+	tree, err = modtree.Open(ctx, o.Modules, modtree.OpenOptions{Progress: o.Progress})
+	if err != nil {
+		return "", nil, nil, fmt.Errorf("kernel: stock modules: %w", err)
+	}
+	return f.Release(), table.Symbols, tree, nil
+}
+
+// checkStockRelease checks that the kernel image and the modules are of
+// release rel, the one the source gives with the config.
+func checkStockRelease(o StockOptions, imgRelease string, tree *modtree.Tree, rel string) error {
+	if imgRelease != rel {
+		return fmt.Errorf("kernel: %w: the stock kernel %s is release %q, the source at this tag with this config gives %q",
+			ErrStock, o.Kernel, imgRelease, rel)
+	}
+	if tree.Release != rel {
+		return fmt.Errorf("kernel: %w: the stock modules %s are for release %q (from %s), the kernel is %q",
+			ErrStock, o.Modules, tree.Release, tree.Source.ReleaseFrom, rel)
+	}
+	return nil
+}
+
+// prepareModules runs modules_prepare, writes the rebuilt Module.symvers
+// into the object tree and the entry, and makes kernel-devel and the UAPI
+// headers from it.
+func (b *kernelBuild) prepareModules(ctx context.Context, exports []kimage.Export, tree *modtree.Tree, dir string) error {
+	jobs := b.o.Jobs
+	if jobs <= 0 {
+		jobs = runtime.NumCPU()
+	}
+	done := b.o.Progress.Step("kernel: stock mode: make -j%d modules_prepare", jobs)
+	_, err := b.countedMake(ctx, tree.Release, fmt.Sprintf("-j%d", jobs), "modules_prepare")
+	done()
+	if err != nil {
+		return fmt.Errorf("kernel: modules_prepare failed (log: %s): %w", filepath.Join(dir, "kernel.log"), err)
+	}
+	lines, err := modtree.BuildSymvers(exports, tree)
+	if err != nil {
+		return fmt.Errorf("kernel: rebuilding Module.symvers: %w", err)
+	}
+	var buf bytes.Buffer
+	if err := modtree.WriteSymvers(&buf, lines); err != nil {
+		return fmt.Errorf("kernel: %w", err)
+	}
+	fmt.Fprintf(b.log, "==> Module.symvers rebuilt from the stock kernel and modules: %d lines\n", len(lines))
+	for _, p := range []string{filepath.Join(b.obj, "Module.symvers"), filepath.Join(dir, "Module.symvers")} {
+		if err := atomicfile.WriteFile(p, buf.Bytes(), 0o644); err != nil {
+			return fmt.Errorf("kernel: %w", err)
+		}
+	}
+	if err := b.make(ctx, "headers_install", "INSTALL_HDR_PATH="+filepath.Join(dir, "headers")); err != nil {
+		return fmt.Errorf("kernel: %w", err)
+	}
+	if err := atomicfile.CopyFile(filepath.Join(b.obj, ".config"), filepath.Join(dir, "config"), 0); err != nil {
+		return fmt.Errorf("kernel: %w", err)
+	}
+	return b.develTrees(ctx, dir)
+}
+
+// installStock copies Microsoft's kernel image bit for bit and the stock
+// modules byte for byte into the entry.
+func installStock(ctx context.Context, o StockOptions, tree *modtree.Tree, dir, imageFile string) error {
+	if err := atomicfile.CopyFile(o.Kernel, filepath.Join(dir, imageFile), 0o644); err != nil {
+		return fmt.Errorf("kernel: stock kernel: %w", err)
+	}
+	mdir := filepath.Join(dir, "modules", "lib", "modules", tree.Release)
+	err := atomicfile.CopyFS(ctx, tree.Files, mdir, atomicfile.CopyOptions{
+		Skip: func(p string, d fs.DirEntry) bool {
+			top, _, _ := strings.Cut(p, "/")
+			return top == "build" || top == "source" || top == "lost+found"
+		}})
+	if err != nil {
+		return fmt.Errorf("kernel: stock modules: %w", err)
+	}
+	return nil
+}

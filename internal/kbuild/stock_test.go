@@ -1,0 +1,122 @@
+package kbuild_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/wsl-modules/wsl-modules-action/internal/buildtest"
+	"github.com/wsl-modules/wsl-modules-action/internal/devel"
+	"github.com/wsl-modules/wsl-modules-action/internal/digest"
+	"github.com/wsl-modules/wsl-modules-action/internal/kbuild"
+	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
+	"github.com/wsl-modules/wsl-modules-action/internal/modtree"
+	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
+)
+
+// symversLines returns a Module.symvers file's lines, sorted (kbuild's
+// order is a hash order).
+func symversLines(t *testing.T, p string) []string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	sort.Strings(lines)
+	return lines
+}
+
+// The stock entry of the test kernel carries Microsoft's (here: the
+// build's) kernel bit for bit, the stock modules byte for byte, and a
+// Module.symvers rebuilt from the two that equals the full build's.
+func TestPrepareStock(t *testing.T) {
+	built := buildtest.TestKernel(t)
+	k := buildtest.StockKernel(t)
+	if k.Meta.Mode != manifest.ModeStock || k.Meta.Release != built.Meta.Release || k.Meta.Vermagic != built.Meta.Vermagic {
+		t.Fatalf("stock entry: mode %q release %q vermagic %q; built %q %q", k.Meta.Mode, k.Meta.Release, k.Meta.Vermagic,
+			built.Meta.Release, built.Meta.Vermagic)
+	}
+	img, _ := digest.File(k.Image())
+	want, _ := digest.File(built.Image())
+	if img != want || k.Meta.Stock.KernelSHA256 != want {
+		t.Errorf("kernel image sha256 %s (recorded %s), the stock one is %s", img, k.Meta.Stock.KernelSHA256, want)
+	}
+	got, exp := symversLines(t, k.Symvers()), symversLines(t, built.Symvers())
+	if strings.Join(got, "\n") != strings.Join(exp, "\n") {
+		t.Errorf("Module.symvers: %d lines, the build has %d", len(got), len(exp))
+		for i := 0; i < len(got) && i < len(exp); i++ {
+			if got[i] != exp[i] {
+				t.Fatalf("first difference: %q vs %q", got[i], exp[i])
+			}
+		}
+	}
+	stock, err := modtree.LoadDir(k.ModulesDir(), k.Meta.Release)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stock.Modules) == 0 {
+		t.Fatal("no stock modules in the entry")
+	}
+	for _, e := range stock.Modules {
+		a, _ := digest.File(filepath.Join(k.ModulesDir(), e.Path))
+		b, _ := digest.File(filepath.Join(built.ModulesDir(), e.Path))
+		if a != b || a == "" {
+			t.Errorf("%s differs from the stock module", e.Path)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(k.PreparedDir(), "include", "generated", "autoconf.h")); err != nil {
+		t.Errorf("prepared tree: %v", err)
+	}
+	if _, err := devel.Verify(k.DevelDir(), devel.Options{Release: k.Meta.Release, Arch: "x86_64", Symvers: k.Symvers()}); err != nil {
+		t.Errorf("kernel-devel: %v", err)
+	}
+	if err := k.Verify(context.Background()); err != nil {
+		t.Errorf("entry digest: %v", err)
+	}
+}
+
+// Stock files that do not fit are refused with the names of both sides,
+// and no cache entry is left behind.
+func TestPrepareStockBadInput(t *testing.T) {
+	f := buildtest.Stock(t)
+	root, drel := testenv.DebianModules(t)
+	dir := t.TempDir()
+	truncated := filepath.Join(dir, "bzImage.truncated")
+	b, _ := os.ReadFile(f.Kernel)
+	os.WriteFile(truncated, b[:len(b)/3], 0o644)
+	notKernel := filepath.Join(dir, "notes.txt")
+	os.WriteFile(notKernel, []byte(strings.Repeat("not a kernel\n", 500)), 0o644)
+	debianModules := filepath.Join(root, "lib", "modules", drel)
+	for _, c := range []struct {
+		name, kernel, modules, want string
+	}{
+		{"other-release-kernel", filepath.Join(root, "boot", "vmlinuz-"+drel), f.Modules, `is release "` + drel + `"`},
+		{"other-release-modules", f.Kernel, debianModules, `are for release "` + drel + `"`},
+		{"truncated", truncated, f.Modules, "truncated"},
+		{"not-a-kernel", notKernel, f.Modules, "not a kernel image"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cache := t.TempDir()
+			o := buildtest.StockOptions(t)
+			o.CacheDir, o.Kernel, o.Modules = cache, c.kernel, c.modules
+			_, err := kbuild.PrepareStock(context.Background(), o)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v, want it to contain %q", err, c.want)
+			}
+			if c.name == "other-release-kernel" && !errors.Is(err, kbuild.ErrStock) {
+				t.Errorf("error does not wrap ErrStock: %v", err)
+			}
+			ents, _ := filepath.Glob(filepath.Join(cache, "kernel", "*"))
+			for _, e := range ents {
+				if !strings.HasSuffix(e, ".lock") && !strings.Contains(filepath.Base(e), ".work-") {
+					t.Errorf("left %s", e)
+				}
+			}
+		})
+	}
+}

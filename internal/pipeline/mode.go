@@ -1,0 +1,224 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/wsl-modules/wsl-modules-action/internal/digest"
+	"github.com/wsl-modules/wsl-modules-action/internal/fetch"
+	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
+	"github.com/wsl-modules/wsl-modules-action/internal/wslmsi"
+)
+
+// Kernel modes (Options.KernelMode, kernel.mode in the module list).
+const (
+	// ModeAuto uses stock mode whenever Microsoft's kernel for the tag is
+	// available (given, or shipped by a WSL release), else build mode.
+	ModeAuto = "auto"
+	// ModeStock builds the modules for Microsoft's own kernel, which the
+	// release carries unchanged.
+	ModeStock = manifest.ModeStock
+	// ModeBuild builds the kernel at the tag.
+	ModeBuild = manifest.ModeBuild
+)
+
+// stockFiles says where a kernel job's stock kernel and modules come
+// from: local files, a local WSL installer, or a WSL release's installer.
+type stockFiles struct {
+	kernel, modules string
+	msi             string
+	wsl             *fetch.WSLRelease
+	// pin identifies them for the build's inputs.
+	pin string
+}
+
+// wslFile is where the WSL release mapping is kept between runs: in the
+// cache directory, which action.yml restores.
+const wslFile = "wsl-releases.json"
+
+// kernelMode is the mode asked for: the option, else the module list's,
+// else auto.
+func (r *runner) kernelMode() string {
+	if r.o.KernelMode != "" {
+		return r.o.KernelMode
+	}
+	if r.list.Kernel.Mode != "" {
+		return r.list.Kernel.Mode
+	}
+	return ModeAuto
+}
+
+// wslReleases returns the WSL release mapping, listing it on first use
+// (one conditional request when nothing changed since the cached copy).
+func (r *runner) wslReleases(ctx context.Context) ([]fetch.WSLRelease, error) {
+	if r.wsl != nil {
+		return r.wsl, nil
+	}
+	c, err := r.github()
+	if err != nil {
+		return nil, err
+	}
+	rels, err := fetch.WSLReleases(ctx, c, fetch.WSLOptions{Repo: r.o.WSLRepo, CacheFile: filepath.Join(r.o.CacheDir, wslFile), Log: r.log})
+	if err != nil {
+		return nil, fmt.Errorf("pipeline: %w", err)
+	}
+	r.wsl = rels
+	return rels, nil
+}
+
+// needsWSL reports whether a tag selection must know which WSL releases
+// ship which kernel: for a wsl track, and for stock or auto mode without
+// local stock files (also for the release notes' WSL versions).
+func (r *runner) needsWSL() bool {
+	if r.o.StockKernel != "" || r.o.WSLMSI != "" {
+		return false
+	}
+	return r.kernelMode() != ModeBuild || fetch.IsWSLTrack(r.o.Track)
+}
+
+// decideMode chooses k's mode and, for stock mode, its stock files,
+// recording the reason.
+func (r *runner) decideMode(ctx context.Context, k *kernelJob) error {
+	mode := r.kernelMode()
+	switch mode {
+	case ModeAuto, ModeStock, ModeBuild:
+	default:
+		return fmt.Errorf("pipeline: kernel mode %q: want auto, stock or build", mode)
+	}
+	if mode == ModeBuild {
+		k.mode, k.modeReason = ModeBuild, "kernel mode build: the kernel is built from the tag's source"
+		return nil
+	}
+	sf, why, err := r.stockCandidate(ctx, k)
+	if err != nil {
+		return err
+	}
+	if sf == nil || r.fragment != nil && len(r.fragment.Lines) > 0 {
+		if mode == ModeStock {
+			if sf != nil {
+				why = "the module list has a config fragment, which stock mode cannot apply to Microsoft's kernel"
+			}
+			return fmt.Errorf("pipeline: %s: kernel mode stock: %s; use kernel: build (or auto)", k.name, why)
+		}
+		if sf != nil {
+			why = "the config fragment changes the kernel build"
+		}
+		k.mode, k.modeReason = ModeBuild, "kernel mode auto: "+why+"; the kernel is built from the tag's source (not Microsoft's binary)"
+		return nil
+	}
+	k.mode, k.stock = ModeStock, sf
+	k.modeReason = fmt.Sprintf("kernel mode %s: %s; the modules are built for Microsoft's kernel, which the release carries unchanged", mode, why)
+	return nil
+}
+
+// stockCandidate finds Microsoft's files for k: the given files or MSI,
+// else the installer of a WSL release that ships k's kernel. It returns
+// nil and the reason when there is none.
+func (r *runner) stockCandidate(ctx context.Context, k *kernelJob) (*stockFiles, string, error) {
+	switch {
+	case r.o.StockKernel != "" || r.o.StockModules != "":
+		if r.o.StockKernel == "" || r.o.StockModules == "" {
+			return nil, "", fmt.Errorf("pipeline: stock mode needs both the stock kernel and the stock modules image")
+		}
+		kd, err := digest.File(r.o.StockKernel)
+		if err != nil {
+			return nil, "", fmt.Errorf("pipeline: stock kernel: %w", err)
+		}
+		md, err := digest.File(r.o.StockModules)
+		if err != nil {
+			return nil, "", fmt.Errorf("pipeline: stock modules: %w", err)
+		}
+		return &stockFiles{kernel: r.o.StockKernel, modules: r.o.StockModules, pin: "files:" + kd + ":" + md}, "Microsoft's kernel and modules were given", nil
+	case r.o.WSLMSI != "":
+		d, err := digest.File(r.o.WSLMSI)
+		if err != nil {
+			return nil, "", fmt.Errorf("pipeline: WSL installer: %w", err)
+		}
+		return &stockFiles{msi: r.o.WSLMSI, pin: "msi:" + d}, "the WSL installer " + filepath.Base(r.o.WSLMSI) + " was given", nil
+	case k.local != "" && r.o.WSLVersion == "" || k.tag == "":
+		// A local source stays offline: no WSL lookup unless asked for.
+		return nil, "no stock kernel was given", nil
+	}
+	rels, err := r.wslReleases(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	ships := fetch.ShippedBy(rels, k.tag)
+	k.wsl = ships
+	rel := pickWSL(ships, r.o.WSLVersion)
+	if rel == nil {
+		if r.o.WSLVersion != "" {
+			return nil, fmt.Sprintf("WSL %s does not ship %s", r.o.WSLVersion, k.tag), nil
+		}
+		return nil, "no WSL release ships " + k.tag, nil
+	}
+	a, err := rel.MSIFor(r.arch)
+	if err != nil {
+		return nil, "", fmt.Errorf("pipeline: %s: %w", k.name, err)
+	}
+	pin := "msi-asset:" + a.Name + ":" + a.Digest
+	if a.Digest == "" {
+		pin = fmt.Sprintf("msi-asset:%s:id%d:%d", a.Name, a.ID, a.Size)
+	}
+	return &stockFiles{wsl: rel, pin: pin}, fmt.Sprintf("WSL %s ships %s (%s)", rel.Version, k.tag, a.Name), nil
+}
+
+// pickWSL chooses the release whose installer to use: the one asked for,
+// else the newest stable one, else the newest.
+func pickWSL(ships []fetch.WSLRelease, version string) *fetch.WSLRelease {
+	if version != "" {
+		for i := range ships {
+			if fetch.CompareWSLVersions(ships[i].Version, version) == 0 {
+				return &ships[i]
+			}
+		}
+		return nil
+	}
+	var best *fetch.WSLRelease
+	for i := range ships {
+		r := &ships[i]
+		if best == nil || best.Prerelease && !r.Prerelease ||
+			best.Prerelease == r.Prerelease && fetch.CompareWSLVersions(r.Version, best.Version) > 0 {
+			best = r
+		}
+	}
+	return best
+}
+
+// stockPaths makes k's stock files available as local paths: the given
+// files, or the kernel and modules image extracted from the installer
+// (cached by the installer's sha256).
+func (r *runner) stockPaths(ctx context.Context, k *kernelJob) (kernel, modules string, msi *manifest.MSI, err error) {
+	sf := k.stock
+	var st *wslmsi.Stock
+	switch {
+	case sf.kernel != "":
+		return sf.kernel, sf.modules, nil, nil
+	case sf.msi != "":
+		st, err = wslmsi.Open(ctx, sf.msi, r.o.CacheDir, r.log)
+	default:
+		c, cerr := r.github()
+		if cerr != nil {
+			return "", "", nil, cerr
+		}
+		st, err = wslmsi.Fetch(ctx, c, *sf.wsl, r.arch, filepath.Join(k.dir, "msi"), r.o.CacheDir, r.log)
+	}
+	if err != nil {
+		return "", "", nil, fmt.Errorf("pipeline: %s: %w", k.name, err)
+	}
+	r.log.Printf("%s: stock files from %s (sha256 %s): kernel %s, %s %s", k.name, st.MSIName, short(st.MSISHA256),
+		short(st.KernelSHA256), st.ModulesName, short(st.ModulesSHA256))
+	return st.Kernel, st.Modules, &manifest.MSI{Name: st.MSIName, WSLVersion: st.WSLVersion, SHA256: st.MSISHA256, URL: st.URL}, nil
+}
+
+// wslManifest lists the WSL releases that ship k's kernel for the
+// manifest (and so the release notes).
+func wslManifest(rels []fetch.WSLRelease) []manifest.WSLRelease {
+	var out []manifest.WSLRelease
+	for _, r := range rels {
+		out = append(out, manifest.WSLRelease{Version: strings.TrimSpace(r.Version), Prerelease: r.Prerelease})
+	}
+	return out
+}
