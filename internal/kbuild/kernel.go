@@ -126,8 +126,8 @@ type KernelMeta struct {
 	Bytes        int64   `json:"bytes"`
 	BuildSeconds float64 `json:"build_seconds"`
 	// BuildSteps is the number of kbuild steps of the long make.
-	BuildSteps int64 `json:"build_steps,omitempty"`
-	Created      string  `json:"created"`
+	BuildSteps int64  `json:"build_steps,omitempty"`
+	Created    string `json:"created"`
 }
 
 // Paths inside a kernel cache entry.

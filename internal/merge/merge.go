@@ -86,7 +86,9 @@ type planner struct {
 	packs map[string]string // name -> source
 }
 
-func (pl *planner) errorf(format string, a ...any) { pl.errs = append(pl.errs, fmt.Sprintf(format, a...)) }
+func (pl *planner) errorf(format string, a ...any) {
+	pl.errs = append(pl.errs, fmt.Sprintf(format, a...))
+}
 
 // PlanMerge checks packs against base and each other and decides where each
 // module goes. Nothing is written. All problems are collected and returned

@@ -243,8 +243,8 @@ type runner struct {
 	releases *release.Index
 	// wsl is the WSL release mapping (wslReleases).
 	wsl []fetch.WSLRelease
-	log      *progress.Reporter
-	out      io.Writer
+	log *progress.Reporter
+	out io.Writer
 }
 
 func newRunner(o Options) (*runner, error) {
