@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/runenv"
 
@@ -132,7 +133,7 @@ func runImageLs(ctx context.Context, env *cliEnv, args []string) error {
 	// A merged image records which pack each added module came from.
 	rec, prefix, err := pack.ReadRecordImage(d)
 	if err != nil {
-		return fmt.Errorf("%s: %w", pos[0], err)
+		return naming(pos[0], err)
 	}
 	origins := rec.Origins()
 	n := 0
@@ -144,27 +145,73 @@ func runImageLs(ctx context.Context, env *cliEnv, args []string) error {
 			return nil
 		}
 		n++
-		line := fmt.Sprintf("%s %d/%d %12d %s /%s", modeString(e.Mode), e.UID, e.GID, e.Size,
-			time.Unix(e.MTime, 0).UTC().Format("2006-01-02T15:04:05Z"), e.Path)
-		if e.Target != "" {
-			line += " -> " + e.Target
-		}
-		if rel, ok := strings.CutPrefix(e.Path, prefix+"/"); ok || prefix == "" {
-			if prefix == "" {
-				rel = e.Path
-			}
-			if p, ok := origins[rel]; ok {
-				line += "  [pack " + strings.TrimSpace(p.Name+" "+p.Version) + "]"
-			}
-		}
-		_, err := fmt.Fprintln(env.Stdout, line)
+		_, err := fmt.Fprintln(env.Stdout, lsLine(e, prefix, origins))
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("%s: %w", pos[0], err)
+		return naming(pos[0], err)
 	}
 	fmt.Fprintf(env.Stderr, "%s: %s, virtual disk %s, %d entries\n", pos[0], d.Format, progress.Bytes(d.Size()), n)
 	return nil
+}
+
+// lsLine formats one entry of 'image ls'. Names, targets and pack names
+// come from the image, which is not trusted: they are escaped.
+func lsLine(e image.Entry, prefix string, origins map[string]pack.RecordPack) string {
+	line := fmt.Sprintf("%s %d/%d %12d %s /%s", modeString(e.Mode), e.UID, e.GID, e.Size,
+		time.Unix(e.MTime, 0).UTC().Format("2006-01-02T15:04:05Z"), escapeName(e.Path))
+	if e.Target != "" {
+		line += " -> " + escapeName(e.Target)
+	}
+	if rel, ok := strings.CutPrefix(e.Path, prefix+"/"); ok || prefix == "" {
+		if prefix == "" {
+			rel = e.Path
+		}
+		if p, ok := origins[rel]; ok {
+			line += "  [pack " + escapeName(strings.TrimSpace(p.Name+" "+p.Version)) + "]"
+		}
+	}
+	return line
+}
+
+// escapeName makes text from an image safe to print on one terminal line:
+// backslashes, control characters (C0, DEL and C1, so newlines and escape
+// sequences), Unicode line and paragraph separators, bidirectional
+// overrides and invalid UTF-8 are written as Go-style escapes (\\, \n,
+// \x1b, \u202e, \xff). Other text is unchanged.
+func escapeName(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case r == '\\':
+			b.WriteString(`\\`)
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\r':
+			b.WriteString(`\r`)
+		case r == '\t':
+			b.WriteString(`\t`)
+		case r < 0x20 || r == 0x7F:
+			fmt.Fprintf(&b, `\x%02x`, r)
+		case (r >= 0x80 && r < 0xA0) || r == 0x2028 || r == 0x2029 || (r >= 0x202A && r <= 0x202E) || (r >= 0x2066 && r <= 0x2069) || r == 0x200E || r == 0x200F:
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
+}
+
+// naming prefixes err with the image path unless it already names it.
+func naming(img string, err error) error {
+	if strings.Contains(err.Error(), img) {
+		return err
+	}
+	return fmt.Errorf("%s: %w", img, err)
 }
 
 // modeString formats a mode like ls -l, with s/t bits.
@@ -222,7 +269,7 @@ func runImageExtract(ctx context.Context, env *cliEnv, args []string) error {
 	defer d.Close()
 	n, err := image.Extract(ctx, d, pos[1], *force)
 	if err != nil {
-		return fmt.Errorf("%s: %w", pos[0], err)
+		return naming(pos[0], err)
 	}
 	fmt.Fprintf(env.Stdout, "%s: extracted %d entries from %s (%s) into %s\n", pos[0], n, d.Format, progress.Bytes(d.Size()), pos[1])
 	return nil

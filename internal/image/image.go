@@ -2,8 +2,12 @@
 // (written in pure Go by ext4img) inside a dynamic VHDX (written by vhdx),
 // with no root, loop devices or qemu. The result is byte-for-byte
 // reproducible: the same tree, options and SOURCE_DATE_EPOCH give the same
-// file. It also reads images back (VHDX, VHD fixed or dynamic, or raw) to
-// list and extract their files.
+// file. It also reads images back (VHDX, VHD fixed or dynamic, or raw):
+// OpenFS gives an image as an io/fs file system read in place, and Walk
+// and Extract list and extract its files. The readers treat every image
+// as hostile (a downloaded stock modules.vhd or someone's release): all
+// sizes and offsets are checked, memory is bounded, symlinks are never
+// followed and extraction drops setuid and setgid bits.
 //
 // Layouts (see WSL.md §5):
 //   - flat: the image root is the content of lib/modules/<release>/;

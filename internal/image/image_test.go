@@ -33,7 +33,7 @@ func run(t *testing.T, name string, args ...string) string {
 	return string(out)
 }
 
-func write(t *testing.T, p string, data []byte, mode os.FileMode) {
+func write(t testing.TB, p string, data []byte, mode os.FileMode) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		t.Fatal(err)
@@ -242,6 +242,8 @@ func TestDebianTree(t *testing.T) {
 		t.Fatal(err)
 	}
 	compareTrees(t, md, ex, nil)
+	// The in-place file system reads the same tree, concurrently.
+	compareFS(t, md, res.Path)
 	// Reproducible: a second build elsewhere gives the same bytes.
 	res2, err := Build(context.Background(), opts, filepath.Join(t.TempDir(), "b.vhdx"), nil)
 	if err != nil {
@@ -421,7 +423,9 @@ func TestVHDRead(t *testing.T) {
 				if _, err := Extract(context.Background(), d, ex, false); err != nil {
 					t.Fatal(err)
 				}
-				compareTrees(t, plain, ex, nil)
+				// Extract drops the setuid bit of extra/suid (checked in
+				// TestExtractDropsSetuid); everything else is kept.
+				compareTreesMode(t, plain, ex, nil, fs.ModeSetuid)
 			})
 		}
 	}

@@ -72,43 +72,56 @@ func parseFooter(f []byte) error {
 	return nil
 }
 
+// MaxDynamicSize is the largest dynamic disk the format allows (2040 GiB,
+// the limit of its 32-bit sector offsets). Fixed disks are bounded by the
+// file size instead.
+const MaxDynamicSize = 2040 << 30
+
+// maxBlockSize bounds the dynamic disk block size (the format uses 2 MiB;
+// larger blocks only grow the per-read sector bitmap).
+const maxBlockSize = 256 << 20
+
 // Open reads the footer (and for dynamic disks the dynamic header and the
 // block allocation table) of a VHD file of fileSize bytes. A damaged
 // trailing footer falls back to the copy at the start of dynamic disks.
-// Every allocated block is checked to lie within the file.
+// Every offset and size is checked with overflow-safe arithmetic, and
+// every allocated block is checked to lie within the file.
 func Open(r io.ReaderAt, fileSize int64) (*Disk, error) {
 	if fileSize < footerSize {
 		return nil, formatErr("file is %d bytes, shorter than a footer", fileSize)
 	}
 	foot := make([]byte, footerSize)
-	if _, err := r.ReadAt(foot, fileSize-footerSize); err != nil {
+	if err := readFull(r, foot, fileSize-footerSize); err != nil {
 		return nil, fmt.Errorf("vhd: reading footer: %w", err)
 	}
 	ferr := parseFooter(foot)
 	if ferr != nil {
 		// Dynamic disks keep a copy of the footer at offset 0.
-		if _, err := r.ReadAt(foot, 0); err != nil {
+		if err := readFull(r, foot, 0); err != nil {
 			return nil, fmt.Errorf("vhd: reading footer copy: %w", err)
 		}
 		if parseFooter(foot) != nil || be.Uint32(foot[60:]) != typeDynamic {
 			return nil, ferr
 		}
 	}
-	d := &Disk{r: r, size: int64(be.Uint64(foot[48:]))}
-	if d.size <= 0 {
-		return nil, formatErr("current size %d", d.size)
-	}
+	size := be.Uint64(foot[48:])
+	d := &Disk{r: r}
 	switch t := be.Uint32(foot[60:]); t {
 	case typeFixed:
 		if ferr != nil {
 			return nil, ferr
 		}
-		if fileSize-footerSize < d.size {
-			return nil, formatErr("fixed disk of %d bytes but only %d bytes of data (truncated?)", d.size, fileSize-footerSize)
+		if size == 0 || size > uint64(fileSize-footerSize) {
+			return nil, formatErr("fixed disk of %d bytes but only %d bytes of data (truncated?)", size, fileSize-footerSize)
 		}
+		d.size = int64(size)
 		return d, nil
 	case typeDynamic:
-		return d, d.openDynamic(int64(be.Uint64(foot[16:])), fileSize)
+		if size == 0 || size > MaxDynamicSize {
+			return nil, formatErr("footer current size %d (a dynamic disk holds 1 byte to 2040 GiB)", size)
+		}
+		d.size = int64(size)
+		return d, d.openDynamic(be.Uint64(foot[16:]), uint64(fileSize))
 	case typeDifferncing:
 		return nil, formatErr("differencing disks are not supported")
 	default:
@@ -116,13 +129,25 @@ func Open(r io.ReaderAt, fileSize int64) (*Disk, error) {
 	}
 }
 
-func (d *Disk) openDynamic(hdrOff, fileSize int64) error {
+// readFull reads exactly len(p) bytes at off.
+func readFull(r io.ReaderAt, p []byte, off int64) error {
+	n, err := r.ReadAt(p, off)
+	if n == len(p) {
+		return nil
+	}
+	if err == nil || err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+func (d *Disk) openDynamic(hdrOff, fileSize uint64) error {
 	d.dynamic = true
-	if hdrOff < footerSize || hdrOff+dynHeaderSize > fileSize {
+	if hdrOff < footerSize || hdrOff > fileSize || fileSize-hdrOff < dynHeaderSize {
 		return formatErr("dynamic header offset %d outside the file (%d bytes; truncated?)", hdrOff, fileSize)
 	}
 	h := make([]byte, dynHeaderSize)
-	if _, err := d.r.ReadAt(h, hdrOff); err != nil {
+	if err := readFull(d.r, h, int64(hdrOff)); err != nil {
 		return fmt.Errorf("vhd: reading dynamic header: %w", err)
 	}
 	if string(h[:8]) != "cxsparse" {
@@ -131,22 +156,23 @@ func (d *Disk) openDynamic(hdrOff, fileSize int64) error {
 	if got, want := be.Uint32(h[36:]), checksum(h, 36); got != want {
 		return formatErr("dynamic header checksum 0x%08x, want 0x%08x", got, want)
 	}
-	tableOff := int64(be.Uint64(h[16:]))
-	entries := int64(be.Uint32(h[28:]))
-	d.blockSize = int64(be.Uint32(h[32:]))
-	if d.blockSize < sectorSize || d.blockSize&(d.blockSize-1) != 0 {
-		return formatErr("block size %d is not a power of two of at least 512", d.blockSize)
+	tableOff := be.Uint64(h[16:])
+	entries := uint64(be.Uint32(h[28:]))
+	bs := uint64(be.Uint32(h[32:]))
+	if bs < sectorSize || bs > maxBlockSize || bs&(bs-1) != 0 {
+		return formatErr("dynamic header block size %d is not a power of two from 512 bytes to 256 MiB", bs)
 	}
-	need := (d.size + d.blockSize - 1) / d.blockSize
+	d.blockSize = int64(bs)
+	need := (uint64(d.size) + bs - 1) / bs
 	if entries < need {
-		return formatErr("%d table entries cannot map %d bytes", entries, d.size)
+		return formatErr("dynamic header: %d table entries cannot map %d bytes", entries, d.size)
 	}
-	if tableOff < 0 || tableOff+entries*4 > fileSize {
-		return formatErr("block table at %d (+%d) outside the file (%d bytes; truncated?)", tableOff, entries*4, fileSize)
+	if tableOff > fileSize || need*4 > fileSize-tableOff {
+		return formatErr("block table at offset %d (+%d) outside the file (%d bytes; truncated?)", tableOff, need*4, fileSize)
 	}
 	d.bitmap = (d.blockSize/sectorSize/8 + sectorSize - 1) / sectorSize * sectorSize
 	raw := make([]byte, need*4)
-	if _, err := d.r.ReadAt(raw, tableOff); err != nil {
+	if err := readFull(d.r, raw, int64(tableOff)); err != nil {
 		return fmt.Errorf("vhd: reading block table: %w", err)
 	}
 	d.bat = make([]uint32, need)
@@ -156,7 +182,7 @@ func (d *Disk) openDynamic(hdrOff, fileSize int64) error {
 		if e == unallocated {
 			continue
 		}
-		if off := int64(e) * sectorSize; off+d.bitmap+d.blockSize > fileSize {
+		if off := uint64(e) * sectorSize; off+uint64(d.bitmap)+bs > fileSize {
 			return formatErr("block %d at offset %d ends past the end of the file (%d bytes; truncated?)", i, off, fileSize)
 		}
 	}
@@ -184,11 +210,10 @@ func (d *Disk) ReadAt(p []byte, off int64) (int, error) {
 		err = io.EOF
 	}
 	if !d.dynamic {
-		n, rerr := d.r.ReadAt(p, off)
-		if rerr != nil {
-			return n, fmt.Errorf("vhd: %w", rerr)
+		if rerr := readFull(d.r, p, off); rerr != nil {
+			return 0, fmt.Errorf("vhd: reading at offset %d: %w", off, rerr)
 		}
-		return n, err
+		return len(p), err
 	}
 	n := 0
 	var bm []byte
@@ -196,32 +221,40 @@ func (d *Disk) ReadAt(p []byte, off int64) (int, error) {
 		blk := off / d.blockSize
 		in := off % d.blockSize
 		k := min(int64(len(p)), d.blockSize-in)
-		e := d.bat[blk]
-		if e == unallocated {
+		if e := d.bat[blk]; e == unallocated {
 			clear(p[:k])
-		} else {
-			base := int64(e) * sectorSize
-			if cap(bm) < int(d.bitmap) {
-				bm = make([]byte, d.bitmap)
-			}
-			bm = bm[:d.bitmap]
-			if _, rerr := d.r.ReadAt(bm, base); rerr != nil {
-				return n, fmt.Errorf("vhd: reading bitmap of block %d: %w", blk, rerr)
-			}
-			if _, rerr := d.r.ReadAt(p[:k], base+d.bitmap+in); rerr != nil {
-				return n, fmt.Errorf("vhd: reading block %d: %w", blk, rerr)
-			}
-			for s := in / sectorSize; s*sectorSize < in+k; s++ {
-				if bm[s/8]&(0x80>>(s%8)) == 0 {
-					lo := max(s*sectorSize, in) - in
-					hi := min((s+1)*sectorSize, in+k) - in
-					clear(p[lo:hi])
-				}
-			}
+		} else if rerr := d.readBlock(p[:k], int64(e)*sectorSize, in, &bm); rerr != nil {
+			return n, fmt.Errorf("vhd: block %d: %w", blk, rerr)
 		}
 		p = p[k:]
 		n += int(k)
 		off += k
 	}
 	return n, err
+}
+
+// readBlock reads p from offset in of the block stored at base, zeroing
+// the sectors whose bitmap bit is clear. Only the bitmap bytes covering p
+// are read (into *bm, reused).
+func (d *Disk) readBlock(p []byte, base, in int64, bm *[]byte) error {
+	k := int64(len(p))
+	first, last := in/sectorSize/8, (in+k-1)/sectorSize/8
+	if int64(cap(*bm)) < last-first+1 {
+		*bm = make([]byte, last-first+1)
+	}
+	b := (*bm)[:last-first+1]
+	if err := readFull(d.r, b, base+first); err != nil {
+		return fmt.Errorf("reading its sector bitmap: %w", err)
+	}
+	if err := readFull(d.r, p, base+d.bitmap+in); err != nil {
+		return err
+	}
+	for s := in / sectorSize; s*sectorSize < in+k; s++ {
+		if b[s/8-first]&(0x80>>(s%8)) == 0 {
+			lo := max(s*sectorSize, in) - in
+			hi := min((s+1)*sectorSize, in+k) - in
+			clear(p[lo:hi])
+		}
+	}
+	return nil
 }

@@ -22,7 +22,7 @@ func TestCRC32CVector(t *testing.T) {
 
 // writeDisk writes a VHDX of size bytes whose content is given by data
 // (block index -> 1 MiB of content); other blocks are zero.
-func writeDisk(t *testing.T, path string, size int64, data map[int64][]byte) {
+func writeDisk(t testing.TB, path string, size int64, data map[int64][]byte) {
 	t.Helper()
 	f, err := os.Create(path)
 	if err != nil {
