@@ -4,8 +4,9 @@
 // second "codeload" host that serves the bytes), releases and release
 // assets (uploads under /api/uploads, downloads redirected to the bytes
 // host), with GitHub's error bodies (404, 422 Validation Failed), rate-limit
-// headers and 403 rate-limit bodies, ETag / If-None-Match 304s, and
-// immutable releases.
+// headers and 403 rate-limit bodies, ETag / If-None-Match 304s,
+// immutable releases, and the repository's latest release as GitHub's
+// make_latest decides it (true, false, legacy; see Server.Latest).
 //
 // It mirrors GitHub Enterprise Server's URL layout: the API is served under
 // /api/v3 and uploads under /api/uploads of one server, so the client is
@@ -17,5 +18,7 @@
 //
 // Fault injection (Server.Fail, Server.DropAfter, Server.ExhaustRateLimit)
 // and a request log (Server.Requests) let tests exercise retries, dropped
-// connections and rate limits, and count API requests.
+// connections and rate limits, and count API requests; Server.OnChange
+// sees every state of a repository's releases, even between the requests
+// of concurrent clients.
 package githubfake

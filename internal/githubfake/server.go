@@ -1,6 +1,7 @@
 package githubfake
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -24,13 +25,16 @@ import (
 // the uploads root (/api/uploads) or the bytes host. They name routes for
 // Fail and DropAfter and appear in Request.Route.
 const (
-	RouteTags          = "GET /repos/{owner}/{repo}/tags"
-	RouteMatchingRefs  = "GET /repos/{owner}/{repo}/git/matching-refs/{ref...}"
-	RouteCommit        = "GET /repos/{owner}/{repo}/commits/{ref...}"
-	RouteTarball       = "GET /repos/{owner}/{repo}/tarball/{ref...}"
-	RouteReleases      = "GET /repos/{owner}/{repo}/releases"
-	RouteReleaseByTag  = "GET /repos/{owner}/{repo}/releases/tags/{tag}"
-	RouteRelease       = "GET /repos/{owner}/{repo}/releases/{id}"
+	RouteTags         = "GET /repos/{owner}/{repo}/tags"
+	RouteMatchingRefs = "GET /repos/{owner}/{repo}/git/matching-refs/{ref...}"
+	RouteCommit       = "GET /repos/{owner}/{repo}/commits/{ref...}"
+	RouteTarball      = "GET /repos/{owner}/{repo}/tarball/{ref...}"
+	RouteReleases     = "GET /repos/{owner}/{repo}/releases"
+	RouteReleaseByTag = "GET /repos/{owner}/{repo}/releases/tags/{tag}"
+	RouteRelease      = "GET /repos/{owner}/{repo}/releases/{id}"
+	// RouteLatestRelease answers the repository's latest release (see
+	// Server.Latest for how it is chosen).
+	RouteLatestRelease = "GET /repos/{owner}/{repo}/releases/latest"
 	RouteCreateRelease = "POST /repos/{owner}/{repo}/releases"
 	RouteUpdateRelease = "PATCH /repos/{owner}/{repo}/releases/{id}"
 	RouteDeleteRelease = "DELETE /repos/{owner}/{repo}/releases/{id}"
@@ -107,8 +111,11 @@ type Release struct {
 	ID                           int64
 	Tag, Name, Body, Target      string
 	Draft, Prerelease, Immutable bool
-	// Latest is the make_latest value last sent ("true", "false", "legacy").
+	// Latest is the make_latest value last sent ("true", "false",
+	// "legacy"); IsLatest tells whether the release is the repository's
+	// latest release now (Server.Latest).
 	Latest    string
+	IsLatest  bool
 	Created   time.Time
 	Published time.Time
 	Assets    []Asset
@@ -149,6 +156,13 @@ type Server struct {
 	// AfterRequest, if set, is called after each request to any host has
 	// been answered, outside the server's lock (it may call Releases).
 	AfterRequest func(Request)
+	// OnChange, if set, is called after every change of a repository's
+	// releases or assets (create, update, delete, upload), with the
+	// server's lock held and snapshots of the repository's releases, newest
+	// first, as Releases returns them: it sees every intermediate state,
+	// even of concurrent requests. It must not call the Server's methods.
+	// Set it before the first request.
+	OnChange func(repo string, releases []Release)
 
 	opts     Options
 	api      *httptest.Server
@@ -172,6 +186,9 @@ type repo struct {
 	tarballs map[string]string
 	releases []*release // in creation order
 	burned   map[string]bool
+	// latestID is the release last published (or edited) with
+	// make_latest "true"; 0 means the legacy rule decides (see Latest).
+	latestID int64
 }
 
 type release struct {
@@ -228,6 +245,7 @@ func New(o Options) *Server {
 	s.route(apiMux, HostAPI, RouteTarball, s.handleTarball)
 	s.route(apiMux, HostAPI, RouteReleases, s.handleListReleases)
 	s.route(apiMux, HostAPI, RouteRelease, s.handleGetRelease)
+	s.route(apiMux, HostAPI, RouteLatestRelease, s.handleLatestRelease)
 	s.route(apiMux, HostAPI, RouteCreateRelease, s.handleCreateRelease)
 	s.route(apiMux, HostAPI, RouteUpdateRelease, s.handleUpdateRelease)
 	s.route(apiMux, HostAPI, RouteDeleteRelease, s.handleDeleteRelease)
@@ -352,7 +370,11 @@ func (s *Server) SetTarball(repoName, ref, path string) {
 }
 
 // AddRelease stores a release (its ID and timestamps are assigned) with no
-// assets, as if created through the API, and returns its snapshot.
+// assets, as if created through the API, and returns its snapshot. A
+// published one becomes the latest release as the API's make_latest
+// would make it: rel.Latest "" (the API's default) or "true" makes it the
+// latest, "legacy" hands the choice to the legacy rule, "false" changes
+// nothing (see Latest).
 func (s *Server) AddRelease(repoName string, rel Release) Release {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -360,12 +382,17 @@ func (s *Server) AddRelease(repoName string, rel Release) Release {
 	rel.ID = s.id()
 	rel.Created = s.opts.Now()
 	rel.Assets = nil
+	rel.IsLatest = false
 	if !rel.Draft {
 		rel.Published = rel.Created
 		rel.Immutable = rel.Immutable || s.opts.Immutable
 	}
-	r.releases = append(r.releases, &release{Release: rel})
-	return rel
+	x := &release{Release: rel}
+	r.releases = append(r.releases, x)
+	if !rel.Draft && !rel.Prerelease {
+		setLatestLocked(r, x, cmp.Or(rel.Latest, "true"))
+	}
+	return x.snapshotIn(r)
 }
 
 // Releases returns snapshots of the releases of "owner/name", newest
@@ -377,11 +404,113 @@ func (s *Server) Releases(repoName string) []Release {
 	if r == nil {
 		return nil
 	}
+	return r.snapshotsLocked()
+}
+
+func (rp *repo) snapshotsLocked() []Release {
 	var out []Release
-	for i := len(r.releases) - 1; i >= 0; i-- {
-		out = append(out, r.releases[i].snapshot())
+	for i := len(rp.releases) - 1; i >= 0; i-- {
+		out = append(out, rp.releases[i].snapshotIn(rp))
 	}
 	return out
+}
+
+// Latest returns the latest release of "owner/name", as GET
+// /repos/{owner}/{repo}/releases/latest answers it, modelled on GitHub's
+// documented make_latest (create and update a release):
+//
+//   - Only a published, non-prerelease release can be the latest; asking
+//     for make_latest "true" on a draft or prerelease is refused (422
+//     "Latest release cannot be draft or prerelease").
+//   - A release that is published with make_latest "true", or without
+//     make_latest (the default for newly published releases is "true"),
+//     becomes the latest. So does an already published one that is
+//     updated with make_latest "true". "false" leaves the latest as it is.
+//   - make_latest "legacy" (and a repository whose explicit latest was
+//     deleted, or that never had one) uses the legacy rule: the published,
+//     non-prerelease release created last (created_at), and among those
+//     created at the same time the one whose tag is the higher version
+//     (dot-separated numbers compared numerically).
+func (s *Server) Latest(repoName string) (Release, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.repos[strings.ToLower(repoName)]
+	if r == nil {
+		return Release{}, false
+	}
+	rel := r.latestLocked()
+	if rel == nil {
+		return Release{}, false
+	}
+	return rel.snapshotIn(r), true
+}
+
+// latestLocked returns the repository's latest release (see Latest).
+func (rp *repo) latestLocked() *release {
+	var best *release
+	for _, rel := range rp.releases {
+		if rel.Draft || rel.Prerelease {
+			continue
+		}
+		if rel.ID == rp.latestID {
+			return rel
+		}
+		if best == nil || rel.Created.After(best.Created) ||
+			rel.Created.Equal(best.Created) && compareVersions(rel.Tag, best.Tag) > 0 {
+			best = rel
+		}
+	}
+	return best
+}
+
+// setLatestLocked applies a make_latest value to a published,
+// non-prerelease release.
+func setLatestLocked(rp *repo, rel *release, makeLatest string) {
+	switch makeLatest {
+	case "true":
+		rp.latestID = rel.ID
+	case "legacy":
+		rp.latestID = 0
+	}
+}
+
+// compareVersions compares the dot-separated numbers of two tags (a
+// leading "v" and anything after the first character that is neither a
+// digit nor a dot are ignored); a tag without numbers is the lowest.
+func compareVersions(a, b string) int {
+	num := func(s string) []int {
+		s = strings.TrimPrefix(s, "v")
+		if i := strings.IndexFunc(s, func(r rune) bool { return r != '.' && (r < '0' || r > '9') }); i >= 0 {
+			s = s[:i]
+		}
+		var out []int
+		for _, f := range strings.Split(s, ".") {
+			n, err := strconv.Atoi(f)
+			if err != nil {
+				break
+			}
+			out = append(out, n)
+		}
+		return out
+	}
+	x, y := num(a), num(b)
+	for i := 0; i < len(x) && i < len(y); i++ {
+		if x[i] != y[i] {
+			return cmp.Compare(x[i], y[i])
+		}
+	}
+	return cmp.Compare(len(x), len(y))
+}
+
+// changedLocked reports a change of repository name's releases to
+// OnChange.
+func (s *Server) changedLocked(name string) {
+	if s.OnChange == nil {
+		return
+	}
+	if rp := s.repos[strings.ToLower(name)]; rp != nil {
+		s.OnChange(name, rp.snapshotsLocked())
+	}
 }
 
 // AssetBytes returns the stored bytes of an asset.
@@ -905,8 +1034,10 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, path string) 
 	io.Copy(w, f)
 }
 
-func (rel *release) snapshot() Release {
+// snapshotIn returns a copy of the release of repository rp.
+func (rel *release) snapshotIn(rp *repo) Release {
 	out := rel.Release
+	out.IsLatest = rp.latestLocked() == rel
 	out.Assets = nil
 	for _, a := range rel.assets {
 		out.Assets = append(out.Assets, a.Asset)
@@ -1052,6 +1183,41 @@ func (s *Server) findAssetLocked(repoName string, id int64) *asset {
 	return nil
 }
 
+func (s *Server) handleLatestRelease(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	var out map[string]any
+	if rp := s.getRepoLocked(r); rp != nil {
+		if rel := rp.latestLocked(); rel != nil {
+			out = s.releaseJSON(r, rel)
+		}
+	}
+	s.mu.Unlock()
+	if out == nil {
+		s.notFound(w, r)
+		return
+	}
+	s.writeJSON(w, r, http.StatusOK, out)
+}
+
+// checkMakeLatest validates a make_latest value for a release that will
+// be draft or prerelease as given.
+func checkMakeLatest(v *string, draft, prerelease bool) []apiError {
+	if v == nil {
+		return nil
+	}
+	switch *v {
+	case "true":
+		if draft || prerelease {
+			return []apiError{{Resource: "Release", Code: "custom", Field: "make_latest",
+				Message: "Latest release cannot be draft or prerelease."}}
+		}
+	case "false", "legacy":
+	default:
+		return []apiError{{Resource: "Release", Code: "invalid", Field: "make_latest"}}
+	}
+	return nil
+}
+
 func (s *Server) handleGetRelease(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	_, rel := s.findReleaseLocked(r)
@@ -1132,7 +1298,11 @@ func (s *Server) handleCreateRelease(w http.ResponseWriter, r *http.Request) {
 	if in.MakeLatest != nil {
 		rel.Latest = *in.MakeLatest
 	}
-	if errs := tagConflictLocked(rp, nil, rel.Tag); errs != nil && !rel.Draft {
+	errs := checkMakeLatest(in.MakeLatest, rel.Draft, rel.Prerelease)
+	if errs == nil && !rel.Draft {
+		errs = tagConflictLocked(rp, nil, rel.Tag)
+	}
+	if errs != nil {
 		s.mu.Unlock()
 		s.validation(w, r, errs...)
 		return
@@ -1142,7 +1312,11 @@ func (s *Server) handleCreateRelease(w http.ResponseWriter, r *http.Request) {
 		rel.Immutable = s.opts.Immutable
 	}
 	rp.releases = append(rp.releases, rel)
+	if !rel.Draft && !rel.Prerelease {
+		setLatestLocked(rp, rel, cmp.Or(rel.Latest, "true"))
+	}
 	out := s.releaseJSON(r, rel)
+	s.changedLocked(repoName(r))
 	s.mu.Unlock()
 	w.Header().Set("Location", out["url"].(string))
 	s.writeJSON(w, r, http.StatusCreated, out)
@@ -1174,13 +1348,20 @@ func (s *Server) handleUpdateRelease(w http.ResponseWriter, r *http.Request) {
 			Message: "Cannot change the tag or draft state of an immutable release"})
 		return
 	}
-	if !draft {
-		if errs := tagConflictLocked(rp, rel, tag); errs != nil {
-			s.mu.Unlock()
-			s.validation(w, r, errs...)
-			return
-		}
+	prerelease := rel.Prerelease
+	if in.Prerelease != nil {
+		prerelease = *in.Prerelease
 	}
+	errs := checkMakeLatest(in.MakeLatest, draft, prerelease)
+	if errs == nil && !draft {
+		errs = tagConflictLocked(rp, rel, tag)
+	}
+	if errs != nil {
+		s.mu.Unlock()
+		s.validation(w, r, errs...)
+		return
+	}
+	publishing := rel.Draft && !draft
 	rel.Tag = tag
 	if in.Name != nil {
 		rel.Name = *in.Name
@@ -1197,12 +1378,21 @@ func (s *Server) handleUpdateRelease(w http.ResponseWriter, r *http.Request) {
 	if in.MakeLatest != nil {
 		rel.Latest = *in.MakeLatest
 	}
-	if rel.Draft && !draft {
+	if publishing {
 		rel.Published = s.opts.Now()
 		rel.Immutable = s.opts.Immutable
 	}
 	rel.Draft = draft
+	switch {
+	case draft || prerelease:
+	case publishing:
+		// Newly published: make_latest defaults to true.
+		setLatestLocked(rp, rel, cmp.Or(rel.Latest, "true"))
+	case in.MakeLatest != nil:
+		setLatestLocked(rp, rel, *in.MakeLatest)
+	}
 	out := s.releaseJSON(r, rel)
+	s.changedLocked(repoName(r))
 	s.mu.Unlock()
 	s.writeJSON(w, r, http.StatusOK, out)
 }
@@ -1218,6 +1408,9 @@ func (s *Server) handleDeleteRelease(w http.ResponseWriter, r *http.Request) {
 	if rel.Immutable {
 		rp.burned[rel.Tag] = true
 	}
+	if rp.latestID == rel.ID {
+		rp.latestID = 0
+	}
 	for i, x := range rp.releases {
 		if x == rel {
 			rp.releases = append(rp.releases[:i], rp.releases[i+1:]...)
@@ -1227,6 +1420,7 @@ func (s *Server) handleDeleteRelease(w http.ResponseWriter, r *http.Request) {
 	for _, a := range rel.assets {
 		os.Remove(a.path)
 	}
+	s.changedLocked(repoName(r))
 	s.mu.Unlock()
 	w.WriteHeader(http.StatusNoContent)
 }
@@ -1334,6 +1528,7 @@ func (s *Server) handleDeleteAsset(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	os.Remove(a.path)
+	s.changedLocked(repoName(r))
 	s.mu.Unlock()
 	w.WriteHeader(http.StatusNoContent)
 }
@@ -1398,6 +1593,7 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 		// Like GitHub, an upload that broke off leaves a "starter" asset
 		// that blocks the name until it is deleted.
 		rel.assets = append(rel.assets, a)
+		s.changedLocked(repoName(r))
 	}
 	var out map[string]any
 	if !dup && complete {

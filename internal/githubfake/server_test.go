@@ -1,6 +1,7 @@
 package githubfake
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -178,5 +179,128 @@ func TestTarballRedirectAndDrop(t *testing.T) {
 	}
 	if got := s.Requests(); got[len(got)-1].Route != RouteTarball || got[len(got)-1].Status != 502 {
 		t.Errorf("log: %+v", got[len(got)-1])
+	}
+}
+
+// The latest release follows GitHub's make_latest: newly published
+// releases default to true, false leaves it, true on a draft or
+// prerelease is refused, legacy (and a deleted latest) falls back to the
+// newest created_at, then the higher version.
+func TestLatestRelease(t *testing.T) {
+	clock := NewClock(time.Unix(1700000000, 0))
+	s := NewT(t, Options{Token: tok, Now: clock.Now})
+	s.AddTags("o/r")
+	latest := func() string {
+		t.Helper()
+		resp, body := do(t, "GET", s.APIURL()+"/repos/o/r/releases/latest", "", nil)
+		var rel map[string]any
+		json.Unmarshal(body, &rel)
+		if resp.StatusCode == 404 {
+			return "(none)"
+		}
+		l, ok := s.Latest("o/r")
+		if resp.StatusCode != 200 || !ok || l.Tag != rel["tag_name"] || !l.IsLatest {
+			t.Errorf("GET latest %d %s, Latest() %s %v", resp.StatusCode, body, l.Tag, ok)
+		}
+		return rel["tag_name"].(string)
+	}
+	create := func(in string) int64 {
+		t.Helper()
+		clock.Sleep(context.Background(), time.Minute)
+		resp, body := do(t, "POST", s.APIURL()+"/repos/o/r/releases", in, auth)
+		if resp.StatusCode != 201 {
+			t.Fatalf("create %s: %d %s", in, resp.StatusCode, body)
+		}
+		var rel map[string]any
+		json.Unmarshal(body, &rel)
+		return int64(rel["id"].(float64))
+	}
+	patch := func(id int64, in string) int {
+		resp, _ := do(t, "PATCH", fmt.Sprintf("%s/repos/o/r/releases/%d", s.APIURL(), id), in, auth)
+		return resp.StatusCode
+	}
+	if got := latest(); got != "(none)" {
+		t.Errorf("empty repository: latest %s", got)
+	}
+	v1 := create(`{"tag_name":"v1.0"}`)
+	if got := latest(); got != "v1.0" {
+		t.Errorf("first release: latest %s", got)
+	}
+	v2 := create(`{"tag_name":"v2.0","make_latest":"false"}`)
+	if got := latest(); got != "v1.0" {
+		t.Errorf("make_latest false: latest %s", got)
+	}
+	d := create(`{"tag_name":"v3.0","draft":true}`)
+	if got := latest(); got != "v1.0" {
+		t.Errorf("a draft: latest %s", got)
+	}
+	if code := patch(d, `{"make_latest":"true"}`); code != 422 {
+		t.Errorf("make_latest true on a draft: %d", code)
+	}
+	if code := patch(d, `{"make_latest":"sometimes"}`); code != 422 {
+		t.Errorf("make_latest sometimes: %d", code)
+	}
+	// Publishing a draft without make_latest makes it the latest.
+	if code := patch(d, `{"draft":false}`); code != 200 || latest() != "v3.0" {
+		t.Errorf("published draft: %d, latest %s", code, latest())
+	}
+	// Publishing with make_latest false, then making an old one latest.
+	d4 := create(`{"tag_name":"v4.0","draft":true}`)
+	if code := patch(d4, `{"draft":false,"make_latest":"false"}`); code != 200 || latest() != "v3.0" {
+		t.Errorf("published with false: %d, latest %s", code, latest())
+	}
+	if code := patch(v1, `{"make_latest":"true"}`); code != 200 || latest() != "v1.0" {
+		t.Errorf("old release made latest: %d, latest %s", code, latest())
+	}
+	pre := create(`{"tag_name":"v5.0-rc1","prerelease":true}`)
+	if code := patch(pre, `{"make_latest":"true"}`); code != 422 || latest() != "v1.0" {
+		t.Errorf("prerelease made latest: %d, latest %s", code, latest())
+	}
+	// Legacy: the newest created (v4.0; the prerelease does not count).
+	if code := patch(v2, `{"make_latest":"legacy"}`); code != 200 || latest() != "v4.0" {
+		t.Errorf("legacy: %d, latest %s", code, latest())
+	}
+	// Same created_at: the higher version (numerically) wins.
+	s.AddRelease("o/r", Release{Tag: "v10.0", Latest: "legacy"})
+	s.AddRelease("o/r", Release{Tag: "v9.0", Latest: "legacy"})
+	if got := latest(); got != "v10.0" {
+		t.Errorf("legacy tie: latest %s, want v10.0", got)
+	}
+	// Deleting the explicit latest falls back to legacy.
+	if code := patch(v2, `{"make_latest":"true"}`); code != 200 || latest() != "v2.0" {
+		t.Errorf("v2 made latest: %d, latest %s", code, latest())
+	}
+	do(t, "DELETE", fmt.Sprintf("%s/repos/o/r/releases/%d", s.APIURL(), v2), "", auth)
+	if got := latest(); got != "v10.0" {
+		t.Errorf("after deleting the latest: %s", got)
+	}
+	n := 0
+	for _, r := range s.Releases("o/r") {
+		if r.IsLatest {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d releases marked IsLatest", n)
+	}
+}
+
+// OnChange sees every change with the lock held, as snapshots.
+func TestOnChange(t *testing.T) {
+	s := NewT(t, Options{Token: tok})
+	s.AddTags("o/r")
+	var seen []string
+	s.OnChange = func(repo string, rels []Release) {
+		seen = append(seen, fmt.Sprintf("%s:%d", repo, len(rels)))
+	}
+	_, body := do(t, "POST", s.APIURL()+"/repos/o/r/releases", `{"tag_name":"v1","draft":true}`, auth)
+	var rel map[string]any
+	json.Unmarshal(body, &rel)
+	id := int64(rel["id"].(float64))
+	do(t, "POST", fmt.Sprintf("%s/repos/o/r/releases/%d/assets?name=a", s.UploadURL(), id), "x", auth)
+	do(t, "PATCH", fmt.Sprintf("%s/repos/o/r/releases/%d", s.APIURL(), id), `{"draft":false}`, auth)
+	do(t, "DELETE", fmt.Sprintf("%s/repos/o/r/releases/%d", s.APIURL(), id), "", auth)
+	if got := strings.Join(seen, " "); got != "o/r:1 o/r:1 o/r:1 o/r:0" {
+		t.Errorf("changes seen: %s", got)
 	}
 }

@@ -28,6 +28,14 @@ const (
 	WSLConfFile = "wslconfig.txt"
 	LogsFile    = "build-logs.tar.gz"
 	NotesFile   = "release-notes.md"
+	// SourcesFile names the corresponding source of every GPL binary in
+	// the release (Sources).
+	SourcesFile = "SOURCES.md"
+	// ModuleSourcesFile holds the source of the path: modules
+	// (WriteSourceArchive), which exist nowhere else.
+	ModuleSourcesFile = "module-sources.tar.gz"
+	// ConfigFile is the kernel's final .config, when attached.
+	ConfigFile = "kernel.config"
 	// MinWSL is the first WSL version that understands kernelModules.
 	MinWSL = "2.5.1"
 	// VerifyLimit is the size below which uploaded assets are downloaded
@@ -61,40 +69,76 @@ type PrepareOptions struct {
 	// image and modules.vhdx.
 	Dir string
 	// LogsDir, if set, is packed into build-logs.tar.gz (every file, in
-	// path order, with fixed timestamps).
+	// path order, with fixed timestamps), with Secrets redacted.
 	LogsDir string
+	// Secrets are replaced with "***" in build-logs.tar.gz: module build
+	// logs are third-party output, published as they are otherwise. Pass
+	// the GitHub token and any other secret the run knows.
+	Secrets []string
 	// Prefix is the release tag prefix (for the notes' folder names).
 	Prefix string
+	// ModuleSources maps the name of each path: module (manifest source
+	// kind "path") to its source directory. The trees are packed into
+	// module-sources.tar.gz (WriteSourceArchive), each under <name>/, and
+	// the manifest records that asset as the modules' source_archive.
+	// Publish refuses a manifest whose included path: modules lack one.
+	ModuleSources map[string]string
+	// SourceDateEpoch is the build's SOURCE_DATE_EPOCH: the mtime of
+	// every entry of module-sources.tar.gz.
+	SourceDateEpoch int64
+	// Config, if set, is the kernel's final .config, attached as
+	// kernel.config; its sha256 must be the manifest's
+	// kernel.config_sha256 when that is recorded.
+	Config string
+	// Repo is the target repository (owner/name) named in the notes'
+	// attestation command ("" gives a placeholder).
+	Repo string
+	// WSLSeen lists every WSL version that was looked at when the
+	// manifest's kernel.wsl was made. With it, the notes merge versions
+	// that are adjacent among those seen into one range (2.5.9 – 2.6.3);
+	// without it, only patch releases of one minor line that follow each
+	// other (2.6.0 – 2.6.3).
+	WSLSeen []string
 }
 
-// PrepareDist writes build-logs.tar.gz (when LogsDir is set),
-// wslconfig.txt, SHA256SUMS and release-notes.md into the dist directory,
-// from its build-manifest.json and files. The kernel image and
-// modules.vhdx are checked before anything is written, and each file is
-// written atomically. It returns the manifest.
+// PrepareDist writes into the dist directory, from its
+// build-manifest.json and files: build-logs.tar.gz (when LogsDir is set;
+// Secrets redacted), module-sources.tar.gz (when ModuleSources is set; the
+// manifest then records it), kernel.config (when Config is set),
+// wslconfig.txt, SOURCES.md, SHA256SUMS and release-notes.md. The kernel
+// image, modules.vhdx and the given sources are checked before anything
+// is written, and each file is written atomically. It returns the
+// manifest.
 func PrepareDist(o PrepareOptions) (*manifest.Manifest, error) {
-	m, err := manifest.Read(filepath.Join(o.Dir, manifest.FileName))
+	mpath := filepath.Join(o.Dir, manifest.FileName)
+	m, err := manifest.Read(mpath)
 	if err != nil {
 		return nil, fmt.Errorf("release: %w", err)
 	}
 	if m.Kernel.Tag == "" {
-		return nil, fmt.Errorf("release: %s: kernel.tag is empty", filepath.Join(o.Dir, manifest.FileName))
+		return nil, fmt.Errorf("release: %s: kernel.tag is empty", mpath)
+	}
+	if err := checkPrepare(o, m); err != nil {
+		return nil, err
 	}
 	// Check the inputs (kernel image, modules.vhdx against the manifest)
 	// before writing anything, so a failure leaves the dir as it was.
 	// (The files this writes are not checked: they are replaced.)
-	rewritten := map[string]bool{WSLConfFile: true, SumsFile: true, LogsFile: o.LogsDir != ""}
+	rewritten := map[string]bool{WSLConfFile: true, SumsFile: true, SourcesFile: true, LogsFile: o.LogsDir != "",
+		ModuleSourcesFile: len(o.ModuleSources) > 0, manifest.FileName: len(o.ModuleSources) > 0, ConfigFile: o.Config != ""}
 	before, err := collectAssetsKnown(o.Dir, m, false, nil, rewritten)
 	if err != nil {
 		return nil, err
 	}
-	if o.LogsDir != "" {
-		if err := writeLogs(o.LogsDir, filepath.Join(o.Dir, LogsFile)); err != nil {
-			return nil, fmt.Errorf("release: %w", err)
-		}
+	if err := writeInputs(o, m); err != nil {
+		return nil, err
 	}
 	tag := TagName(m.Kernel.Tag, m.Kernel.Arch, o.Prefix)
 	if err := atomicfile.WriteFile(filepath.Join(o.Dir, WSLConfFile), []byte(WSLConfig(m, tag)), 0o644); err != nil {
+		return nil, fmt.Errorf("release: %w", err)
+	}
+	_, cerr := os.Stat(filepath.Join(o.Dir, ConfigFile))
+	if err := atomicfile.WriteFile(filepath.Join(o.Dir, SourcesFile), []byte(Sources(m, tag, cerr == nil)), 0o644); err != nil {
 		return nil, fmt.Errorf("release: %w", err)
 	}
 	// The files written above get new sums; the others keep theirs.
@@ -115,18 +159,85 @@ func PrepareDist(o PrepareOptions) (*manifest.Manifest, error) {
 	if err := atomicfile.WriteFile(filepath.Join(o.Dir, SumsFile), sums.Bytes(), 0o644); err != nil {
 		return nil, fmt.Errorf("release: %w", err)
 	}
-	if err := atomicfile.WriteFile(filepath.Join(o.Dir, NotesFile), []byte(Notes(m, tag, sums.String())), 0o644); err != nil {
+	notes := RenderNotes(m, NotesOptions{Tag: tag, Sums: sums.String(), Repo: o.Repo, WSLSeen: o.WSLSeen, ConfigAttached: cerr == nil})
+	if err := atomicfile.WriteFile(filepath.Join(o.Dir, NotesFile), []byte(notes), 0o644); err != nil {
 		return nil, fmt.Errorf("release: %w", err)
 	}
 	return m, nil
 }
 
+// checkPrepare checks the sources PrepareDist was given: every
+// ModuleSources name is a path: module of the manifest with a directory,
+// and Config has the manifest's config sha256.
+func checkPrepare(o PrepareOptions, m *manifest.Manifest) error {
+	for name, dir := range o.ModuleSources {
+		i := moduleIndex(m, name)
+		if i < 0 {
+			return fmt.Errorf("release: module source %q: no such module in %s", name, manifest.FileName)
+		}
+		if k := m.Modules[i].Source.Kind; k != "path" {
+			return fmt.Errorf("release: module source %q: the module's source is %s, not path (only path: modules are attached)", name, k)
+		}
+		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+			return fmt.Errorf("release: module source %q: %s is not a directory (%v)", name, dir, err)
+		}
+	}
+	if o.Config == "" {
+		return nil
+	}
+	sum, err := digest.File(o.Config)
+	if err != nil {
+		return fmt.Errorf("release: kernel config: %w", err)
+	}
+	if want := m.Kernel.ConfigSHA256; want != "" && sum != want {
+		return fmt.Errorf("release: kernel config %s: sha256 %s, but %s says kernel.config_sha256 %s", o.Config, sum, manifest.FileName, want)
+	}
+	return nil
+}
+
+func moduleIndex(m *manifest.Manifest, name string) int {
+	for i, x := range m.Modules {
+		if x.Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// writeInputs writes the logs, the module source archive (recording it
+// in the manifest, which is rewritten) and the config copy.
+func writeInputs(o PrepareOptions, m *manifest.Manifest) error {
+	if o.LogsDir != "" {
+		if err := writeLogs(o.LogsDir, filepath.Join(o.Dir, LogsFile), o.Secrets); err != nil {
+			return fmt.Errorf("release: %w", err)
+		}
+	}
+	if len(o.ModuleSources) > 0 {
+		if err := WriteSourceArchive(filepath.Join(o.Dir, ModuleSourcesFile), o.ModuleSources, o.SourceDateEpoch); err != nil {
+			return err
+		}
+		for name := range o.ModuleSources {
+			m.Modules[moduleIndex(m, name)].SourceArchive = ModuleSourcesFile
+		}
+		if err := m.Write(filepath.Join(o.Dir, manifest.FileName)); err != nil {
+			return fmt.Errorf("release: %w", err)
+		}
+	}
+	if o.Config != "" {
+		if err := atomicfile.CopyFile(o.Config, filepath.Join(o.Dir, ConfigFile), 0o644); err != nil {
+			return fmt.Errorf("release: kernel config: %w", err)
+		}
+	}
+	return nil
+}
+
 // collectAssets lists the dist files to publish, in a fixed order: kernel
 // image, modules.vhdx, SHA256SUMS, build-manifest.json, wslconfig.txt,
-// build-logs.tar.gz, then packs (*.tar.zst) by name. The kernel image,
-// modules.vhdx and the manifest are required; with complete, so are
-// SHA256SUMS and wslconfig.txt. It checks modules.vhdx against the
-// manifest's image sha256 when recorded.
+// SOURCES.md, kernel.config, module-sources.tar.gz, build-logs.tar.gz,
+// then packs (*.tar.zst) by name. The kernel image, modules.vhdx, the
+// manifest and any source archive the manifest names are required; with
+// complete, so are SHA256SUMS, wslconfig.txt and SOURCES.md. It checks
+// modules.vhdx against the manifest's image sha256 when recorded.
 func collectAssets(dir string, m *manifest.Manifest, complete bool) ([]Asset, error) {
 	return collectAssetsKnown(dir, m, complete, nil, nil)
 }
@@ -134,8 +245,16 @@ func collectAssets(dir string, m *manifest.Manifest, complete bool) ([]Asset, er
 // collectAssetsKnown is collectAssets taking the assets in known as they
 // are (listed, not hashed again) and leaving out the names in skip.
 func collectAssetsKnown(dir string, m *manifest.Manifest, complete bool, known map[string]Asset, skip map[string]bool) ([]Asset, error) {
-	names := []string{ImageFile(m), VHDXFile, SumsFile, manifest.FileName, WSLConfFile, LogsFile}
-	required := map[string]bool{ImageFile(m): true, VHDXFile: true, manifest.FileName: true, SumsFile: complete, WSLConfFile: complete}
+	names := []string{ImageFile(m), VHDXFile, SumsFile, manifest.FileName, WSLConfFile, SourcesFile, ConfigFile, ModuleSourcesFile, LogsFile}
+	required := map[string]bool{ImageFile(m): true, VHDXFile: true, manifest.FileName: true, SumsFile: complete, WSLConfFile: complete, SourcesFile: complete}
+	for _, x := range m.Modules {
+		if x.SourceArchive != "" {
+			if !contains(names, x.SourceArchive) {
+				names = append(names, x.SourceArchive)
+			}
+			required[x.SourceArchive] = true
+		}
+	}
 	packs, _ := filepath.Glob(filepath.Join(dir, "*.tar.zst"))
 	sort.Strings(packs)
 	for _, p := range packs {
@@ -150,30 +269,54 @@ func collectAssetsKnown(dir string, m *manifest.Manifest, complete bool, known m
 			out = append(out, a)
 			continue
 		}
-		p := filepath.Join(dir, n)
-		st, err := os.Stat(p)
-		if errors.Is(err, fs.ErrNotExist) && !required[n] {
-			continue
-		}
+		a, err := distAsset(dir, n, m, required[n])
 		if err != nil {
-			return nil, fmt.Errorf("release: dist %s: %w", dir, err)
+			return nil, err
 		}
-		if !st.Mode().IsRegular() {
-			return nil, fmt.Errorf("release: %s: not a regular file", p)
+		if a != nil {
+			out = append(out, *a)
 		}
-		if st.Size() == 0 {
-			return nil, fmt.Errorf("release: %s: empty file; refusing to publish an empty asset", p)
-		}
-		sum, err := digest.File(p)
-		if err != nil {
-			return nil, fmt.Errorf("release: %w", err)
-		}
-		if n == VHDXFile && m.Image != nil && m.Image.SHA256 != "" && m.Image.SHA256 != sum {
-			return nil, fmt.Errorf("release: %s: sha256 %s, but %s says image.sha256 %s", p, sum, manifest.FileName, m.Image.SHA256)
-		}
-		out = append(out, Asset{Name: n, Path: p, Size: st.Size(), SHA256: sum})
 	}
 	return out, nil
+}
+
+// distAsset describes the dist file n (nil if it is missing and not
+// required).
+func distAsset(dir, n string, m *manifest.Manifest, required bool) (*Asset, error) {
+	if strings.ContainsAny(n, `/\`) || n == "." || n == ".." {
+		return nil, fmt.Errorf("release: %s: asset name %q is not a plain file name", manifest.FileName, n)
+	}
+	p := filepath.Join(dir, n)
+	st, err := os.Stat(p)
+	if errors.Is(err, fs.ErrNotExist) && !required {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("release: dist %s: %w", dir, err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("release: %s: not a regular file", p)
+	}
+	if st.Size() == 0 {
+		return nil, fmt.Errorf("release: %s: empty file; refusing to publish an empty asset", p)
+	}
+	sum, err := digest.File(p)
+	if err != nil {
+		return nil, fmt.Errorf("release: %w", err)
+	}
+	if n == VHDXFile && m.Image != nil && m.Image.SHA256 != "" && m.Image.SHA256 != sum {
+		return nil, fmt.Errorf("release: %s: sha256 %s, but %s says image.sha256 %s", p, sum, manifest.FileName, m.Image.SHA256)
+	}
+	return &Asset{Name: n, Path: p, Size: st.Size(), SHA256: sum}, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
 }
 
 // checkSums verifies SHA256SUMS in dir against the assets.
@@ -204,7 +347,11 @@ func checkSums(dir string, assets []Asset) error {
 	return nil
 }
 
-func writeLogs(logsDir, dst string) error {
+// writeLogs packs every regular file of logsDir, in path order, into dst
+// as logs/<path>, with fixed timestamps and each secret replaced by
+// "***" (redactCopy; an entry's size is that of its redacted content,
+// counted in a first pass).
+func writeLogs(logsDir, dst string, secrets []string) error {
 	var files []string
 	err := filepath.WalkDir(logsDir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -221,162 +368,46 @@ func writeLogs(logsDir, dst string) error {
 	sort.Strings(files)
 	out, err := atomicfile.Create(dst, true)
 	if err != nil {
-		return err
+		return fmt.Errorf("build logs: %w", err)
 	}
 	defer out.Abort()
 	zw := gzip.NewWriter(out)
 	tw := tar.NewWriter(zw)
-	epoch := time.Unix(0, 0)
 	for _, p := range files {
 		rel, _ := filepath.Rel(logsDir, p)
-		st, err := os.Stat(p)
-		if err != nil {
-			return err
-		}
-		if err := tw.WriteHeader(&tar.Header{Name: "logs/" + filepath.ToSlash(rel), Mode: 0o644, Size: st.Size(), ModTime: epoch, Typeflag: tar.TypeReg}); err != nil {
-			return err
-		}
-		f, err := os.Open(p)
-		if err != nil {
-			return err
-		}
-		_, err = io.CopyN(tw, f, st.Size())
-		f.Close()
-		if err != nil {
-			return fmt.Errorf("%s: %w", p, err)
+		if err := writeLog(tw, "logs/"+filepath.ToSlash(rel), p, secrets); err != nil {
+			return fmt.Errorf("build logs: %s: %w", p, err)
 		}
 	}
 	if err := tw.Close(); err != nil {
-		return err
+		return fmt.Errorf("build logs: %w", err)
 	}
 	if err := zw.Close(); err != nil {
-		return err
+		return fmt.Errorf("build logs: %w", err)
 	}
 	return out.Commit(0o644)
 }
 
-// winFolder is the suggested folder, relative to %UserProfile%.
-func winFolder(tag string) string { return `wsl\` + tag }
-
-func esc(p string) string { return strings.ReplaceAll(p, `\`, `\\`) }
-
-// WSLConfig returns the wslconfig.txt snippet. .wslconfig takes absolute
-// paths and does not expand %UserProfile%, so the paths name the folder
-// %UserProfile%\wsl\<tag> as C:\\Users\\<you>\\wsl\\<tag> with a
-// placeholder for the user name, and say so.
-func WSLConfig(m *manifest.Manifest, tag string) string {
-	dir := `C:\Users\<you>\` + winFolder(tag)
-	var b strings.Builder
-	fmt.Fprintf(&b, "# .wslconfig snippet for %s (uname -r: %s)\n", tag, m.Kernel.Release)
-	fmt.Fprintf(&b, "# Put %s and %s in %%UserProfile%%\\%s (not a sparse,\n", ImageFile(m), VHDXFile, winFolder(tag))
-	b.WriteString("# compressed or encrypted folder), replace <you> with your Windows user\n")
-	b.WriteString("# name (.wslconfig does not expand %UserProfile%), merge these lines into\n")
-	b.WriteString("# the [wsl2] section of %UserProfile%\\.wslconfig and run: wsl --shutdown\n")
-	fmt.Fprintf(&b, "# Needs WSL %s or later. kernel= is required: WSL refuses kernelModules=\n", MinWSL)
-	b.WriteString("# unless kernel= names a kernel too, and the modules only load on the\n")
-	b.WriteString("# kernel they were built with.\n")
-	b.WriteString("[wsl2]\n")
-	fmt.Fprintf(&b, "kernel=%s\n", esc(dir+`\`+ImageFile(m)))
-	fmt.Fprintf(&b, "kernelModules=%s\n", esc(dir+`\`+VHDXFile))
-	return b.String()
-}
-
-// Notes returns the release notes (Markdown) for the manifest.
-func Notes(m *manifest.Manifest, tag, sums string) string {
-	var b strings.Builder
-	p := func(format string, a ...any) { fmt.Fprintf(&b, format+"\n", a...) }
-	layout := m.Layout
-	if layout == "" {
-		layout = "flat"
+// writeLog adds one redacted log file to tw.
+func writeLog(tw *tar.Writer, name, path string, secrets []string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
 	}
-	p("WSL2 kernel **%s** (%s) with every stock module plus the modules below, as `%s` + `%s`.", m.Kernel.Tag, m.Kernel.Arch, ImageFile(m), VHDXFile)
-	p("")
-	p("- `uname -r`: `%s`", m.Kernel.Release)
-	p("- Minimum WSL version: **%s** (older versions reject `kernelModules` with *Invalid boolean value*)", MinWSL)
-	switch layout {
-	case "nested":
-		p("- Image layout: **nested** (`<release>/modules`, …): only WSL builds with microsoft/WSL PR #41267 read it; released WSL up to 2.9.4 reads only the flat layout")
-	default:
-		p("- Image layout: **%s** (modules at the root of the image, mounted at `/lib/modules/%s`), read by every WSL since %s", layout, m.Kernel.Release, MinWSL)
+	defer f.Close()
+	size, err := redactCopy(io.Discard, f, secrets)
+	if err != nil {
+		return err
 	}
-	if m.Headers != "" {
-		p("- Kernel headers in the image: %s", m.Headers)
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return err
 	}
-	p("- Kernel source: %s `%s` (%s)", m.Kernel.Source.Repo, m.Kernel.Tag, pinText(m.Kernel.Source))
-	if m.Kernel.Compiler != "" {
-		p("- Compiler: %s", m.Kernel.Compiler)
+	if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: size, ModTime: time.Unix(0, 0), Typeflag: tar.TypeReg}); err != nil {
+		return err
 	}
-	p("")
-	p("## Modules")
-	p("")
-	if len(m.Modules) == 0 {
-		p("No added modules: the image holds the stock modules only.")
-	} else {
-		p("| Module | Version | Source | Pin | Status |")
-		p("|---|---|---|---|---|")
-		for _, x := range m.Modules {
-			where := x.Source.URL
-			if where == "" {
-				where = x.Source.Repo + x.Source.Path
-			}
-			status := x.Status
-			if x.Error != "" {
-				status += ": " + x.Error
-			}
-			p("| %s | %s | %s %s | `%s` | %s |", cell(x.Name), cell(x.Version), cell(x.Source.Kind), cell(where), cell(short(x.Source.Pin())), cell(status))
-		}
+	n, err := redactCopy(tw, f, secrets)
+	if err == nil && n != size {
+		err = fmt.Errorf("changed while being packed (%d bytes, then %d)", size, n)
 	}
-	p("")
-	p("## Install")
-	p("")
-	p("1. Download `%s` and `%s`.", ImageFile(m), VHDXFile)
-	p("2. Keep both in a folder that is **not sparse, compressed or encrypted**, e.g. `%%UserProfile%%\\%s`. Windows refuses VHDX files that are (*Virtual hard disk files must be uncompressed and unencrypted and must not be sparse*); use tools that do not restore sparseness when copying.", winFolder(tag))
-	p("3. Edit `%%UserProfile%%\\.wslconfig` and merge this `[wsl2]` snippet (also attached as `%s`), with `<you>` replaced by your Windows user name, since `.wslconfig` needs absolute paths and does not expand `%%UserProfile%%`:", WSLConfFile)
-	p("")
-	p("   ```ini")
-	p("   [wsl2]")
-	p("   kernel=%s", esc(`C:\Users\<you>\`+winFolder(tag)+`\`+ImageFile(m)))
-	p("   kernelModules=%s", esc(`C:\Users\<you>\`+winFolder(tag)+`\`+VHDXFile))
-	p("   ```")
-	p("")
-	p("   `kernel=` is required: WSL refuses `kernelModules=` without a custom `kernel=` (*Customised kernel modules were supplied without specifying a customised kernel*), and the modules must match the running kernel exactly, so use the kernel from this release.")
-	p("4. Run `wsl --shutdown`, start WSL, and check `uname -r` prints `%s`.", m.Kernel.Release)
-	p("")
-	p("### `E_ACCESSDENIED` on WSL 2.7.1–2.7.4 and 2.8.0–2.8.5")
-	p("")
-	p("These versions fail with `Wsl/Service/CreateInstance/CreateVm/HCS/E_ACCESSDENIED` when the VHDX is in a folder the VM worker process cannot read, typically under the user profile. Update WSL (fixed in 2.7.5 and 2.8.6), move both files to a folder directly under `C:\\`, or grant read access:")
-	p("")
-	p("```")
-	p(`icacls %%UserProfile%%\%s\%s /grant "*S-1-5-32-545:(RX)" "*S-1-15-2-1:(RX)" "*S-1-15-2-2:(RX)"`, winFolder(tag), VHDXFile)
-	p("```")
-	b.WriteString(develNotes(m))
-	p("")
-	p("## Checksums (SHA256SUMS)")
-	p("")
-	p("```")
-	b.WriteString(sums)
-	p("```")
-	return b.String()
-}
-
-func pinText(s manifest.Source) string {
-	switch {
-	case s.Commit != "":
-		return "commit " + short(s.Commit)
-	case s.SHA256 != "":
-		return "sha256 " + short(s.SHA256)
-	}
-	return s.Kind
-}
-
-func short(s string) string {
-	if len(s) > 12 {
-		return s[:12]
-	}
-	return s
-}
-
-func cell(s string) string {
-	s = strings.ReplaceAll(s, "|", `\|`)
-	return strings.ReplaceAll(s, "\n", " ")
+	return err
 }

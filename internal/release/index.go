@@ -1,6 +1,7 @@
 package release
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 
@@ -129,4 +130,58 @@ func (x *Index) Family(ctx context.Context, kernelTag, arch string) (Family, err
 		}
 	}
 	return f, nil
+}
+
+// compareInfo orders releases of one arch by kernel version, then
+// revision: the higher one is the newer build of the newer kernel.
+func compareInfo(a, b TagInfo) int {
+	va, _ := kver.Parse(a.KernelTag)
+	vb, _ := kver.Parse(b.KernelTag)
+	if c := va.Compare(vb); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Revision, b.Revision)
+}
+
+// Highest returns the published, non-prerelease release of arch with the
+// highest kernel version and, for that kernel, the highest revision
+// (reading every page); nil if arch has none. It is the release that
+// should be the arch's "Latest" (see LatestArch).
+func (x *Index) Highest(ctx context.Context, arch string) (*Entry, error) {
+	if err := x.readAll(ctx); err != nil {
+		return nil, err
+	}
+	var best *Entry
+	for i := range x.Entries {
+		e := &x.Entries[i]
+		if e.Release.GetDraft() || e.Release.GetPrerelease() || !e.Info.MatchesArch(arch) {
+			continue
+		}
+		if best == nil || compareInfo(e.Info, best.Info) > 0 {
+			best = e
+		}
+	}
+	return best, nil
+}
+
+// LatestArch returns the arch whose releases hold the repository's single
+// "Latest" (GitHub has one per repository, not one per arch): x86_64,
+// unless the repository has no published x86_64 release of ours, then
+// arm64. publishing is the arch of a release about to be published, which
+// counts as published ("" for none; then a repository without any x86_64
+// release answers arm64). So /releases/latest/download/bzImage
+// keeps working once an x86_64 release exists, and a repository that only
+// publishes arm64 still gets a Latest.
+func (x *Index) LatestArch(ctx context.Context, publishing string) (string, error) {
+	if publishing != "" && !isARM64(publishing) {
+		return "x86_64", nil
+	}
+	h, err := x.Highest(ctx, "x86_64")
+	if err != nil {
+		return "", err
+	}
+	if h != nil {
+		return "x86_64", nil
+	}
+	return "arm64", nil
 }

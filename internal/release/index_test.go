@@ -19,7 +19,7 @@ func TestIndex(t *testing.T) {
 	for i := 1; i <= 230; i++ {
 		fake.AddRelease(target, githubfake.Release{Tag: TagName(fmt.Sprintf("linux-msft-wsl-6.6.%d.1", i), "x86_64", "")})
 	}
-	fake.AddRelease(target, githubfake.Release{Tag: TagName("linux-msft-wsl-6.6.1.1", "x86_64", "") + "-r2", Body: body("r2", h2)})
+	fake.AddRelease(target, githubfake.Release{Tag: TagName("linux-msft-wsl-6.6.1.1", "x86_64", "") + "-r2", Body: body("r2", h2, "")})
 	for _, tag := range []string{"unrelated-v1", "wsl-modules-6.6.x", "other-6.6.87.2"} {
 		fake.AddRelease(target, githubfake.Release{Tag: tag})
 	}

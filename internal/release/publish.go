@@ -7,12 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/google/go-github/v66/github"
 
@@ -27,6 +26,11 @@ const (
 	StatusUpToDate  = "up to date"
 	StatusDryRun    = "dry run"
 )
+
+// StaleDraftAge is the default age after which a draft of another build
+// counts as abandoned and is deleted; a younger one may be another run's,
+// still uploading, and is left alone.
+const StaleDraftAge = 24 * time.Hour
 
 // Options configure Publish.
 type Options struct {
@@ -48,6 +52,11 @@ type Options struct {
 	// VerifyLimit: assets smaller than this are downloaded back to check
 	// their sha256 (default VerifyLimit, 16 MiB).
 	VerifyLimit int64
+	// StaleDraftAge: drafts of the family that are not this build and are
+	// older than this are deleted (default StaleDraftAge).
+	StaleDraftAge time.Duration
+	// Now is the clock for draft ages (default time.Now).
+	Now func() time.Time
 }
 
 // Result describes what Publish did.
@@ -65,23 +74,36 @@ type Result struct {
 	// Previous is the newest earlier published revision, when a changed
 	// build was published under a new revision tag.
 	Previous string
+	// MakeLatest is the make_latest value the release was published with
+	// ("true" when it is the highest release of the family that holds
+	// the repository's Latest, else "false").
+	MakeLatest string
 }
 
 // plan is what a dist directory publishes.
 type plan struct {
-	m       *manifest.Manifest
-	base    string
-	hash    string
-	notes   string
-	assets  []Asset
-	kernel  string
-	arm64   bool
-	maxRevs int
+	m    *manifest.Manifest
+	base string
+	hash string
+	// assetsID is the sha256 of the planned SHA256SUMS: two plans with the
+	// same assetsID publish the same bytes.
+	assetsID string
+	notes    string
+	assets   []Asset
+	kernel   string
+	arm64    bool
+	maxRevs  int
 }
 
-const markerPrefix = "<!-- wsl-modules-action manifest-hash: "
+const (
+	markerPrefix       = "<!-- wsl-modules-action manifest-hash: "
+	assetsMarkerPrefix = "<!-- wsl-modules-action assets-sha256: "
+)
 
-var markerRE = regexp.MustCompile(`<!-- wsl-modules-action manifest-hash: ([0-9a-f]{64}) -->`)
+var (
+	markerRE       = regexp.MustCompile(`<!-- wsl-modules-action manifest-hash: ([0-9a-f]{64}) -->`)
+	assetsMarkerRE = regexp.MustCompile(`<!-- wsl-modules-action assets-sha256: ([0-9a-f]{64}) -->`)
+)
 
 // HashFromBody returns the manifest hash recorded in a release body.
 func HashFromBody(body string) string {
@@ -91,8 +113,24 @@ func HashFromBody(body string) string {
 	return ""
 }
 
-func body(notes, hash string) string {
-	return strings.TrimRight(notes, "\n") + "\n\n" + markerPrefix + hash + " -->\n"
+// AssetsFromBody returns the assets identity (sha256 of SHA256SUMS)
+// recorded in a release body ("" for bodies written before it was).
+func AssetsFromBody(body string) string {
+	if m := assetsMarkerRE.FindStringSubmatch(body); m != nil {
+		return m[1]
+	}
+	return ""
+}
+
+// body is the release body: the notes, then hidden markers with the
+// manifest hash (which decides "up to date") and the assets identity
+// (which decides whether a draft holds this very build).
+func body(notes, hash, assetsID string) string {
+	s := strings.TrimRight(notes, "\n") + "\n\n" + markerPrefix + hash + " -->\n"
+	if assetsID != "" {
+		s += assetsMarkerPrefix + assetsID + " -->\n"
+	}
+	return s
 }
 
 func releaseName(m *manifest.Manifest, rev int) string {
@@ -114,18 +152,23 @@ func makePlan(o Options) (*plan, error) {
 	if err := CheckPrefix(o.Prefix); err != nil {
 		return nil, fmt.Errorf("release: %w", err)
 	}
-	m, err := manifest.Read(filepath.Join(o.Dir, manifest.FileName))
+	mpath := filepath.Join(o.Dir, manifest.FileName)
+	m, err := manifest.Read(mpath)
 	if err != nil {
 		return nil, fmt.Errorf("release: %w", err)
 	}
 	if m.Kernel.Tag == "" {
-		return nil, fmt.Errorf("release: %s: kernel.tag is empty", filepath.Join(o.Dir, manifest.FileName))
+		return nil, fmt.Errorf("release: %s: kernel.tag is empty", mpath)
 	}
 	if _, ok := ParseTagName(TagName(m.Kernel.Tag, m.Kernel.Arch, o.Prefix), o.Prefix); !ok {
-		return nil, fmt.Errorf("release: %s: kernel.tag %q is not linux-msft-wsl-<a>.<b>.<c>.<d>", filepath.Join(o.Dir, manifest.FileName), m.Kernel.Tag)
+		return nil, fmt.Errorf("release: %s: kernel.tag %q is not linux-msft-wsl-<a>.<b>.<c>.<d>", mpath, m.Kernel.Tag)
 	}
 	if failed := m.Failed(); len(failed) > 0 {
 		return nil, fmt.Errorf("release: %d module(s) failed to build (first: %s: %s); not publishing", len(failed), failed[0].Name, failed[0].Error)
+	}
+	if missing := unsourcedModules(m); len(missing) > 0 && !o.DryRun {
+		return nil, fmt.Errorf("release: %s: path module(s) %s have no source archive (PrepareOptions.ModuleSources): "+
+			"a release must carry the source of every GPL module it ships; not publishing", mpath, strings.Join(missing, ", "))
 	}
 	assets, err := collectAssets(o.Dir, m, true)
 	if err != nil {
@@ -134,21 +177,43 @@ func makePlan(o Options) (*plan, error) {
 	if err := checkSums(o.Dir, assets); err != nil {
 		return nil, err
 	}
+	sums, err := os.ReadFile(filepath.Join(o.Dir, SumsFile))
+	if err != nil {
+		return nil, fmt.Errorf("release: %w", err)
+	}
 	notes, err := os.ReadFile(filepath.Join(o.Dir, NotesFile))
 	if err != nil {
 		return nil, fmt.Errorf("release: %w (run PrepareDist first)", err)
 	}
-	return &plan{m: m, base: TagName(m.Kernel.Tag, m.Kernel.Arch, o.Prefix), hash: m.Hash(), notes: string(notes),
-		assets: assets, kernel: m.Kernel.Tag, arm64: isARM64(m.Kernel.Arch), maxRevs: 5}, nil
+	id := sha256.Sum256(sums)
+	return &plan{m: m, base: TagName(m.Kernel.Tag, m.Kernel.Arch, o.Prefix), hash: m.Hash(), assetsID: hex.EncodeToString(id[:]),
+		notes: string(notes), assets: assets, kernel: m.Kernel.Tag, arm64: isARM64(m.Kernel.Arch), maxRevs: 5}, nil
+}
+
+// unsourcedModules lists the included path: modules whose source is not
+// attached (Module.SourceArchive unset): they exist nowhere else.
+func unsourcedModules(m *manifest.Manifest) []string {
+	var out []string
+	for _, x := range m.Modules {
+		if x.Status == manifest.StatusOK && x.Source.Kind == "path" && x.SourceArchive == "" {
+			out = append(out, x.Name)
+		}
+	}
+	return out
 }
 
 // Publish publishes the dist directory as a release of o.Repo: nothing if
 // the newest published release for the kernel tag and arch has the same
-// manifest hash ("up to date"); else a draft (a leftover draft is reused)
-// gets every asset (same-named assets replaced, broken uploads deleted and
-// retried), each verified, and only then is it published. A published
+// manifest hash ("up to date"); else a draft of this very build (a
+// leftover one is reused; other builds' drafts are left to their runs)
+// gets every asset (broken or different same-named ones replaced), each
+// verified; just before publishing, the draft is checked to still be a
+// draft holding exactly the planned assets (GitHub's sha256 digests), and
+// after publishing the release is read back and verified. A published
 // release is never changed: a different build of an already published
-// kernel tag becomes a new revision, <tag>-r<N>, marked latest.
+// kernel tag becomes a new revision, <tag>-r<N>. Only the highest release
+// of the family that holds the repository's Latest (see
+// Index.LatestArch) is published with make_latest true.
 func Publish(ctx context.Context, c *githubapi.Client, o Options) (*Result, error) {
 	p, err := makePlan(o)
 	if err != nil {
@@ -156,6 +221,12 @@ func Publish(ctx context.Context, c *githubapi.Client, o Options) (*Result, erro
 	}
 	if o.VerifyLimit <= 0 {
 		o.VerifyLimit = VerifyLimit
+	}
+	if o.StaleDraftAge <= 0 {
+		o.StaleDraftAge = StaleDraftAge
+	}
+	if o.Now == nil {
+		o.Now = time.Now
 	}
 	res := &Result{Tag: p.base, Name: releaseName(p.m, 1), Hash: p.hash, Assets: p.assets}
 	if o.DryRun {
@@ -173,7 +244,7 @@ func Publish(ctx context.Context, c *githubapi.Client, o Options) (*Result, erro
 	if err != nil {
 		return nil, fmt.Errorf("release: %w", err)
 	}
-	pub := &publisher{c: c, o: o, p: p, owner: owner, name: name, log: o.Progress}
+	pub := &publisher{c: c, o: o, p: p, owner: owner, name: name, log: o.Progress, mine: map[int64]bool{}}
 	return pub.run(ctx, res)
 }
 
@@ -185,11 +256,22 @@ func printPlan(w io.Writer, o Options, p *plan, res *Result) {
 	fmt.Fprintf(w, "  tag:   %s (or %s-r<N> if a different build of it is already published)\n", res.Tag, res.Tag)
 	fmt.Fprintf(w, "  name:  %s\n", res.Name)
 	fmt.Fprintf(w, "  manifest hash: %s\n", p.hash)
+	fmt.Fprintf(w, "  latest: only if it is the highest kernel of the %s releases\n", latestFamilyText(p.arm64))
 	fmt.Fprintf(w, "  notes: %s\n", filepath.Join(o.Dir, NotesFile))
+	if missing := unsourcedModules(p.m); len(missing) > 0 {
+		fmt.Fprintf(w, "  warning: publishing would be refused: path module(s) %s have no source archive\n", strings.Join(missing, ", "))
+	}
 	fmt.Fprintf(w, "  assets:\n")
 	for _, a := range p.assets {
 		fmt.Fprintf(w, "    %-24s %10s  sha256 %s\n", a.Name, progress.Bytes(a.Size), a.SHA256)
 	}
+}
+
+func latestFamilyText(arm64 bool) string {
+	if arm64 {
+		return "arm64 (and only while the repository has no x86_64 release)"
+	}
+	return "x86_64"
 }
 
 func orNone(s string) string {
@@ -205,78 +287,149 @@ type publisher struct {
 	p           *plan
 	owner, name string
 	log         *progress.Reporter
+	// mine holds the IDs of the assets this run uploaded and verified.
+	mine map[int64]bool
 }
 
-// family lists the releases of the kernel tag and arch being published.
-func (pub *publisher) family(ctx context.Context) (*Family, error) {
+// arch is the arch being published, as the index names it.
+func (pub *publisher) arch() string {
+	if pub.p.arm64 {
+		return "arm64"
+	}
+	return "x86_64"
+}
+
+// family lists the releases (read afresh) and the family of the kernel
+// tag and arch being published.
+func (pub *publisher) family(ctx context.Context) (*Index, *Family, error) {
 	x, err := List(ctx, pub.c, pub.o.Repo, pub.o.Prefix)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	arch := "x86_64"
-	if pub.p.arm64 {
-		arch = "arm64"
+	f, err := x.Family(ctx, pub.p.kernel, pub.arch())
+	if err != nil {
+		return nil, nil, err
 	}
-	f, err := x.Family(ctx, pub.p.kernel, arch)
-	return &f, err
+	return x, &f, nil
 }
 
 func (pub *publisher) run(ctx context.Context, res *Result) (*Result, error) {
 	done := pub.log.Step("publish %s to %s", pub.p.base, pub.o.Repo)
 	defer done()
-	fam, err := pub.family(ctx)
+	x, fam, err := pub.family(ctx)
 	if err != nil {
 		return nil, err
 	}
+	if fam.Newest != nil && HashFromBody(fam.Newest.GetBody()) == pub.p.hash {
+		return pub.upToDate(res, fam.Newest), nil
+	}
 	rev := 1
 	if fam.Newest != nil {
-		if HashFromBody(fam.Newest.GetBody()) == pub.p.hash {
-			res.Status, res.Tag, res.Name = StatusUpToDate, fam.Newest.GetTagName(), fam.Newest.GetName()
-			res.ReleaseID, res.URL = fam.Newest.GetID(), fam.Newest.GetHTMLURL()
-			pub.summary(res)
-			return res, nil
-		}
 		rev = fam.MaxRev + 1
 		res.Previous = fam.Newest.GetTagName()
 		pub.log.Printf("release: %s is published with a different build (manifest hash %s); publishing revision %s",
 			fam.Newest.GetTagName(), short(HashFromBody(fam.Newest.GetBody())), RevisionTag(pub.p.base, rev))
 	}
-	tag := RevisionTag(pub.p.base, rev)
-	name := releaseName(pub.p.m, rev)
-	bodyText := body(pub.p.notes, pub.p.hash)
-
-	draft, err := pub.draft(ctx, fam, tag, name, bodyText)
+	draft, err := pub.draft(ctx, fam, RevisionTag(pub.p.base, rev), releaseName(pub.p.m, rev))
 	if err != nil {
 		return nil, err
 	}
 	if err := pub.uploadAll(ctx, draft.GetID()); err != nil {
+		err = pub.stillDraft(ctx, draft.GetID(), err)
+		if same := pub.publishedMeanwhile(ctx, err); same != nil {
+			return pub.upToDate(res, same), nil
+		}
 		return nil, err
 	}
-	var published *github.RepositoryRelease
-	for i := 0; ; i++ {
-		edit := &github.RepositoryRelease{TagName: github.String(tag), Name: github.String(name), Body: github.String(bodyText),
-			Draft: github.Bool(false), MakeLatest: github.String("true")}
-		if pub.o.Target != "" {
-			edit.TargetCommitish = github.String(pub.o.Target)
-		}
-		published, _, err = pub.c.Repositories.EditRelease(ctx, pub.owner, pub.name, draft.GetID(), edit)
-		if err == nil {
-			break
-		}
-		// The tag is taken: a release published meanwhile, or a tag used
-		// by an immutable release that was deleted. Use the next revision.
-		if githubapi.IsValidation(err, "") && i < pub.p.maxRevs {
-			pub.log.Printf("release: cannot publish as %s (%v); trying %s", tag, err, RevisionTag(pub.p.base, rev+1))
-			rev++
-			tag, name = RevisionTag(pub.p.base, rev), releaseName(pub.p.m, rev)
-			continue
-		}
-		return nil, fmt.Errorf("release: publishing %s: %w", tag, err)
+	published, same, err := pub.publish(ctx, x, draft.GetID(), rev, res)
+	if err != nil {
+		return nil, err
 	}
+	if same != nil {
+		return pub.upToDate(res, same), nil
+	}
+	if err := pub.verifyPublished(ctx, published); err != nil {
+		return nil, err
+	}
+	pub.fixLatest(ctx)
 	res.Status, res.Tag, res.Name = StatusPublished, published.GetTagName(), published.GetName()
 	res.ReleaseID, res.URL = published.GetID(), published.GetHTMLURL()
 	pub.summary(res)
 	return res, nil
+}
+
+func (pub *publisher) upToDate(res *Result, rel *github.RepositoryRelease) *Result {
+	res.Status, res.Tag, res.Name = StatusUpToDate, rel.GetTagName(), rel.GetName()
+	res.ReleaseID, res.URL, res.Previous = rel.GetID(), rel.GetHTMLURL(), ""
+	pub.summary(res)
+	return res
+}
+
+// publish turns the draft into the release rev (the next free revision
+// if its tag is taken), each attempt after checking the draft. It returns
+// the published release, or (when a concurrent run published this build
+// first) that run's release as same.
+func (pub *publisher) publish(ctx context.Context, x *Index, id int64, rev int, res *Result) (published, same *github.RepositoryRelease, err error) {
+	bodyText := body(pub.p.notes, pub.p.hash, pub.p.assetsID)
+	for i := 0; ; i++ {
+		tag, name := RevisionTag(pub.p.base, rev), releaseName(pub.p.m, rev)
+		if err := pub.checkDraft(ctx, id); err != nil {
+			if same := pub.publishedMeanwhile(ctx, err); same != nil {
+				return nil, same, nil
+			}
+			return nil, nil, err
+		}
+		latest, err := pub.makeLatest(ctx, x, rev)
+		if err != nil {
+			return nil, nil, err
+		}
+		edit := &github.RepositoryRelease{TagName: github.String(tag), Name: github.String(name), Body: github.String(bodyText),
+			Draft: github.Bool(false), MakeLatest: github.String(latest)}
+		if pub.o.Target != "" {
+			edit.TargetCommitish = github.String(pub.o.Target)
+		}
+		published, _, err = pub.c.Repositories.EditRelease(ctx, pub.owner, pub.name, id, edit)
+		if err == nil {
+			res.MakeLatest = latest
+			return published, nil, nil
+		}
+		// The tag is taken: a release published meanwhile (by a run of
+		// another build, or of this one), or a tag used by an immutable
+		// release that was deleted. Use the next revision.
+		if !githubapi.IsValidation(err, "") || i >= pub.p.maxRevs {
+			return nil, nil, fmt.Errorf("release: publishing %s: %w", tag, err)
+		}
+		x2, fam, ferr := pub.family(ctx)
+		if ferr != nil {
+			return nil, nil, ferr
+		}
+		if fam.Newest != nil && HashFromBody(fam.Newest.GetBody()) == pub.p.hash {
+			pub.log.Printf("release: %s was published meanwhile with this build; leaving draft %d (a later publish deletes it once stale)",
+				fam.Newest.GetTagName(), id)
+			return nil, fam.Newest, nil
+		}
+		x, rev = x2, max(rev+1, fam.MaxRev+1)
+		if fam.Newest != nil {
+			res.Previous = fam.Newest.GetTagName()
+		}
+		pub.log.Printf("release: cannot publish as %s (%v); trying %s", tag, err, RevisionTag(pub.p.base, rev))
+	}
+}
+
+// publishedMeanwhile returns the family's newest published release if
+// err says the draft was published meanwhile (errNotDraft) and that
+// release holds this build's inputs: another run of this build published
+// it first.
+func (pub *publisher) publishedMeanwhile(ctx context.Context, err error) *github.RepositoryRelease {
+	if !errors.Is(err, errNotDraft) {
+		return nil
+	}
+	_, fam, ferr := pub.family(ctx)
+	if ferr != nil || fam.Newest == nil || HashFromBody(fam.Newest.GetBody()) != pub.p.hash {
+		return nil
+	}
+	pub.log.Printf("release: %v; %s holds this build, published by another run", err, fam.Newest.GetTagName())
+	return fam.Newest
 }
 
 func (pub *publisher) summary(res *Result) {
@@ -295,259 +448,4 @@ func (pub *publisher) summary(res *Result) {
 			fmt.Fprintf(pub.o.Out, "  %-24s %10s  sha256 %s\n", a.Name, progress.Bytes(a.Size), a.SHA256)
 		}
 	}
-}
-
-// draft returns the draft to fill: the newest leftover draft of the family
-// (others are deleted), updated, or a new one.
-func (pub *publisher) draft(ctx context.Context, fam *Family, tag, name, bodyText string) (*github.RepositoryRelease, error) {
-	if len(fam.Drafts) > 0 {
-		d := fam.Drafts[0]
-		for _, extra := range fam.Drafts[1:] {
-			pub.log.Printf("release: deleting extra leftover draft %d (%s)", extra.GetID(), extra.GetTagName())
-			if _, err := pub.c.Repositories.DeleteRelease(ctx, pub.owner, pub.name, extra.GetID()); err != nil && !githubapi.IsNotFound(err) {
-				return nil, fmt.Errorf("release: deleting leftover draft %d: %w", extra.GetID(), err)
-			}
-		}
-		pub.log.Printf("release: reusing leftover draft %d (%s)", d.GetID(), d.GetTagName())
-		if d.GetTagName() == tag && d.GetName() == name && d.GetBody() == bodyText {
-			return d, nil
-		}
-		upd, _, err := pub.c.Repositories.EditRelease(ctx, pub.owner, pub.name, d.GetID(), &github.RepositoryRelease{
-			TagName: github.String(tag), Name: github.String(name), Body: github.String(bodyText), Draft: github.Bool(true)})
-		if err != nil {
-			return nil, fmt.Errorf("release: updating draft %d: %w", d.GetID(), err)
-		}
-		return upd, nil
-	}
-	in := &github.RepositoryRelease{TagName: github.String(tag), Name: github.String(name), Body: github.String(bodyText), Draft: github.Bool(true)}
-	if pub.o.Target != "" {
-		in.TargetCommitish = github.String(pub.o.Target)
-	}
-	for attempt := 1; ; attempt++ {
-		d, _, err := pub.c.Repositories.CreateRelease(ctx, pub.owner, pub.name, in)
-		if err == nil {
-			return d, nil
-		}
-		if attempt >= pub.c.MaxAttempts() || !retryable(err) || ctx.Err() != nil {
-			return nil, fmt.Errorf("release: creating draft %s: %w", tag, err)
-		}
-		wait := pub.c.Backoff(attempt + 1)
-		pub.log.Printf("release: creating draft %s: %v; retrying in %s", tag, err, wait)
-		if err := pub.c.Sleep(ctx, wait); err != nil {
-			return nil, err
-		}
-		// The failed request may have created the draft after all.
-		fam2, ferr := pub.family(ctx)
-		if ferr != nil {
-			return nil, ferr
-		}
-		if len(fam2.Drafts) > 0 {
-			return pub.draft(ctx, fam2, tag, name, bodyText)
-		}
-	}
-}
-
-// retryable reports whether an error is worth another attempt: network
-// errors, 5xx responses, and 422 already_exists left by a broken upload.
-func retryable(err error) bool {
-	var ge *github.ErrorResponse
-	if errors.As(err, &ge) && ge.Response != nil {
-		return ge.Response.StatusCode >= 500 || githubapi.IsValidation(err, "already_exists")
-	}
-	var rl *githubapi.RateLimitError
-	if errors.As(err, &rl) {
-		return false
-	}
-	var ne net.Error
-	var ve *verifyError
-	return errors.As(err, &ne) || errors.As(err, &ve) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
-		strings.Contains(err.Error(), "connection reset") || strings.Contains(err.Error(), "broken pipe")
-}
-
-type verifyError struct{ msg string }
-
-func (e *verifyError) Error() string { return e.msg }
-
-// remoteAsset is a release asset as listed, with the digest GitHub
-// reports ("sha256:<hex>"), which go-github v66 does not decode.
-type remoteAsset struct {
-	ID     int64  `json:"id"`
-	Name   string `json:"name"`
-	State  string `json:"state"`
-	Size   int64  `json:"size"`
-	Digest string `json:"digest"`
-}
-
-func (pub *publisher) listAssets(ctx context.Context, id int64) ([]remoteAsset, error) {
-	var all []remoteAsset
-	for page := 1; ; {
-		req, err := pub.c.NewRequest(http.MethodGet, fmt.Sprintf("repos/%s/%s/releases/%d/assets?per_page=100&page=%d", pub.owner, pub.name, id, page), nil)
-		if err != nil {
-			return nil, err
-		}
-		var batch []remoteAsset
-		resp, err := pub.c.Do(ctx, req, &batch)
-		if err != nil {
-			return nil, fmt.Errorf("release: listing assets of release %d: %w", id, err)
-		}
-		all = append(all, batch...)
-		if resp.NextPage == 0 {
-			return all, nil
-		}
-		page = resp.NextPage
-	}
-}
-
-func (pub *publisher) deleteAsset(ctx context.Context, a remoteAsset) error {
-	if _, err := pub.c.Repositories.DeleteReleaseAsset(ctx, pub.owner, pub.name, a.ID); err != nil && !githubapi.IsNotFound(err) {
-		return fmt.Errorf("release: deleting asset %s (%d): %w", a.Name, a.ID, err)
-	}
-	return nil
-}
-
-// uploadAll makes the draft's assets exactly the planned ones: same-named
-// assets that are already uploaded with the same sha256 are kept, other
-// same-named ones are replaced, unknown ones deleted.
-func (pub *publisher) uploadAll(ctx context.Context, id int64) error {
-	existing, err := pub.listAssets(ctx, id)
-	if err != nil {
-		return err
-	}
-	planned := map[string]bool{}
-	for _, a := range pub.p.assets {
-		planned[a.Name] = true
-	}
-	byName := map[string][]remoteAsset{}
-	for _, r := range existing {
-		if !planned[r.Name] {
-			pub.log.Printf("release: deleting asset %s from the draft (not in this build)", r.Name)
-			if err := pub.deleteAsset(ctx, r); err != nil {
-				return err
-			}
-			continue
-		}
-		byName[r.Name] = append(byName[r.Name], r)
-	}
-	for _, a := range pub.p.assets {
-		have := byName[a.Name]
-		if len(have) == 1 && have[0].State == "uploaded" && have[0].Size == a.Size && have[0].Digest == "sha256:"+a.SHA256 {
-			pub.log.Printf("release: %s already uploaded (sha256 matches)", a.Name)
-			continue
-		}
-		for _, r := range have {
-			pub.log.Printf("release: replacing asset %s (%s, %d bytes)", a.Name, r.State, r.Size)
-			if err := pub.deleteAsset(ctx, r); err != nil {
-				return err
-			}
-		}
-		if err := pub.upload(ctx, id, a); err != nil {
-			return err
-		}
-	}
-	// Check the final set before publishing.
-	final, err := pub.listAssets(ctx, id)
-	if err != nil {
-		return err
-	}
-	count := map[string]int{}
-	for _, r := range final {
-		count[r.Name]++
-		if !planned[r.Name] {
-			return fmt.Errorf("release: draft %d has unexpected asset %s", id, r.Name)
-		}
-	}
-	for _, a := range pub.p.assets {
-		if count[a.Name] != 1 {
-			return fmt.Errorf("release: draft %d has %d copies of %s, want 1", id, count[a.Name], a.Name)
-		}
-	}
-	for _, r := range final {
-		for _, a := range pub.p.assets {
-			if r.Name == a.Name && (r.State != "uploaded" || r.Size != a.Size) {
-				return fmt.Errorf("release: draft %d: asset %s is %s with %d bytes, want uploaded with %d", id, r.Name, r.State, r.Size, a.Size)
-			}
-		}
-	}
-	return nil
-}
-
-// upload uploads one asset and verifies it; a failed attempt is retried
-// with backoff after deleting whatever the failure left under that name.
-func (pub *publisher) upload(ctx context.Context, id int64, a Asset) error {
-	for attempt := 1; ; attempt++ {
-		err := pub.uploadOnce(ctx, id, a)
-		if err == nil {
-			return nil
-		}
-		if attempt >= pub.c.MaxAttempts() || !retryable(err) || ctx.Err() != nil {
-			return fmt.Errorf("release: uploading %s: %w", a.Name, err)
-		}
-		wait := pub.c.Backoff(attempt + 1)
-		pub.log.Printf("release: uploading %s failed (%v); retrying in %s (attempt %d of %d)", a.Name, err, wait, attempt+1, pub.c.MaxAttempts())
-		if err := pub.c.Sleep(ctx, wait); err != nil {
-			return err
-		}
-		have, err := pub.listAssets(ctx, id)
-		if err != nil {
-			return err
-		}
-		for _, r := range have {
-			if r.Name == a.Name {
-				pub.log.Printf("release: deleting broken asset %s (%s, %d bytes)", r.Name, r.State, r.Size)
-				if err := pub.deleteAsset(ctx, r); err != nil {
-					return err
-				}
-			}
-		}
-	}
-}
-
-func mediaType(name string) string {
-	switch {
-	case strings.HasSuffix(name, ".json"):
-		return "application/json"
-	case strings.HasSuffix(name, ".txt"), name == SumsFile:
-		return "text/plain"
-	case strings.HasSuffix(name, ".gz"):
-		return "application/gzip"
-	case strings.HasSuffix(name, ".zst"):
-		return "application/zstd"
-	}
-	return "application/octet-stream"
-}
-
-func (pub *publisher) uploadOnce(ctx context.Context, id int64, a Asset) error {
-	f, err := os.Open(a.Path)
-	if err != nil {
-		return fmt.Errorf("release: %w", err)
-	}
-	defer f.Close()
-	done := pub.log.Step("upload %s (%s)", a.Name, progress.Bytes(a.Size))
-	defer done()
-	got, _, err := pub.c.Repositories.UploadReleaseAsset(ctx, pub.owner, pub.name, id, &github.UploadOptions{Name: a.Name, MediaType: mediaType(a.Name)}, f)
-	if err != nil {
-		return err
-	}
-	if got.GetName() != a.Name {
-		return &verifyError{fmt.Sprintf("uploaded as %q (GitHub renamed it); asset names must be plain", got.GetName())}
-	}
-	if got.GetSize() != int(a.Size) || got.GetState() != "uploaded" {
-		return &verifyError{fmt.Sprintf("GitHub reports %s with %d bytes, want uploaded with %d", got.GetState(), got.GetSize(), a.Size)}
-	}
-	if a.Size >= pub.o.VerifyLimit {
-		return nil
-	}
-	rc, _, err := pub.c.Repositories.DownloadReleaseAsset(ctx, pub.owner, pub.name, got.GetID(), pub.c.HTTP)
-	if err != nil {
-		return fmt.Errorf("downloading it back: %w", err)
-	}
-	defer rc.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, rc); err != nil {
-		return fmt.Errorf("downloading it back: %w", err)
-	}
-	if sum := hex.EncodeToString(h.Sum(nil)); sum != a.SHA256 {
-		return &verifyError{fmt.Sprintf("downloaded back with sha256 %s, want %s", sum, a.SHA256)}
-	}
-	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -108,39 +109,46 @@ func makeDist(t *testing.T, modRef string) string {
 type rig struct {
 	fake  *githubfake.Server
 	c     *githubapi.Client
-	out   *bytes.Buffer // everything the library printed
+	out   *syncBuffer // everything the library printed
 	clock *githubfake.Clock
-	// violations of "nothing is public before every asset is uploaded"
+	// violations of "nothing public ever lacks an asset": releases that
+	// were public, at any moment, without exactly the assets of the build
+	// their body names
 	mu         sync.Mutex
 	violations []string
+	// builds maps a build's assets identity (sha256 of its SHA256SUMS) to
+	// its assets (name → sha256)
+	builds     map[string]map[string]string
 	wantAssets int
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent publishes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 func newRig(t *testing.T, immutable bool) *rig {
 	t.Helper()
-	r := &rig{out: &bytes.Buffer{}, clock: githubfake.NewClock(time.Now()), wantAssets: 6}
+	r := &rig{out: &syncBuffer{}, clock: githubfake.NewClock(time.Now()), wantAssets: 7, builds: map[string]map[string]string{}}
 	r.fake = githubfake.NewT(t, githubfake.Options{Token: token, Immutable: immutable})
 	r.fake.AddTags(target)
-	// After every request, the public view must only show complete
-	// releases.
-	r.fake.AfterRequest = func(githubfake.Request) {
-		for _, rel := range r.fake.Releases(target) {
-			if rel.Draft {
-				continue
-			}
-			ok := 0
-			for _, a := range rel.Assets {
-				if a.State == "uploaded" {
-					ok++
-				}
-			}
-			if ok != r.wantAssets || len(rel.Assets) != r.wantAssets {
-				r.mu.Lock()
-				r.violations = append(r.violations, rel.Tag)
-				r.mu.Unlock()
-			}
-		}
-	}
+	// Every state of the repository (seen under the fake's lock, so even
+	// between two requests of concurrent runs) must show only complete
+	// public releases.
+	r.fake.OnChange = r.onChange
 	var err error
 	r.c, err = githubapi.New(githubapi.Options{Getenv: r.fake.Getenv(nil), Sleep: r.clock.Sleep, Now: r.clock.Now, Log: progress.New(r.out)})
 	if err != nil {
@@ -149,8 +157,45 @@ func newRig(t *testing.T, immutable bool) *rig {
 	return r
 }
 
+// onChange checks every public release that carries an assets identity
+// holds exactly that build's assets, uploaded. (Releases made with
+// AddRelease carry none.)
+func (r *rig) onChange(_ string, rels []githubfake.Release) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, rel := range rels {
+		id := AssetsFromBody(rel.Body)
+		if rel.Draft || id == "" {
+			continue
+		}
+		want, ok := r.builds[id]
+		bad := !ok || len(rel.Assets) != len(want)
+		for _, a := range rel.Assets {
+			if a.State != "uploaded" || want[a.Name] != a.SHA256 {
+				bad = true
+			}
+		}
+		if bad {
+			r.violations = append(r.violations, fmt.Sprintf("%s (%d assets)", rel.Tag, len(rel.Assets)))
+		}
+	}
+}
+
+// expect registers the build in dist dir dir for onChange.
+func (r *rig) expect(t *testing.T, dir string) {
+	t.Helper()
+	sums := readSums(t, dir)
+	b, _ := os.ReadFile(filepath.Join(dir, SumsFile))
+	s := sha256.Sum256(b)
+	sums[SumsFile] = hex.EncodeToString(s[:])
+	r.mu.Lock()
+	r.builds[hex.EncodeToString(s[:])] = sums
+	r.mu.Unlock()
+}
+
 func (r *rig) publish(t *testing.T, dir string) (*Result, error) {
 	t.Helper()
+	r.expect(t, dir)
 	return Publish(ctx, r.c, Options{Repo: target, Dir: dir, Out: r.out, Progress: progress.New(r.out)})
 }
 
@@ -484,6 +529,7 @@ func TestPublishDroppedUpload(t *testing.T) {
 		r.fake.ClearFaults()
 		r.fake.ResetRequests()
 		fresh := newRigClient(t, r)
+		r.expect(t, dir)
 		res, err := Publish(ctx, fresh, Options{Repo: target, Dir: dir, Out: r.out, Progress: progress.New(r.out)})
 		if err != nil {
 			t.Fatal(err)
