@@ -17,6 +17,8 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/wsl-modules/wsl-modules-action/internal/safeenv"
 )
 
 // command is one CLI subcommand.
@@ -54,6 +56,11 @@ func register(c *command) {
 var errUsage = errors.New("usage error")
 
 func main() {
+	// Before anything reads the token: build code run by this process
+	// must not read it from /proc/<pid>/environ or memory.
+	if err := safeenv.Protect(); err != nil {
+		fmt.Fprintf(os.Stderr, "wsl-modules-action: warning: %v\n", err)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, &cliEnv{Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}, os.Args[1:])
 	stop()

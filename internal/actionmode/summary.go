@@ -52,6 +52,7 @@ func writeActionResults(a *githubactions.Action, o pipeline.Options, res *pipeli
 		a.SetOutput("release-url", url)
 		a.SetOutput("vhdx-path", k.VHDX)
 		a.SetOutput("bzimage-path", k.KernelImage)
+		a.SetOutput("checksums-path", k.DistDir+"/SHA256SUMS") // for actions/attest-build-provenance; action.yml clears it when absent
 	}
 
 	var b strings.Builder
@@ -70,6 +71,9 @@ func writeActionResults(a *githubactions.Action, o pipeline.Options, res *pipeli
 			continue
 		case k.Release != "":
 			fmt.Fprintf(&b, "- Kernel release (`uname -r`): `%s`\n", k.Release)
+		}
+		if k.Mode != "" {
+			fmt.Fprintf(&b, "- Mode: **%s**: %s\n", k.Mode, k.ModeReason)
 		}
 		if k.Publish != nil {
 			if k.Publish.URL != "" {

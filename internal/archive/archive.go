@@ -1,14 +1,16 @@
 // Package archive unpacks tar archives (plain, gzip, xz or zstd, detected
-// from magic bytes) safely: entries with absolute paths or "..", symlinks or
-// hard links that point outside the tree, and device nodes are refused, and
-// all writes go through an os.Root so nothing can escape the destination.
-// The tree is unpacked into a temporary directory and renamed into place only
-// when the whole archive was read, so a failure (a bad entry, a truncated or
-// dropped stream) leaves nothing behind.
+// from magic bytes) safely: entries with absolute paths or "..", symlinks
+// that resolve outside the tree (judged from the directory the link really
+// lands in, through the links already unpacked, and checked again once the
+// whole tree is there), hard links to symlinks, and device nodes are
+// refused, and all writes go through an os.Root so nothing can escape the
+// destination. The tree is unpacked into a temporary directory and renamed
+// into place only when the whole archive was read, so a failure (a bad
+// entry, a truncated or dropped stream, a cancelled context) leaves nothing
+// behind.
 package archive
 
 import (
-	"archive/tar"
 	"bufio"
 	"bytes"
 	"context"
@@ -16,9 +18,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path"
-	"strings"
-	"time"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
@@ -30,6 +29,16 @@ import (
 // ErrUnsafe is wrapped by errors for entries that would escape the tree.
 var ErrUnsafe = errors.New("unsafe archive entry")
 
+// ErrTooLarge is wrapped by errors for archives over a size limit
+// (Options.MaxBytes) or whose compression needs more memory than
+// MaxWindow.
+var ErrTooLarge = errors.New("archive too large")
+
+// MaxWindow bounds the memory a compressed stream may ask for: the zstd
+// window and the xz (LZMA2) dictionary. 128 MiB covers zstd --long and
+// --ultra -22 and every xz preset (xz -9 uses 64 MiB).
+const MaxWindow = 128 << 20
+
 // Options control Extract.
 type Options struct {
 	// StripComponents removes this many leading path components from every
@@ -40,6 +49,13 @@ type Options struct {
 	Force bool
 	// Name is used in error messages (for example the URL or file name).
 	Name string
+	// MaxBytes bounds the size of the decompressed tar stream (headers
+	// and contents) and, separately, the declared sizes of all regular
+	// files (a sparse entry's holes take no room in the stream); 0 means
+	// no limit. A larger archive fails with ErrTooLarge, which bounds the
+	// disk space and the number of entries a small compressed archive can
+	// expand to.
+	MaxBytes int64
 }
 
 // Result describes an unpacked archive.
@@ -54,7 +70,8 @@ type Result struct {
 }
 
 // Decompress returns a reader of the tar stream in r, which may be gzip, xz,
-// zstd or uncompressed, detected from magic bytes.
+// zstd or uncompressed, detected from magic bytes. Streams that need more
+// than MaxWindow bytes of window or dictionary are refused.
 func Decompress(r io.Reader) (io.ReadCloser, error) {
 	br := bufio.NewReaderSize(r, 64*1024)
 	magic, _ := br.Peek(6)
@@ -66,13 +83,18 @@ func Decompress(r io.Reader) (io.ReadCloser, error) {
 		}
 		return zr, nil
 	case bytes.HasPrefix(magic, []byte{0xFD, '7', 'z', 'X', 'Z', 0}):
+		head, _ := br.Peek(xzStreamHeader + xzMaxBlockHeader)
+		if dict, ok := xzDictSize(head); ok && dict > MaxWindow {
+			return nil, fmt.Errorf("xz: dictionary of %d MiB is over the limit of %d MiB: %w", dict>>20, MaxWindow>>20, ErrTooLarge)
+		}
 		xr, err := xz.NewReader(br)
 		if err != nil {
 			return nil, fmt.Errorf("xz: %w", err)
 		}
 		return io.NopCloser(xr), nil
 	case bytes.HasPrefix(magic, []byte{0x28, 0xB5, 0x2F, 0xFD}):
-		zr, err := zstd.NewReader(br)
+		zr, err := zstd.NewReader(br, zstd.WithDecoderMaxWindow(MaxWindow), zstd.WithDecoderMaxMemory(MaxWindow),
+			zstd.WithDecoderConcurrency(1))
 		if err != nil {
 			return nil, fmt.Errorf("zstd: %w", err)
 		}
@@ -95,7 +117,8 @@ func ExtractFile(ctx context.Context, src, dest string, o Options) (*Result, err
 }
 
 // Extract unpacks the (possibly compressed) tar stream r into the directory
-// dest, atomically.
+// dest, atomically. It stops at the next read of r once ctx is done, and
+// then, like on any error, removes what it had unpacked.
 func Extract(ctx context.Context, r io.Reader, dest string, o Options) (*Result, error) {
 	name := o.Name
 	if name == "" {
@@ -106,7 +129,7 @@ func Extract(ctx context.Context, r io.Reader, dest string, o Options) (*Result,
 		return nil, fmt.Errorf("archive: %w", err)
 	}
 	defer d.Abort()
-	res, err := unpack(ctx, r, d.Tmp, o)
+	res, err := unpack(ctx, &ctxReader{ctx: ctx, r: r}, d.Tmp, o)
 	if err != nil {
 		return nil, fmt.Errorf("archive: %s: %w", name, err)
 	}
@@ -116,224 +139,110 @@ func Extract(ctx context.Context, r io.Reader, dest string, o Options) (*Result,
 	return res, nil
 }
 
-type dirTime struct {
-	name  string
-	mtime time.Time
+// ctxReader fails every read once its context is done, so a long entry
+// or a slow stream does not delay cancellation until the next entry.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
 }
 
-func unpack(ctx context.Context, r io.Reader, dir string, o Options) (*Result, error) {
-	dr, err := Decompress(r)
-	if err != nil {
-		return nil, err
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
 	}
-	defer dr.Close()
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		return nil, err
-	}
-	defer root.Close()
+	return c.r.Read(p)
+}
 
-	res := &Result{}
-	top, topSet := "", false
-	var dirTimes []dirTime
-	tr := tar.NewReader(dr)
-	for {
-		if err := ctx.Err(); err != nil {
-			return nil, err
+// limitReader fails with ErrTooLarge once more than max bytes were read.
+type limitReader struct {
+	r      io.Reader
+	n, max int64
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	if l.n > l.max {
+		return 0, fmt.Errorf("tar stream is larger than %d bytes: %w", l.max, ErrTooLarge)
+	}
+	if rest := l.max - l.n + 1; int64(len(p)) > rest {
+		p = p[:rest]
+	}
+	n, err := l.r.Read(p)
+	l.n += int64(n)
+	if l.n > l.max {
+		return n, fmt.Errorf("tar stream is larger than %d bytes: %w", l.max, ErrTooLarge)
+	}
+	return n, err
+}
+
+// xz container sizes: the stream header, and the largest block header.
+const (
+	xzStreamHeader   = 12
+	xzMaxBlockHeader = 1024
+)
+
+// xzDictSize returns the LZMA2 dictionary size declared by the first block
+// header of the xz stream that starts with b, if b holds one. The decoder
+// allocates it at once, so a hostile header could ask for up to 4 GiB.
+// Later blocks are not seen here; what they allocate is only touched as
+// far as data is decompressed, which Options.MaxBytes bounds.
+func xzDictSize(b []byte) (int64, bool) {
+	if len(b) < xzStreamHeader+2 || b[xzStreamHeader] == 0 {
+		return 0, false
+	}
+	hdr := b[xzStreamHeader:]
+	size := (int(hdr[0]) + 1) * 4
+	if len(hdr) < size {
+		return 0, false
+	}
+	hdr = hdr[:size-4] // without the CRC32
+	flags := hdr[1]
+	r := bytes.NewReader(hdr[2:])
+	for _, present := range []bool{flags&0x40 != 0, flags&0x80 != 0} {
+		if present {
+			if _, err := readUvarint(r); err != nil {
+				return 0, false
+			}
 		}
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
+	}
+	for i := 0; i <= int(flags&3); i++ {
+		id, err := readUvarint(r)
 		if err != nil {
-			return nil, fmt.Errorf("reading tar: %w", err)
+			return 0, false
 		}
-		if h.Typeflag == tar.TypeXGlobalHeader {
-			continue
+		n, err := readUvarint(r)
+		if err != nil || n > uint64(r.Len()) {
+			return 0, false
 		}
-		clean, err := checkName(h.Name)
+		props := make([]byte, n)
+		if _, err := io.ReadFull(r, props); err != nil {
+			return 0, false
+		}
+		if id == 0x21 && n == 1 {
+			d := props[0] & 0x3F
+			if d > 40 {
+				return 0, false
+			}
+			if d == 40 {
+				return 1<<32 - 1, true
+			}
+			return int64(2|d&1) << (d/2 + 11), true
+		}
+	}
+	return 0, false
+}
+
+// readUvarint reads an xz multibyte integer (at most 9 bytes).
+func readUvarint(r io.ByteReader) (uint64, error) {
+	var x uint64
+	for i := 0; i < 9; i++ {
+		c, err := r.ReadByte()
 		if err != nil {
-			return nil, err
+			return 0, err
 		}
-		first, _, _ := strings.Cut(clean, "/")
-		if !topSet {
-			top, topSet = first, true
-		} else if top != first {
-			top = ""
-		}
-		rel := stripComponents(clean, o.StripComponents)
-		if rel == "" {
-			continue
-		}
-		mode := os.FileMode(h.Mode).Perm() | os.FileMode(h.Mode)&(os.ModeSetgid|os.ModeSticky)
-		switch h.Typeflag {
-		case tar.TypeDir:
-			if err := root.MkdirAll(rel, 0o755); err != nil {
-				return nil, fmt.Errorf("%s: %w", h.Name, err)
-			}
-			if err := root.Chmod(rel, mode|0o700); err != nil {
-				return nil, fmt.Errorf("%s: %w", h.Name, err)
-			}
-			dirTimes = append(dirTimes, dirTime{rel, h.ModTime})
-			res.Dirs++
-		case tar.TypeReg, tar.TypeRegA: //nolint:staticcheck // TypeRegA appears in old archives
-			if err := mkParent(root, rel); err != nil {
-				return nil, fmt.Errorf("%s: %w", h.Name, err)
-			}
-			f, err := root.OpenFile(rel, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", h.Name, err)
-			}
-			n, err := io.Copy(f, tr)
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", h.Name, err)
-			}
-			if err := root.Chmod(rel, mode); err != nil {
-				return nil, fmt.Errorf("%s: %w", h.Name, err)
-			}
-			if err := root.Chtimes(rel, h.ModTime, h.ModTime); err != nil {
-				return nil, fmt.Errorf("%s: %w", h.Name, err)
-			}
-			res.Files++
-			res.Bytes += n
-		case tar.TypeSymlink:
-			if err := checkLinkTarget(root, rel, h.Linkname); err != nil {
-				return nil, fmt.Errorf("%s: %w", h.Name, err)
-			}
-			if err := mkParent(root, rel); err != nil {
-				return nil, fmt.Errorf("%s: %w", h.Name, err)
-			}
-			if err := root.Symlink(h.Linkname, rel); err != nil {
-				return nil, fmt.Errorf("%s: %w", h.Name, err)
-			}
-			res.Links++
-		case tar.TypeLink:
-			target, err := checkName(h.Linkname)
-			if err != nil {
-				return nil, fmt.Errorf("%s: hard link: %w", h.Name, err)
-			}
-			target = stripComponents(target, o.StripComponents)
-			if target == "" {
-				return nil, fmt.Errorf("%s: hard link target %q is outside the unpacked tree: %w", h.Name, h.Linkname, ErrUnsafe)
-			}
-			if err := mkParent(root, rel); err != nil {
-				return nil, fmt.Errorf("%s: %w", h.Name, err)
-			}
-			if err := root.Link(target, rel); err != nil {
-				return nil, fmt.Errorf("%s: %w", h.Name, err)
-			}
-			res.Links++
-		case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
-			return nil, fmt.Errorf("%s: device or fifo entries are not allowed: %w", h.Name, ErrUnsafe)
-		default:
-			// Other types (PAX headers are consumed by archive/tar) are ignored.
+		x |= uint64(c&0x7F) << (7 * i)
+		if c&0x80 == 0 {
+			return x, nil
 		}
 	}
-	for i := len(dirTimes) - 1; i >= 0; i-- {
-		_ = root.Chtimes(dirTimes[i].name, dirTimes[i].mtime, dirTimes[i].mtime)
-	}
-	res.TopDir = top
-	return res, nil
-}
-
-// checkName validates an entry name and returns it cleaned, without a
-// leading "./" or trailing "/".
-func checkName(name string) (string, error) {
-	if name == "" {
-		return "", fmt.Errorf("empty entry name: %w", ErrUnsafe)
-	}
-	if strings.HasPrefix(name, "/") || strings.Contains(name, "\\") && strings.HasPrefix(strings.ReplaceAll(name, "\\", "/"), "/") {
-		return "", fmt.Errorf("%s: absolute path: %w", name, ErrUnsafe)
-	}
-	for _, part := range strings.Split(name, "/") {
-		if part == ".." {
-			return "", fmt.Errorf("%s: path contains '..': %w", name, ErrUnsafe)
-		}
-	}
-	if strings.ContainsRune(name, 0) {
-		return "", fmt.Errorf("%q: NUL in name: %w", name, ErrUnsafe)
-	}
-	c := path.Clean(name)
-	if c == "." {
-		return "", nil
-	}
-	return c, nil
-}
-
-// checkLinkTarget refuses absolute symlink targets and targets that leave
-// the tree when resolved from the link's directory, following the symlinks
-// already unpacked.
-func checkLinkTarget(root *os.Root, rel, target string) error {
-	if target == "" {
-		return fmt.Errorf("empty symlink target: %w", ErrUnsafe)
-	}
-	if path.IsAbs(target) {
-		return fmt.Errorf("symlink to absolute path %q: %w", target, ErrUnsafe)
-	}
-	var stack []string
-	if d := path.Dir(rel); d != "." {
-		stack = strings.Split(d, "/")
-	}
-	hops := 0
-	var walk func(p string) error
-	walk = func(p string) error {
-		for _, c := range strings.Split(p, "/") {
-			switch c {
-			case "", ".":
-				continue
-			case "..":
-				if len(stack) == 0 {
-					return fmt.Errorf("symlink target %q points outside the tree: %w", target, ErrUnsafe)
-				}
-				stack = stack[:len(stack)-1]
-				continue
-			}
-			stack = append(stack, c)
-			cur := strings.Join(stack, "/")
-			fi, err := root.Lstat(cur)
-			if err != nil || fi.Mode()&os.ModeSymlink == 0 {
-				continue
-			}
-			if hops++; hops > 40 {
-				return fmt.Errorf("symlink target %q: too many levels of links: %w", target, ErrUnsafe)
-			}
-			next, err := root.Readlink(cur)
-			if err != nil {
-				return err
-			}
-			if path.IsAbs(next) {
-				return fmt.Errorf("symlink target %q goes through absolute link %s: %w", target, cur, ErrUnsafe)
-			}
-			stack = stack[:len(stack)-1]
-			if err := walk(next); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	return walk(target)
-}
-
-func stripComponents(p string, n int) string {
-	if p == "" {
-		return ""
-	}
-	for i := 0; i < n; i++ {
-		_, rest, ok := strings.Cut(p, "/")
-		if !ok {
-			return ""
-		}
-		p = rest
-	}
-	return p
-}
-
-func mkParent(root *os.Root, rel string) error {
-	if d := path.Dir(rel); d != "." {
-		return root.MkdirAll(d, 0o755)
-	}
-	return nil
+	return 0, errors.New("xz: integer too long")
 }

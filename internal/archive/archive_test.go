@@ -96,6 +96,15 @@ func TestExtractRefusesUnsafe(t *testing.T) {
 		"device":        {{name: "top/dev", typ: tar.TypeChar}},
 		"through-link":  {{name: "top/d", typ: tar.TypeDir}, {name: "top/d/l", link: "..", typ: tar.TypeSymlink}, {name: "top/x", link: "d/l/..", typ: tar.TypeSymlink}},
 		"write-through": {{name: "top/l", link: ".", typ: tar.TypeSymlink}, {name: "top/l/../../../escape", body: "x", typ: tar.TypeReg}},
+		// The link's literal parent d/d/d is three levels deep, but d -> .
+		// puts the link at the root, where ../../.. leaves the tree.
+		"parent-through-link": {{name: "top/d", link: ".", typ: tar.TypeSymlink}, {name: "top/d/d/d/l", link: "../../../etc/passwd", typ: tar.TypeSymlink}},
+		// sub/l -> ../x is inside; a hard link to it at the root is the
+		// same link one level up, where ../x is outside.
+		"hardlink-to-symlink": {{name: "top/sub/", typ: tar.TypeDir}, {name: "top/sub/l", link: "../x", typ: tar.TypeSymlink}, {name: "top/h", link: "top/sub/l", typ: tar.TypeLink}},
+		// l -> b/c/../.. is inside while b is a directory; b -> . makes
+		// it one level too high (c exists, so l resolves to ..).
+		"later-link-changes-earlier": {{name: "top/l", link: "b/c/../..", typ: tar.TypeSymlink}, {name: "top/b", link: ".", typ: tar.TypeSymlink}, {name: "top/c/", typ: tar.TypeDir}},
 	}
 	for name, entries := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -138,5 +147,33 @@ func TestExtractRefusesExisting(t *testing.T) {
 	_, err := Extract(context.Background(), bytes.NewReader(mkTar(t, []entry{{name: "a", body: "x", typ: tar.TypeReg}}, false)), dest, Options{})
 	if err == nil {
 		t.Fatal("overwrote existing destination without Force")
+	}
+}
+
+// TestExtractLinksThroughLinks checks that legitimate links through
+// directory links still unpack, and land where the kernel puts them.
+func TestExtractLinksThroughLinks(t *testing.T) {
+	data := mkTar(t, []entry{
+		{name: "top/arch/x86/include/", typ: tar.TypeDir},
+		{name: "top/arch/x86/include/a.h", body: "a\n", typ: tar.TypeReg},
+		{name: "top/d", link: ".", typ: tar.TypeSymlink},
+		{name: "top/inc", link: "arch/x86/include", typ: tar.TypeSymlink},
+		// Written through d -> . (so at the root) and inc.
+		{name: "top/d/d/f", body: "f\n", typ: tar.TypeReg},
+		{name: "top/d/d/l", link: "inc/a.h", typ: tar.TypeSymlink},
+		{name: "top/inc/up", link: "../../../d/f", typ: tar.TypeSymlink},
+		{name: "top/h", link: "top/inc/a.h", typ: tar.TypeLink},
+	}, false)
+	dest := filepath.Join(t.TempDir(), "src")
+	if _, err := Extract(context.Background(), bytes.NewReader(data), dest, Options{StripComponents: 1}); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]string{"f": "f\n", "l": "a\n", "arch/x86/include/up": "f\n", "h": "a\n"} {
+		if b, err := os.ReadFile(filepath.Join(dest, p)); err != nil || string(b) != want {
+			t.Errorf("%s: %q, %v; want %q", p, b, err, want)
+		}
+	}
+	if fi, err := os.Lstat(filepath.Join(dest, "l")); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("l: want a symlink at the root (d -> .), got %v %v", fi, err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/kver"
@@ -42,7 +43,22 @@ type Fetcher struct {
 	// (GITHUB_SERVER_URL) through the tarball API instead of git, pinning
 	// the commit the ref resolves to.
 	GitHubTarballs bool
+	// MaxDownload bounds the size of a url source's archive (default
+	// DefaultMaxDownload); the unpacked tree is bounded by
+	// DefaultMaxUnpacked.
+	MaxDownload int64
+	// GitLowSpeedTime is how many seconds a git transfer may stay under
+	// safeenv.GitLowSpeedLimit bytes per second before git aborts it
+	// (default safeenv.GitLowSpeedTime, or GIT_HTTP_LOW_SPEED_TIME).
+	GitLowSpeedTime int
 }
+
+// Limits of url module sources: the downloaded archive, and its unpacked
+// tree (tar stream and file sizes, archive.Options.MaxBytes).
+const (
+	DefaultMaxDownload = 1 << 30
+	DefaultMaxUnpacked = 8 << 30
+)
 
 // Kernel downloads the tarball of tag from repo ("owner/name", default
 // DefaultRepo) through the API, following the redirect, and unpacks it
@@ -99,7 +115,7 @@ func (f *Fetcher) githubTarball(ctx context.Context, repo, ref, dest, what strin
 		return manifest.Source{}, fmt.Errorf("fetch: %s: tarball of %s@%s: %w", what, repo, ref, err)
 	}
 	defer resp.Body.Close()
-	sum, _, err := f.unpack(ctx, resp.Body, resp.ContentLength, dest, what, nil)
+	sum, _, err := f.unpack(ctx, resp.Body, resp.ContentLength, dest, what)
 	if err != nil {
 		return manifest.Source{}, err
 	}
@@ -132,10 +148,12 @@ func (c *countingReader) Read(p []byte) (int, error) {
 }
 
 // unpack streams the archive r (of size total, or -1) into dest: it is
-// unpacked next to dest, fully read, hashed, checked by verify (if set),
-// and only then renamed into place. A single top-level directory is
-// removed. It returns the sha256 of the bytes read and their count.
-func (f *Fetcher) unpack(ctx context.Context, r io.Reader, total int64, dest, what string, verify func(sum string) error) (string, int64, error) {
+// unpacked next to dest, fully read and hashed, and only then renamed
+// into place. A single top-level directory is removed. It returns the
+// sha256 of the bytes read and their count. It is for GitHub's tarballs,
+// which have no sha256 to check first; url sources are verified before
+// they are unpacked (urlSource).
+func (f *Fetcher) unpack(ctx context.Context, r io.Reader, total int64, dest, what string) (string, int64, error) {
 	parent := filepath.Dir(dest)
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return "", 0, fmt.Errorf("fetch: %s: %w", what, err)
@@ -165,20 +183,21 @@ func (f *Fetcher) unpack(ctx context.Context, r io.Reader, total int64, dest, wh
 		return "", cr.n, fmt.Errorf("fetch: %s: got %d bytes, want %d (Content-Length)", what, cr.n, total)
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
-	if verify != nil {
-		if err := verify(sum); err != nil {
-			return "", cr.n, err
-		}
-	}
-	if res.TopDir != "" {
-		if st, err := os.Lstat(filepath.Join(tree, res.TopDir)); err == nil && st.IsDir() {
-			tree = filepath.Join(tree, res.TopDir)
-		}
-	}
-	if err := replaceDir(tree, dest, f.Force, stage); err != nil {
+	if err := placeTree(tree, res.TopDir, dest, f.Force, stage); err != nil {
 		return "", cr.n, fmt.Errorf("fetch: %s: %w", what, err)
 	}
 	return sum, cr.n, nil
+}
+
+// placeTree moves the unpacked tree (its single top-level directory top,
+// if it has one) to dest; stage receives a replaced dest.
+func placeTree(tree, top, dest string, force bool, stage string) error {
+	if top != "" {
+		if st, err := os.Lstat(filepath.Join(tree, top)); err == nil && st.IsDir() {
+			tree = filepath.Join(tree, top)
+		}
+	}
+	return replaceDir(tree, dest, force, stage)
 }
 
 // replaceDir renames src to dest; with force an existing dest is moved
@@ -306,7 +325,10 @@ func (f *Fetcher) gitSource(ctx context.Context, spec ModuleSpec, dest, what str
 	}
 	run := func(args ...string) (string, error) {
 		cmd := exec.CommandContext(ctx, git, append([]string{"-C", d.Tmp}, args...)...)
-		cmd.Env = append(safeenv.Environ(), "GIT_TERMINAL_PROMPT=0", "LC_ALL=C", "GIT_CONFIG_NOSYSTEM=1")
+		cmd.Env = append(safeenv.GitEnviron("LC_ALL"), "LC_ALL=C")
+		if f.GitLowSpeedTime > 0 {
+			cmd.Env = append(cmd.Env, "GIT_HTTP_LOW_SPEED_TIME="+strconv.Itoa(f.GitLowSpeedTime))
+		}
 		var out, errb bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &errb
 		if err := cmd.Run(); err != nil {
@@ -351,38 +373,95 @@ func (f *Fetcher) gitSource(ctx context.Context, spec ModuleSpec, dest, what str
 	return manifest.Source{Kind: "git", URL: spec.Git, Ref: spec.Ref, Commit: commit}, nil
 }
 
+// urlSource downloads the archive at u to a temporary file (at most
+// MaxDownload bytes), checks its sha256 against want, and only then
+// unpacks it: bytes that are not the pinned archive never reach a
+// decompressor or the tar reader.
 func (f *Fetcher) urlSource(ctx context.Context, u, want, dest, what string) (manifest.Source, error) {
 	if err := f.checkDest(dest); err != nil {
 		return manifest.Source{}, err
 	}
 	done := f.Progress.Step("fetch %s: %s", what, u)
 	defer done()
-	hc := http.DefaultClient
+	parent := filepath.Dir(dest)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return manifest.Source{}, fmt.Errorf("fetch: %s: %w", what, err)
+	}
+	stage, err := os.MkdirTemp(parent, "."+filepath.Base(dest)+".fetch-*")
+	if err != nil {
+		return manifest.Source{}, fmt.Errorf("fetch: %s: %w", what, err)
+	}
+	defer os.RemoveAll(stage)
+	file := filepath.Join(stage, "download")
+	sum, err := f.download(ctx, u, file, what)
+	if err != nil {
+		return manifest.Source{}, err
+	}
+	if sum != want {
+		return manifest.Source{}, fmt.Errorf("fetch: %s: %s: sha256 mismatch: got %s, want %s (not unpacked)", what, u, sum, want)
+	}
+	tree := filepath.Join(stage, "tree")
+	res, err := archive.ExtractFile(ctx, file, tree, archive.Options{Name: what, MaxBytes: DefaultMaxUnpacked})
+	if err != nil {
+		return manifest.Source{}, fmt.Errorf("fetch: %s: %w", what, err)
+	}
+	if err := os.Remove(file); err != nil {
+		return manifest.Source{}, fmt.Errorf("fetch: %s: %w", what, err)
+	}
+	if err := placeTree(tree, res.TopDir, dest, f.Force, stage); err != nil {
+		return manifest.Source{}, fmt.Errorf("fetch: %s: %w", what, err)
+	}
+	return manifest.Source{Kind: "url", URL: u, SHA256: sum}, nil
+}
+
+// download writes the body of GET u to the new file path and returns its
+// sha256. More than MaxDownload bytes (announced or received) fail, as
+// does a body shorter than its Content-Length.
+func (f *Fetcher) download(ctx context.Context, u, path, what string) (string, error) {
+	limit := f.MaxDownload
+	if limit <= 0 {
+		limit = DefaultMaxDownload
+	}
+	hc := githubapi.HTTPClient(githubapi.Options{Log: f.Progress})
 	if f.Client != nil {
 		hc = f.Client.HTTP
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return manifest.Source{}, fmt.Errorf("fetch: %s: %w", what, err)
+		return "", fmt.Errorf("fetch: %s: %w", what, err)
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return manifest.Source{}, fmt.Errorf("fetch: %s: %w", what, err)
+		return "", fmt.Errorf("fetch: %s: %w", what, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return manifest.Source{}, fmt.Errorf("fetch: %s: GET %s: %s", what, u, resp.Status)
+		return "", fmt.Errorf("fetch: %s: GET %s: %s", what, u, resp.Status)
 	}
-	sum, _, err := f.unpack(ctx, resp.Body, resp.ContentLength, dest, what, func(got string) error {
-		if got != want {
-			return fmt.Errorf("fetch: %s: %s: sha256 mismatch: got %s, want %s", what, u, got, want)
-		}
-		return nil
-	})
+	if resp.ContentLength > limit {
+		return "", fmt.Errorf("fetch: %s: %s is %d bytes, more than the limit of %d", what, u, resp.ContentLength, limit)
+	}
+	out, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
-		return manifest.Source{}, err
+		return "", fmt.Errorf("fetch: %s: %w", what, err)
 	}
-	return manifest.Source{Kind: "url", URL: u, SHA256: sum}, nil
+	defer out.Close()
+	h := sha256.New()
+	cr := &countingReader{r: io.LimitReader(resp.Body, limit+1), c: f.Progress.Counter("download "+what, max(resp.ContentLength, 0))}
+	if _, err := io.Copy(io.MultiWriter(out, h), cr); err != nil {
+		return "", fmt.Errorf("fetch: %s: download broke off after %d bytes: %w", what, cr.n, err)
+	}
+	cr.c.Done()
+	switch {
+	case cr.n > limit:
+		return "", fmt.Errorf("fetch: %s: %s is more than the limit of %d bytes", what, u, limit)
+	case resp.ContentLength >= 0 && cr.n != resp.ContentLength:
+		return "", fmt.Errorf("fetch: %s: got %d bytes, want %d (Content-Length)", what, cr.n, resp.ContentLength)
+	}
+	if err := out.Close(); err != nil {
+		return "", fmt.Errorf("fetch: %s: %w", what, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 func short(sha string) string {

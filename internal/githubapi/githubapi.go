@@ -13,10 +13,14 @@
 //     answers a 304 with the cached body, so unchanged lists cost no rate
 //     limit;
 //   - sends the Authorization header only to the API and uploads hosts,
-//     never to redirect targets such as codeload or S3.
+//     never to redirect targets such as codeload or S3;
+//   - bounds connecting, the TLS handshake and the wait for response
+//     headers, and fails a body that stops moving (ErrStalled), so a
+//     stalled connection does not hang the job.
 //
-// The token is never put into URLs, logs or errors; Redact and
-// RedactWriter hide it in anything the caller prints.
+// The token is never put into URLs, logs or errors; Redact, RedactWriter
+// and NewRedactor hide it in anything the caller prints, also when a write
+// splits it.
 package githubapi
 
 import (
@@ -43,7 +47,8 @@ const (
 )
 
 // Options configure New. The zero value works: it reads the environment
-// with os.Getenv and uses http.DefaultTransport.
+// with os.Getenv and uses a clone of http.DefaultTransport with network
+// timeouts.
 type Options struct {
 	// Token is an explicit token (for example from --token). When empty,
 	// GITHUB_TOKEN and then INPUT_TOKEN are used; no token means
@@ -54,8 +59,21 @@ type Options struct {
 	// APIURL, UploadURL and ServerURL override GITHUB_API_URL, the
 	// uploads URL derived from it, and GITHUB_SERVER_URL.
 	APIURL, UploadURL, ServerURL string
-	// Base is the underlying transport (default http.DefaultTransport).
+	// Base is the underlying transport (default: a clone of
+	// http.DefaultTransport with ConnectTimeout, TLSHandshakeTimeout and
+	// ResponseHeaderTimeout). The stall detection applies to it too.
 	Base http.RoundTripper
+	// ConnectTimeout, TLSHandshakeTimeout and ResponseHeaderTimeout bound
+	// connecting, the TLS handshake, and the wait for a response's headers
+	// once the request is sent (defaults 30s, 30s and 2m), on the default
+	// transport.
+	ConnectTimeout, TLSHandshakeTimeout, ResponseHeaderTimeout time.Duration
+	// StallTimeout bounds how long a request body may go unread by the
+	// connection and how long one read of a response body may wait for
+	// data (default 2m): a stalled connection fails with ErrStalled
+	// instead of hanging until the job's timeout, while a download that
+	// keeps arriving runs as long as it takes.
+	StallTimeout time.Duration
 	// MaxAttempts bounds the tries of one idempotent request on 5xx
 	// responses and network errors (default 5).
 	MaxAttempts int
@@ -211,38 +229,6 @@ func IsValidation(err error, code string) bool {
 		}
 	}
 	return false
-}
-
-// NewRedactor returns a writer that replaces each non-empty secret with
-// "***" in every Write. Callers write whole lines (fmt.Fprintf), so a
-// secret is never split across writes.
-func NewRedactor(w io.Writer, secrets ...string) io.Writer {
-	var s []string
-	for _, x := range secrets {
-		if x != "" {
-			s = append(s, x)
-		}
-	}
-	if len(s) == 0 {
-		return w
-	}
-	return &redactor{w: w, secrets: s}
-}
-
-type redactor struct {
-	w       io.Writer
-	secrets []string
-}
-
-func (r *redactor) Write(p []byte) (int, error) {
-	s := string(p)
-	for _, x := range r.secrets {
-		s = redact(s, x)
-	}
-	if _, err := io.WriteString(r.w, s); err != nil {
-		return 0, err
-	}
-	return len(p), nil
 }
 
 func redact(s, secret string) string {

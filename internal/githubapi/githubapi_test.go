@@ -355,3 +355,50 @@ func TestRedactor(t *testing.T) {
 		t.Error("redactor without secrets should be the writer itself")
 	}
 }
+
+// TestRedactorSplitAcrossCopyChunks copies a log the way action mode
+// prints a module's log (io.Copy from a file through io.LimitReader, so
+// 32 KiB writes) with the token across a chunk boundary, and at the very
+// end, cut short.
+func TestRedactorSplitAcrossCopyChunks(t *testing.T) {
+	for _, at := range []int{32<<10 - 10, 32<<10 - 1, 64<<10 - len(token) + 1} {
+		log := strings.Repeat("x", at) + token + " done\n" + strings.Repeat("y", 40<<10) + token[:12]
+		p := filepath.Join(t.TempDir(), "module.log")
+		if err := os.WriteFile(p, []byte(log), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b bytes.Buffer
+		w := githubapi.NewRedactor(&b, token)
+		if _, err := io.Copy(w, io.LimitReader(f, 1<<20)); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		if err := w.(*githubapi.Redactor).Flush(); err != nil {
+			t.Fatal(err)
+		}
+		want := strings.ReplaceAll(log, token, "***")
+		if b.String() != want {
+			t.Errorf("token at %d: output differs from the redacted log (token shown: %v, %d bytes, want %d)",
+				at, strings.Contains(b.String(), token), b.Len(), len(want))
+		}
+	}
+}
+
+// TestRedactorByteByByte writes a token one byte at a time from several
+// goroutines' worth of lines: nothing of it may pass, and lines without
+// it pass at once.
+func TestRedactorByteByByte(t *testing.T) {
+	var b bytes.Buffer
+	w := githubapi.NewRedactor(&b, token, "other-secret")
+	for _, c := range []byte("token=" + token + "\n") {
+		w.Write([]byte{c})
+	}
+	w.Write([]byte("plain line\n"))
+	if got := b.String(); got != "token=***\nplain line\n" {
+		t.Fatalf("got %q", got)
+	}
+}

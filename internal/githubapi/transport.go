@@ -81,13 +81,10 @@ type transport struct {
 
 func newTransport(o Options, token string, hosts ...*url.URL) *transport {
 	t := &transport{
-		base: o.Base, token: token, authHosts: hosts,
+		base: baseTransport(o), token: token, authHosts: hosts,
 		maxAttempts: o.MaxAttempts, minBackoff: o.MinBackoff, maxBackoff: o.MaxBackoff,
 		maxWait: o.MaxRateLimitWait, sleepFn: o.Sleep, now: o.Now, rand: o.Rand, log: o.Log,
 		cache: map[string]*cacheEntry{},
-	}
-	if t.base == nil {
-		t.base = http.DefaultTransport
 	}
 	if t.maxAttempts <= 0 {
 		t.maxAttempts = 5
