@@ -26,7 +26,7 @@ func symversLines(t *testing.T, p string) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
 	sort.Strings(lines)
 	return lines
 }

@@ -25,6 +25,7 @@ type elfSection struct {
 	offset uint64
 	size   uint64
 	link   uint32
+	info   uint32
 }
 
 // elfFile is a parsed ELF header plus its section headers.
@@ -127,13 +128,13 @@ func (f *elfFile) readSection(b []byte) elfSection {
 		return elfSection{
 			typ: elf.SectionType(o.Uint32(b[4:])), flags: elf.SectionFlag(o.Uint64(b[8:])),
 			addr: o.Uint64(b[16:]), offset: o.Uint64(b[24:]), size: o.Uint64(b[32:]),
-			link: o.Uint32(b[40:]),
+			link: o.Uint32(b[40:]), info: o.Uint32(b[44:]),
 		}
 	}
 	return elfSection{
 		typ: elf.SectionType(o.Uint32(b[4:])), flags: elf.SectionFlag(o.Uint32(b[8:])),
 		addr: uint64(o.Uint32(b[12:])), offset: uint64(o.Uint32(b[16:])), size: uint64(o.Uint32(b[20:])),
-		link: o.Uint32(b[24:]),
+		link: o.Uint32(b[24:]), info: o.Uint32(b[28:]),
 	}
 }
 
@@ -228,6 +229,10 @@ func parseELF(raw []byte, m *Module) error {
 				}
 			}
 		}
+	}
+
+	if err := f.exportTables(m); err != nil {
+		return err
 	}
 
 	if i := f.section("__versions"); i >= 0 {
@@ -408,4 +413,31 @@ func parseModInfo(d []byte) []KV {
 		out = append(out, KV{Key: k, Value: v})
 	}
 	return out
+}
+
+// exportTables fills m.Ksymtab and annotates m.Exports with GPL-ness and
+// namespaces. A Ksymtab entry without a CRC table takes the CRC of its
+// __crc_ symbol.
+func (f *elfFile) exportTables(m *Module) error {
+	ks, err := f.ksymtab()
+	if err != nil || ks == nil {
+		return err
+	}
+	idx := make(map[string]int, len(ks))
+	for i, s := range ks {
+		idx[s.Name] = i
+	}
+	for i := range m.Exports {
+		e := &m.Exports[i]
+		j, ok := idx[e.Name]
+		if !ok {
+			continue
+		}
+		e.GPL, e.Namespace = ks[j].GPL, ks[j].Namespace
+		if !ks[j].HasCRC && e.HasCRC {
+			ks[j].CRC, ks[j].HasCRC = e.CRC, true
+		}
+	}
+	m.Ksymtab = ks
+	return nil
 }

@@ -1,6 +1,7 @@
 // Package kmodule reads Linux kernel module files (.ko, optionally
 // compressed with gzip, xz or zstd): their .modinfo records, the symbols
-// they export (with modversions CRCs) and the symbols they need.
+// they export (with modversions CRCs, GPL-ness and namespaces, read from
+// the export tables through their relocations) and the symbols they need.
 //
 // It is the single place where module ELF files are parsed; depmod, the
 // build verifier, packs and merge all use it.
@@ -48,6 +49,11 @@ type Symbol struct {
 	Name   string
 	CRC    uint64
 	HasCRC bool
+	// GPL is set for an export the module places in __ksymtab_gpl (or
+	// marks GPL-only in __kflagstab): EXPORT_SYMBOL_GPL.
+	GPL bool
+	// Namespace is an export's symbol namespace ("" for none).
+	Namespace string
 }
 
 // Need is a symbol a module imports.
@@ -70,9 +76,18 @@ type Module struct {
 	Compression Compression
 	// ModInfo holds the .modinfo records in file order.
 	ModInfo []KV
-	// Exports lists exported symbols: from __crc_* symbols when present,
-	// otherwise from __ksymtab_strings (then without CRCs).
+	// Exports lists exported symbols the way kmod's depmod reads them:
+	// from __crc_* symbols when present, otherwise every string of
+	// __ksymtab_strings (then without CRCs, and including namespace
+	// strings). Entries that are in the export tables carry GPL and
+	// Namespace from there.
 	Exports []Symbol
+	// Ksymtab lists the exports the way the kernel's loader and modpost
+	// see them: one per entry of __ksymtab, then of __ksymtab_gpl (or
+	// __ksymtab with __kflagstab), with GPL, Namespace and the CRC of the
+	// parallel __kcrctab table (or of the __crc_ symbol). Nil for a module
+	// without export tables.
+	Ksymtab []Symbol
 	// Needs lists undefined symbols in symbol-table order, followed by
 	// __versions entries not matched by name.
 	Needs []Need
@@ -144,7 +159,17 @@ func Detect(data []byte) Compression {
 	return None
 }
 
-// Decompress returns the uncompressed ELF bytes of a module file's content.
+// MaxModuleSize caps the decompressed size of one module file: far above
+// any real module (the largest are tens of MiB), low enough that a
+// decompression bomb cannot exhaust memory.
+const MaxModuleSize = 256 << 20
+
+// ErrTooLarge is returned (wrapped) for a module that decompresses to more
+// than MaxModuleSize bytes.
+var ErrTooLarge = errors.New("decompressed module exceeds 256 MiB (MaxModuleSize)")
+
+// Decompress returns the uncompressed ELF bytes of a module file's content,
+// at most MaxModuleSize bytes.
 func Decompress(data []byte) ([]byte, Compression, error) {
 	c := Detect(data)
 	var r io.Reader
@@ -164,18 +189,44 @@ func Decompress(data []byte) ([]byte, Compression, error) {
 		}
 		r = xr
 	case Zstd:
-		zr, err := zstd.NewReader(bytes.NewReader(data), zstd.WithDecoderConcurrency(1))
+		zr, err := zstd.NewReader(bytes.NewReader(data), zstd.WithDecoderConcurrency(1),
+			zstd.WithDecoderMaxMemory(MaxModuleSize), zstd.WithDecoderMaxWindow(MaxModuleSize))
 		if err != nil {
 			return nil, c, fmt.Errorf("zstd: %w", err)
 		}
 		defer zr.Close()
 		r = zr
 	}
-	out, err := io.ReadAll(r)
+	out, err := readCapped(r, MaxModuleSize, 4*len(data))
 	if err != nil {
 		return nil, c, fmt.Errorf("%s decompression: %w", c, err)
 	}
 	return out, c, nil
+}
+
+// readCapped reads r to EOF, refusing more than limit bytes. The buffer
+// starts at hint bytes and doubles, but never past limit+1 bytes, so a
+// stream that does not stop costs about 1.5 times the limit at most.
+func readCapped(r io.Reader, limit, hint int) ([]byte, error) {
+	b := make([]byte, 0, min(max(hint, 64<<10), limit+1))
+	for {
+		if len(b) == cap(b) {
+			nb := make([]byte, len(b), min(2*cap(b), limit+1))
+			copy(nb, b)
+			b = nb
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if len(b) > limit {
+			return nil, ErrTooLarge
+		}
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
 }
 
 // ReadFile reads and parses the module at path p.

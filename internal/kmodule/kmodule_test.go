@@ -3,12 +3,16 @@ package kmodule
 import (
 	"bytes"
 	"debug/elf"
+	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/klauspost/compress/gzip"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
 )
@@ -63,6 +67,7 @@ func refParse(t *testing.T, raw []byte) *Module {
 			}
 		}
 	}
+	refKsymtab(t, f, syms, m)
 	if s := f.Section("__versions"); s != nil {
 		d, _ := s.Data()
 		for off := 0; off+64 <= len(d); off += 64 {
@@ -89,6 +94,61 @@ func refParse(t *testing.T, raw []byte) *Module {
 	return m
 }
 
+// refKsymtab reads the x86_64 export tables with debug/elf: 12-byte
+// PREL32 entries whose name and namespace come from the RELA relocations
+// of the table, CRCs from the parallel __kcrctab table.
+func refKsymtab(t *testing.T, f *elf.File, syms []elf.Symbol, m *Module) {
+	t.Helper()
+	strs := f.Section("__ksymtab_strings")
+	for _, tab := range []struct{ name, crcs string }{{"__ksymtab", "__kcrctab"}, {"__ksymtab_gpl", "__kcrctab_gpl"}} {
+		sec := f.Section(tab.name)
+		if sec == nil {
+			continue
+		}
+		rels := map[uint64]elf.Rela64{}
+		for _, rs := range f.Sections {
+			if rs.Type == elf.SHT_RELA && f.Sections[rs.Info] == sec {
+				d, _ := rs.Data()
+				entries := make([]elf.Rela64, len(d)/24)
+				if err := binary.Read(bytes.NewReader(d), f.ByteOrder, entries); err != nil {
+					t.Fatal(err)
+				}
+				for _, r := range entries {
+					rels[r.Off] = r
+				}
+			}
+		}
+		sd, _ := strs.Data()
+		str := func(off uint64) string {
+			r, ok := rels[off]
+			if !ok {
+				return ""
+			}
+			s := syms[elf.R_SYM64(r.Info)-1]
+			b := sd[s.Value+uint64(r.Addend):]
+			return string(b[:bytes.IndexByte(b, 0)])
+		}
+		var crcs []byte
+		if cs := f.Section(tab.crcs); cs != nil {
+			crcs, _ = cs.Data()
+		}
+		for i := uint64(0); i < sec.Size/12; i++ {
+			s := Symbol{Name: str(12*i + 4), Namespace: str(12*i + 8), GPL: tab.name == "__ksymtab_gpl"}
+			if crcs != nil {
+				s.CRC, s.HasCRC = uint64(f.ByteOrder.Uint32(crcs[4*i:])), true
+			}
+			m.Ksymtab = append(m.Ksymtab, s)
+		}
+	}
+	for i := range m.Exports {
+		for _, k := range m.Ksymtab {
+			if k.Name == m.Exports[i].Name {
+				m.Exports[i].GPL, m.Exports[i].Namespace = k.GPL, k.Namespace
+			}
+		}
+	}
+}
+
 // TestParseMatchesDebugELF parses every module of the Debian tree with the
 // lean reader and with debug/elf and requires identical results.
 func TestParseMatchesDebugELF(t *testing.T) {
@@ -108,7 +168,7 @@ func TestParseMatchesDebugELF(t *testing.T) {
 	if testing.Short() {
 		step = 20
 	}
-	nExports, nNeeds := 0, 0
+	nExports, nNeeds, nGPL, nNS, nNoCRC := 0, 0, 0, 0, 0
 	for i := 0; i < len(paths); i += step {
 		p := paths[i]
 		got, err := ReadFile(p)
@@ -126,10 +186,16 @@ func TestParseMatchesDebugELF(t *testing.T) {
 		}
 		nExports += len(got.Exports)
 		nNeeds += len(got.Needs)
+		for _, k := range got.Ksymtab {
+			nGPL += btoi(k.GPL)
+			nNS += btoi(k.Namespace != "")
+			nNoCRC += btoi(!k.HasCRC)
+		}
 	}
-	if nExports == 0 || nNeeds == 0 {
-		t.Fatalf("no exports (%d) or needs (%d) found", nExports, nNeeds)
+	if nExports == 0 || nNeeds == 0 || nGPL == 0 || nGPL == nExports || nNS == 0 || nNoCRC != 0 {
+		t.Fatalf("exports %d (GPL %d, in a namespace %d, without CRC %d), needs %d", nExports, nGPL, nNS, nNoCRC, nNeeds)
 	}
+	t.Logf("%d exports (GPL %d, in a namespace %d), %d needs", nExports, nGPL, nNS, nNeeds)
 }
 
 func TestParseBadInput(t *testing.T) {
@@ -150,6 +216,7 @@ func TestParseBadInput(t *testing.T) {
 		{"corrupt-gzip", []byte{0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 1, 2, 3}},
 		{"corrupt-xz", append([]byte{0xFD, '7', 'z', 'X', 'Z', 0}, raw[:64]...)},
 		{"corrupt-zstd", append([]byte{0x28, 0xB5, 0x2F, 0xFD}, raw[:64]...)},
+		{"bad-ksymtab-reloc", badKsymtabReloc(t, raw)},
 	} {
 		p := filepath.Join(t.TempDir(), tc.name+".ko")
 		if err := os.WriteFile(p, tc.data, 0o644); err != nil {
@@ -163,5 +230,79 @@ func TestParseBadInput(t *testing.T) {
 		if !strings.Contains(err.Error(), p) {
 			t.Errorf("%s: error does not name the file: %v", tc.name, err)
 		}
+	}
+}
+
+// badKsymtabReloc returns a copy of module raw whose first export-table
+// relocation for a name (the second: entry 0's name field) refers to a
+// symbol that does not exist.
+func badKsymtabReloc(t *testing.T, raw []byte) []byte {
+	t.Helper()
+	f, err := elf.NewFile(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := f.Section(".rela__ksymtab_gpl")
+	if s == nil {
+		t.Fatal("no .rela__ksymtab_gpl")
+	}
+	b := bytes.Clone(raw)
+	binary.LittleEndian.PutUint32(b[s.Offset+24+12:], 0xfffffff) // the name field relocation: r_info's symbol
+	return b
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// zstdZeros returns a zstd frame of n zero bytes made of 128 KiB RLE
+// blocks (4 bytes each: 4 GiB take 128 KiB).
+func zstdZeros(n int64) []byte {
+	out := []byte{0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x38} // magic, no FCS, window 128 KiB
+	const block = 128 << 10
+	for n > 0 {
+		size := min(n, block)
+		n -= size
+		h := uint32(size)<<3 | 1<<1 // RLE block
+		if n == 0 {
+			h |= 1 // last block
+		}
+		out = append(out, byte(h), byte(h>>8), byte(h>>16), 0)
+	}
+	return out
+}
+
+// TestDecompressionBomb: a .ko.zst of 4 GiB of zeros and a .ko.gz of
+// 300 MiB are refused at MaxModuleSize with ErrTooLarge, naming the file,
+// and allocate a bounded amount on the way.
+func TestDecompressionBomb(t *testing.T) {
+	var gz bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&gz, gzip.BestSpeed)
+	zeros := make([]byte, 1<<20)
+	for range 300 {
+		zw.Write(zeros)
+	}
+	zw.Close()
+	for name, data := range map[string][]byte{"bomb.ko.zst": zstdZeros(4 << 30), "bomb.ko.gz": gz.Bytes()} {
+		p := filepath.Join(t.TempDir(), name)
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var a, b runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&a)
+		_, err := ReadFile(p)
+		runtime.ReadMemStats(&b)
+		alloc := b.TotalAlloc - a.TotalAlloc
+		if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), p) {
+			t.Errorf("%s (%d bytes): %v, want ErrTooLarge naming the file", name, len(data), err)
+		}
+		if alloc > 3*MaxModuleSize {
+			t.Errorf("%s: %d MiB allocated", name, alloc>>20)
+		}
+		t.Logf("%s (%d bytes): %v; %d MiB allocated", name, len(data), err, alloc>>20)
 	}
 }

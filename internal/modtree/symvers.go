@@ -7,6 +7,9 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/wsl-modules/wsl-modules-action/internal/kimage"
+	"github.com/wsl-modules/wsl-modules-action/internal/kmodule"
 )
 
 // SymverEntry is one line of Module.symvers.
