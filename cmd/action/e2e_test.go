@@ -157,7 +157,7 @@ func TestActionEndToEnd(t *testing.T) {
 		t.Fatalf("releases: %+v\n%s", rels, logs)
 	}
 	rel := rels[0]
-	if rel.Tag != "wsl-modules-6.12.117.1" || rel.Name != e2eTag {
+	if rel.Tag != release.TagName(e2eTag, "x86_64", "") || rel.Name != e2eTag {
 		t.Errorf("release %q named %q", rel.Tag, rel.Name)
 	}
 	assets := map[string][]byte{}
@@ -171,7 +171,8 @@ func TestActionEndToEnd(t *testing.T) {
 		names = append(names, a.Name)
 	}
 	sort.Strings(names)
-	if want := []string{"SHA256SUMS", "build-logs.tar.gz", "build-manifest.json", "bzImage", "modules.vhdx", "wslconfig.txt"}; strings.Join(names, " ") != strings.Join(want, " ") {
+	if want := []string{"SHA256SUMS", "SOURCES.md", "build-logs.tar.gz", "build-manifest.json", "bzImage", "kernel.config",
+		"module-sources.tar.gz", "modules.vhdx", "wslconfig.txt"}; strings.Join(names, " ") != strings.Join(want, " ") {
 		t.Errorf("assets %v, want %v", names, want)
 	}
 	// SHA256SUMS lists every other asset with its real sha256.
@@ -213,7 +214,7 @@ func TestActionEndToEnd(t *testing.T) {
 
 	// Outputs and step summary.
 	if out["built"] != "true" || out["kernel-tag"] != e2eTag || out["kernel-release"] != m.Kernel.Release ||
-		!strings.HasSuffix(out["release-url"], "/me/wsl-kernel/releases/tag/wsl-modules-6.12.117.1") {
+		!strings.HasSuffix(out["release-url"], "/me/wsl-kernel/releases/tag/"+release.TagName(e2eTag, "x86_64", "")) {
 		t.Errorf("outputs %v", out)
 	}
 	for _, k := range []string{"vhdx-path", "bzimage-path"} {

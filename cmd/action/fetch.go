@@ -47,6 +47,7 @@ func runFetch(ctx context.Context, env *cliEnv, args []string) error {
 		return usagef("fetch: --tag %q: want linux-msft-wsl-<a>.<b>.<c>.<d>", tag)
 	}
 	stdout, stderr := redacted(env, token)
+	defer flush(stdout, stderr)
 	rep := progress.New(stderr)
 	cl, err := githubClient(env, token, rep)
 	if err != nil {

@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"strings"
 
+	"github.com/wsl-modules/wsl-modules-action/internal/githubapi"
 	"github.com/wsl-modules/wsl-modules-action/internal/progress"
 	"github.com/wsl-modules/wsl-modules-action/internal/release"
+	"github.com/wsl-modules/wsl-modules-action/internal/runenv"
 )
 
 func init() {
@@ -25,6 +28,7 @@ func runPublish(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlagSet(env, c)
 	var o release.Options
 	var token, logs string
+	var sources stringList
 	fs.StringVar(&o.Repo, "repo", "", "target repository (default $GITHUB_REPOSITORY)")
 	fs.StringVar(&o.Dir, "dir", "", "dist directory with build-manifest.json, the kernel image and modules.vhdx")
 	fs.BoolVar(&o.DryRun, "dry-run", false, "write SHA256SUMS, wslconfig.txt and release-notes.md and print what would be published, without any API request")
@@ -32,6 +36,7 @@ func runPublish(ctx context.Context, env *cliEnv, args []string) error {
 	fs.StringVar(&logs, "logs", "", "directory of build logs to pack as build-logs.tar.gz")
 	fs.StringVar(&o.Target, "target", "", "commitish for the release tag (default $GITHUB_SHA, else the default branch)")
 	fs.StringVar(&token, "token", "", "GitHub token (default $GITHUB_TOKEN or $INPUT_TOKEN)")
+	fs.Var(&sources, "module-source", "NAME=DIR: the source of path: module NAME, attached as module-sources.tar.gz (repeatable)")
 	pos, err := parseFlags(env, c, fs, args)
 	if err != nil {
 		return err
@@ -55,8 +60,23 @@ func runPublish(ctx context.Context, env *cliEnv, args []string) error {
 		o.Target = env.Getenv("GITHUB_SHA")
 	}
 	stdout, stderr := redacted(env, token)
+	defer flush(stdout, stderr)
 	rep := progress.New(stderr)
-	if _, err := release.PrepareDist(release.PrepareOptions{Dir: o.Dir, LogsDir: logs, Prefix: o.Prefix}); err != nil {
+	po := release.PrepareOptions{Dir: o.Dir, LogsDir: logs, Prefix: o.Prefix, Repo: o.Repo, ModuleSources: map[string]string{}}
+	if tok := githubapi.ResolveToken(token, env.Getenv); tok != "" {
+		po.Secrets = []string{tok}
+	}
+	for _, s := range sources {
+		name, dir, ok := strings.Cut(s, "=")
+		if !ok || name == "" || dir == "" {
+			return usagef("publish: --module-source %q: want NAME=DIR", s)
+		}
+		po.ModuleSources[name] = dir
+	}
+	if po.SourceDateEpoch, _, err = runenv.SourceDateEpoch("", env.Getenv); err != nil {
+		return usagef("publish: %v", err)
+	}
+	if _, err := release.PrepareDist(po); err != nil {
 		return err
 	}
 	o.Out, o.Progress = stdout, rep

@@ -93,6 +93,7 @@ func runRun(ctx context.Context, env *cliEnv, args []string) error {
 	o.Target = env.Getenv("GITHUB_SHA")
 	o.Getenv = env.Getenv
 	stdout, stderr := redacted(env, o.Token)
+	defer flush(stdout, stderr)
 	o.Progress = progress.New(stderr)
 	o.Out = stdout
 	res, err := pipeline.Run(ctx, o)

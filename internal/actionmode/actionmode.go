@@ -45,6 +45,9 @@ func Run(ctx context.Context, env Env) error {
 	}
 	tok := githubapi.ResolveToken(token, getenv)
 	stdout := githubapi.NewRedactor(env.Stdout, tok)
+	if f, ok := stdout.(interface{ Flush() error }); ok {
+		defer f.Flush()
+	}
 	a := githubactions.New(githubactions.WithGetenv(githubactions.GetenvFunc(getenv)), githubactions.WithWriter(stdout))
 
 	o, err := Options(a, getenv)

@@ -16,6 +16,13 @@ import (
 const (
 	TrackLatest = "latest"
 	TrackAllNew = "all-new"
+	// TrackWSL is the kernel of the newest stable WSL release (by
+	// version), TrackWSLPrerelease that of the newest release,
+	// pre-releases included. TrackWSLPrefix + a version (wsl-2.6.1) is the
+	// kernel of that WSL release.
+	TrackWSL           = "wsl"
+	TrackWSLPrerelease = "wsl-prerelease"
+	TrackWSLPrefix     = "wsl-"
 )
 
 // DefaultMaxTags bounds the tags one all-new run builds.
@@ -25,6 +32,11 @@ const DefaultMaxTags = 3
 type Selected struct {
 	Tag    Tag
 	Reason string
+	// WSL are the WSL releases, among those seen (SelectOptions.WSL or
+	// the ones a wsl track listed), that ship exactly this kernel, newest
+	// first; empty when none does or no WSL releases were given. The
+	// pipeline builds over Microsoft's kernel (stock mode) when one does.
+	WSL []WSLRelease
 }
 
 // SelectOptions configure Select.
@@ -32,7 +44,10 @@ type SelectOptions struct {
 	// Repo is the kernel repository (default DefaultRepo).
 	Repo string
 	// Track is latest (default), a series such as 6.6 or 6.18, an exact
-	// tag (linux-msft-wsl-6.6.87.2 or 6.6.87.2), or all-new.
+	// tag (linux-msft-wsl-6.6.87.2 or 6.6.87.2), all-new, or a wsl track:
+	// wsl (the kernel of the newest stable WSL release), wsl-prerelease
+	// (of the newest release, pre-releases included) or wsl-<version>
+	// (wsl-2.6.1), see SelectWSL.
 	Track string
 	// MaxTags bounds an all-new selection (default DefaultMaxTags).
 	MaxTags int
@@ -44,6 +59,16 @@ type SelectOptions struct {
 	// Paginated lists tags through the paginated tags endpoint instead of
 	// one matching-refs request.
 	Paginated bool
+	// WSL is the WSL release mapping (WSLReleases), newest first. Every
+	// track uses it to fill Selected.WSL; the wsl tracks choose from it.
+	// When it is nil and the track is a wsl track, Select calls
+	// WSLReleases(WSLOptions) itself (set WSLOptions.CacheFile so that a
+	// run with nothing new costs one conditional request); for the other
+	// tracks a nil WSL makes no request and leaves Selected.WSL empty.
+	WSL []WSLRelease
+	// WSLOptions configure the listing Select makes for a wsl track
+	// without WSL (its Log defaults to Log).
+	WSLOptions WSLOptions
 	// Log receives debug lines (ignored tags, the newest release found).
 	Log *progress.Reporter
 }
@@ -58,24 +83,42 @@ type Selection struct {
 	Released string
 	// Summary explains the outcome in one line, e.g. "nothing new".
 	Summary string
+	// WSL is the WSL release mapping used (SelectOptions.WSL, or the one
+	// listed for a wsl track), so the caller can reuse it.
+	WSL []WSLRelease
+	// Warnings are problems that did not stop the selection, e.g. a newer
+	// WSL release skipped because its kernel is unknown.
+	Warnings []string
 }
 
 var (
-	seriesRE   = regexp.MustCompile(`^[0-9]+\.[0-9]+$`)
-	exactTagRE = regexp.MustCompile(`^(linux-msft-wsl-)?[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$`)
+	seriesRE     = regexp.MustCompile(`^[0-9]+\.[0-9]+$`)
+	exactTagRE   = regexp.MustCompile(`^(linux-msft-wsl-)?[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$`)
+	wslVersionRE = regexp.MustCompile(`^wsl-[0-9]+(\.[0-9]+){1,3}$`)
 )
 
 // CheckTrack validates a track value without any request.
 func CheckTrack(track string) error {
 	switch {
-	case track == "", track == TrackLatest, track == TrackAllNew, seriesRE.MatchString(track), exactTagRE.MatchString(track):
+	case track == "", track == TrackLatest, track == TrackAllNew, seriesRE.MatchString(track), exactTagRE.MatchString(track),
+		IsWSLTrack(track):
 		return nil
 	}
-	return fmt.Errorf("track %q: want latest, all-new, a series such as 6.6, or a tag such as linux-msft-wsl-6.6.87.2", track)
+	return fmt.Errorf("track %q: want latest, all-new, a series such as 6.6, a tag such as linux-msft-wsl-6.6.87.2, "+
+		"wsl, wsl-prerelease or a WSL version such as wsl-2.6.1", track)
 }
 
-// Select lists the kernel tags (one matching-refs request) and chooses
-// the ones to build.
+// IsWSLTrack reports whether track chooses the kernel of a WSL release
+// (wsl, wsl-prerelease, wsl-<version>): such a track needs the WSL
+// releases, not the kernel repository's tags.
+func IsWSLTrack(track string) bool {
+	return track == TrackWSL || track == TrackWSLPrerelease || wslVersionRE.MatchString(track)
+}
+
+// Select chooses the kernels to build. The wsl tracks choose from the WSL
+// releases (SelectOptions.WSL, or listed by WSLReleases) and list no
+// kernel tags; the other tracks list the kernel tags (one matching-refs
+// request) and mark the WSL releases that ship each chosen kernel.
 func Select(ctx context.Context, c *githubapi.Client, o SelectOptions) (*Selection, error) {
 	if o.Repo == "" {
 		o.Repo = DefaultRepo
@@ -83,7 +126,10 @@ func Select(ctx context.Context, c *githubapi.Client, o SelectOptions) (*Selecti
 	if err := CheckTrack(o.Track); err != nil {
 		return nil, fmt.Errorf("fetch: %w", err)
 	}
-	sel := &Selection{}
+	if IsWSLTrack(o.Track) {
+		return selectWSLTrack(ctx, c, o)
+	}
+	sel := &Selection{WSL: o.WSL}
 	var released *kver.Version
 	if o.Track == TrackAllNew && o.Released != "" {
 		v, ok := kver.Parse(o.Released)
@@ -106,6 +152,11 @@ func Select(ctx context.Context, c *githubapi.Client, o SelectOptions) (*Selecti
 	if err != nil {
 		return nil, fmt.Errorf("fetch: %s: %w", o.Repo, err)
 	}
+	if o.WSL != nil {
+		for i := range sel.Selected {
+			markShipped(&sel.Selected[i], o.WSL)
+		}
+	}
 	return sel, nil
 }
 
@@ -124,17 +175,17 @@ func SelectFrom(tags []Tag, track string, released *kver.Version, maxTags int) (
 	newest := tags[len(tags)-1]
 	switch {
 	case track == "" || track == TrackLatest:
-		return []Selected{{newest, "latest: the newest tag of all series"}}, "latest is " + newest.Name, nil
+		return []Selected{{Tag: newest, Reason: "latest: the newest tag of all series"}}, "latest is " + newest.Name, nil
 
 	case track == TrackAllNew:
 		if released == nil {
-			return []Selected{{newest, "all-new: nothing released yet, starting from the newest tag"}},
+			return []Selected{{Tag: newest, Reason: "all-new: nothing released yet, starting from the newest tag"}},
 				"no release yet; building the newest tag", nil
 		}
 		var out []Selected
 		for _, t := range tags {
 			if t.Version.Compare(*released) > 0 {
-				out = append(out, Selected{t, "all-new: newer than the newest release (" + released.Tag() + ")"})
+				out = append(out, Selected{Tag: t, Reason: "all-new: newer than the newest release (" + released.Tag() + ")"})
 			}
 		}
 		if len(out) == 0 {
@@ -157,7 +208,7 @@ func SelectFrom(tags []Tag, track string, released *kver.Version, maxTags int) (
 		if pick == nil {
 			return nil, "", fmt.Errorf("no tag in series %s (series found: %s)", track, strings.Join(seriesList(tags), ", "))
 		}
-		return []Selected{{*pick, "series " + track + ": its newest tag"}}, "newest in " + track + " is " + pick.Name, nil
+		return []Selected{{Tag: *pick, Reason: "series " + track + ": its newest tag"}}, "newest in " + track + " is " + pick.Name, nil
 
 	default:
 		name := track
@@ -166,7 +217,7 @@ func SelectFrom(tags []Tag, track string, released *kver.Version, maxTags int) (
 		}
 		for _, t := range tags {
 			if t.Name == name {
-				return []Selected{{t, "exact tag requested"}}, name, nil
+				return []Selected{{Tag: t, Reason: "exact tag requested"}}, name, nil
 			}
 		}
 		hint := ""

@@ -203,8 +203,55 @@ func TestSelect(t *testing.T) {
 			}
 		}
 	}
-	if err := CheckTrack("newest"); err == nil {
-		t.Error("CheckTrack accepted 'newest'")
+	for _, bad := range []string{"newest", "wsl-", "wsl-2", "wsl-latest", "wsl-2.6.x", "wsl-2.6.1.0.0", "WSL"} {
+		if err := CheckTrack(bad); err == nil {
+			t.Errorf("CheckTrack accepted %q", bad)
+		}
+	}
+	for _, good := range []string{"wsl", "wsl-prerelease", "wsl-2.6.1", "wsl-2.6.1.0", "wsl-2.10"} {
+		if err := CheckTrack(good); err != nil {
+			t.Errorf("CheckTrack(%q): %v", good, err)
+		}
+	}
+}
+
+// Every kernel-tag track marks the WSL releases (given in SelectOptions.WSL)
+// that ship the chosen kernel, and says so in the Reason.
+func TestSelectMarksWSL(t *testing.T) {
+	names := realisticTags()
+	want := oracle(t, names)
+	_, c, _ := newFake(t, names)
+	wsl := []WSLRelease{
+		{Version: "2.6.1", KernelTag: "linux-msft-wsl-6.6.87.2"},
+		{Version: "2.6.0", Prerelease: true, KernelTag: "linux-msft-wsl-6.6.87.2"},
+		{Version: "2.5.1", KernelError: "no packages.config at tag 2.5.1"},
+		{Version: "2.9.4", Prerelease: true, KernelTag: want[len(want)-1]},
+	}
+	for track, w := range map[string]struct{ shipped, reason string }{
+		"6.6.87.2": {"2.6.1 2.6.0", "exact tag requested; shipped by WSL 2.6.1, 2.6.0 (pre-release)"},
+		"latest":   {"2.9.4", "; shipped by WSL 2.9.4 (pre-release)"},
+		"6.6":      {"", "series 6.6: its newest tag; no WSL release seen ships it"},
+		"all-new":  {"2.9.4", "; shipped by WSL 2.9.4 (pre-release)"},
+	} {
+		s, err := Select(context.Background(), c, SelectOptions{Track: track, WSL: wsl})
+		if err != nil {
+			t.Fatalf("track %s: %v", track, err)
+		}
+		x := s.Selected[0]
+		if got := strings.Join(versions(x.WSL), " "); got != w.shipped {
+			t.Errorf("track %s (%s): shipped by %q, want %q", track, x.Tag.Name, got, w.shipped)
+		}
+		if !strings.Contains(x.Reason, w.reason) {
+			t.Errorf("track %s: reason %q, want %q", track, x.Reason, w.reason)
+		}
+		if len(s.WSL) != len(wsl) {
+			t.Errorf("track %s: Selection.WSL has %d releases", track, len(s.WSL))
+		}
+	}
+	// Without WSL, nothing is marked and no WSL request is made.
+	s, err := Select(context.Background(), c, SelectOptions{Track: "latest"})
+	if err != nil || len(s.Selected[0].WSL) != 0 || strings.Contains(s.Selected[0].Reason, "WSL") {
+		t.Errorf("latest without WSL: %+v, %v", s.Selected, err)
 	}
 }
 
