@@ -121,7 +121,7 @@ func printMergePlan(w io.Writer, res *merge.Result) {
 	}
 	if res.Depmod != nil {
 		fmt.Fprintf(w, "depmod: %d modules indexed\n", res.Depmod.Modules)
-		for _, x := range res.Depmod.Warnings {
+		for _, x := range append(res.Depmod.LoadWarnings, res.Depmod.Warnings...) {
 			fmt.Fprintf(w, "depmod: %s\n", x)
 		}
 	}

@@ -117,9 +117,12 @@ type Report struct {
 	// ErrSyms and CheckCRCs): Problems split by kind.
 	Unresolved    []modtree.Problem
 	CRCMismatches []modtree.Problem
-	// Warnings are other non-fatal findings, in kmod's wording where it
-	// has one.
-	Warnings []string
+	// LoadWarnings are findings about the inputs, which kmod reports
+	// before the symbol checks (a modules.order line without its newline);
+	// Warnings are the other non-fatal findings, reported after them as
+	// the files are written. Both in kmod's wording where it has one.
+	LoadWarnings []string
+	Warnings     []string
 }
 
 // CycleError reports modules whose dependencies form cycles.
@@ -177,7 +180,7 @@ func Generate(tree *modtree.Tree, o GenerateOptions) (*Result, error) {
 	rep := &res.Report
 	if tree.OrderUnterminated {
 		// kmod then ignores modules.order altogether; we still use it.
-		rep.Warnings = append(rep.Warnings, fmt.Sprintf("%s:%d corrupted line misses '\\n'",
+		rep.LoadWarnings = append(rep.LoadWarnings, fmt.Sprintf("%s:%d corrupted line misses '\\n'",
 			path.Join(filepath.ToSlash(o.Dir), modtree.OrderFile), len(tree.Order)))
 	}
 	mods, err := dedupModules(tree.Modules, search, rep)

@@ -171,17 +171,23 @@ func (r *Report) StrictErr(strict bool) error {
 }
 
 // WriteWarnings prints the report as kmod's depmod prints it on stderr,
-// in its wording and order: duplicates, other warnings, then the symbol
-// problems in check order. Module paths are joined to dir, the module
+// in its wording and order: duplicates and input warnings as the modules
+// are read, the symbol problems in check order, then the warnings of
+// writing the files. Module paths are joined to dir, the module
 // directory.
 func (r *Report) WriteWarnings(w io.Writer, dir string) {
 	for _, d := range r.Duplicates {
 		fmt.Fprintf(w, "depmod: WARNING: duplicate module %s: using %s, ignoring %s\n",
 			d.Name, filepath.Join(dir, d.Winner), filepath.Join(dir, d.Loser))
 	}
-	for _, x := range r.Warnings {
+	for _, x := range r.LoadWarnings {
 		fmt.Fprintf(w, "depmod: WARNING: %s\n", x)
 	}
+	defer func() {
+		for _, x := range r.Warnings {
+			fmt.Fprintf(w, "depmod: WARNING: %s\n", x)
+		}
+	}()
 	for _, p := range r.Problems {
 		switch p.Kind {
 		case modtree.Unresolved:

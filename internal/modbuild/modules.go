@@ -50,6 +50,9 @@ type ModulesOptions struct {
 	// Jobs is the total number of compile jobs across all module builds
 	// (0: the number of CPUs).
 	Jobs int
+	// KernelSource is the kernel source directory, needed for the CRC
+	// proof when Kernel is a stock-mode entry.
+	KernelSource string
 	// Progress reports each module's build (may be nil).
 	Progress *progress.Reporter
 }
@@ -66,6 +69,9 @@ type ModuleResult struct {
 	// Entries are the installed modules, parsed by the verification
 	// (status ok only).
 	Entries []*modtree.Entry
+	// Warnings are findings that did not fail the module (symbols the
+	// stock-mode CRC proof could not place).
+	Warnings []string
 
 	dir     string // build copy
 	dkms    *dkms.Conf
@@ -87,53 +93,16 @@ var (
 // the results say which failed. The error is only for problems that stop
 // everything (a dependency cycle, I/O errors).
 func BuildModules(ctx context.Context, o ModulesOptions) ([]*ModuleResult, error) {
-	// make -C changes directory, so M= and every path handed to it must be
-	// absolute.
-	for _, p := range []*string{&o.WorkDir, &o.ModulesDir, &o.LogDir} {
-		a, err := filepath.Abs(*p)
-		if err != nil {
-			return nil, fmt.Errorf("modules: %w", err)
-		}
-		*p = a
-	}
-	if err := os.MkdirAll(o.LogDir, 0o755); err != nil {
-		return nil, fmt.Errorf("modules: %w", err)
-	}
-	if err := os.MkdirAll(o.WorkDir, 0o755); err != nil {
-		return nil, fmt.Errorf("modules: %w", err)
-	}
-	if o.Jobs <= 0 {
-		o.Jobs = runtime.NumCPU()
-	}
-	js, err := jobserver.New(o.Jobs)
+	b, err := newModulesBuild(&o)
 	if err != nil {
-		return nil, fmt.Errorf("modules: %w", err)
+		return nil, err
 	}
-	defer js.Close()
-	tc, err := kbuild.ToolchainFor(o.Kernel.Meta.Arch, "")
-	if err != nil {
-		return nil, fmt.Errorf("modules: %w", err)
-	}
-	kcfg, err := kconfig.ReadConfig(o.Kernel.Config())
-	if err != nil {
-		return nil, fmt.Errorf("modules: %w", err)
-	}
-
-	results := make([]*ModuleResult, len(o.List.Modules))
-	byName := map[string]*ModuleResult{}
-	for i := range o.List.Modules {
-		m := &o.List.Modules[i]
-		r := &ModuleResult{Module: manifest.Module{Name: m.Name, Status: manifest.StatusOK,
-			Log: "logs/" + m.Name + ".log"}, LogPath: filepath.Join(o.LogDir, m.Name+".log"),
-			dir: filepath.Join(o.WorkDir, m.Name), done: make(chan struct{})}
-		results[i], byName[m.Name] = r, r
-	}
-
+	defer b.js.Close()
 	// 1. Sources: copy or fetch, in parallel (no compile jobs involved).
 	var g errgroup.Group
 	g.SetLimit(4)
 	for i := range o.List.Modules {
-		m, r := &o.List.Modules[i], results[i]
+		m, r := &o.List.Modules[i], b.results[i]
 		g.Go(func() error {
 			if err := prepareSource(ctx, o, m, r); err != nil {
 				r.fail(err.Error())
@@ -142,18 +111,89 @@ func BuildModules(ctx context.Context, o ModulesOptions) ([]*ModuleResult, error
 		})
 	}
 	g.Wait()
+	// 2. Dependencies, 3. builds, 4. verification.
+	if err := b.dependencies(); err != nil {
+		return nil, err
+	}
+	b.buildAll(ctx)
+	if err := verify(ctx, o, b.results); err != nil {
+		return nil, err
+	}
+	for _, r := range b.results {
+		if r.Status == manifest.StatusFailed {
+			r.Tail = errorTail(r.LogPath, 12)
+			for _, f := range r.Files {
+				os.Remove(filepath.Join(o.ModulesDir, filepath.FromSlash(f)))
+			}
+		}
+	}
+	return b.results, nil
+}
 
-	// 2. Dependencies: explicit depends: plus symbols a module's sources
-	// reference that another listed module exports.
+// modulesBuild is the state of one BuildModules call.
+type modulesBuild struct {
+	o       *ModulesOptions
+	js      *jobserver.Jobserver
+	tc      kbuild.Toolchain
+	kcfg    kconfig.Config
+	results []*ModuleResult
+	byName  map[string]*ModuleResult
+}
+
+// newModulesBuild makes the paths absolute (make -C changes directory, so
+// M= and every path handed to it must be), creates the directories, the
+// jobserver and one result per listed module.
+func newModulesBuild(o *ModulesOptions) (*modulesBuild, error) {
+	for _, p := range []*string{&o.WorkDir, &o.ModulesDir, &o.LogDir} {
+		a, err := filepath.Abs(*p)
+		if err != nil {
+			return nil, fmt.Errorf("modules: %w", err)
+		}
+		*p = a
+	}
+	for _, d := range []string{o.LogDir, o.WorkDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("modules: %w", err)
+		}
+	}
+	if o.Jobs <= 0 {
+		o.Jobs = runtime.NumCPU()
+	}
+	b := &modulesBuild{o: o, byName: map[string]*ModuleResult{}}
+	var err error
+	if b.tc, err = kbuild.ToolchainFor(o.Kernel.Meta.Arch, ""); err != nil {
+		return nil, fmt.Errorf("modules: %w", err)
+	}
+	if b.kcfg, err = kconfig.ReadConfig(o.Kernel.Config()); err != nil {
+		return nil, fmt.Errorf("modules: %w", err)
+	}
+	if b.js, err = jobserver.New(o.Jobs); err != nil {
+		return nil, fmt.Errorf("modules: %w", err)
+	}
+	b.results = make([]*ModuleResult, len(o.List.Modules))
+	for i := range o.List.Modules {
+		m := &o.List.Modules[i]
+		r := &ModuleResult{Module: manifest.Module{Name: m.Name, Status: manifest.StatusOK,
+			Log: "logs/" + m.Name + ".log"}, LogPath: filepath.Join(o.LogDir, m.Name+".log"),
+			dir: filepath.Join(o.WorkDir, m.Name), done: make(chan struct{})}
+		b.results[i], b.byName[m.Name] = r, r
+	}
+	return b, nil
+}
+
+// dependencies records each module's dependencies: explicit depends:
+// plus symbols its sources reference that another listed module exports.
+// A cycle is an error.
+func (b *modulesBuild) dependencies() error {
 	providers := map[string][]string{}
-	for _, r := range results {
+	for _, r := range b.results {
 		for s := range r.exports {
 			providers[s] = append(providers[s], r.Name)
 		}
 	}
-	for i, r := range results {
+	for i, r := range b.results {
 		deps := map[string]bool{}
-		for _, d := range o.List.Modules[i].Depends {
+		for _, d := range b.o.List.Modules[i].Depends {
 			deps[d] = true
 		}
 		for s := range r.idents {
@@ -169,43 +209,31 @@ func BuildModules(ctx context.Context, o ModulesOptions) ([]*ModuleResult, error
 		r.deps = slices.Sorted(maps.Keys(deps))
 		r.DependsOn = r.deps
 	}
-	if cyc := findCycle(results, byName); cyc != nil {
-		return nil, fmt.Errorf("modules: dependency cycle: %s", strings.Join(cyc, " -> "))
+	if cyc := findCycle(b.results, b.byName); cyc != nil {
+		return fmt.Errorf("modules: dependency cycle: %s", strings.Join(cyc, " -> "))
 	}
+	return nil
+}
 
-	// 3. Builds, each after its dependencies.
+// buildAll builds every module after its dependencies: one goroutine per
+// module (they mostly wait: for dependencies, then for a jobserver
+// token). Failures are recorded per module, never returned, so one
+// failed module does not cancel the others.
+func (b *modulesBuild) buildAll(ctx context.Context) {
+	o := b.o
 	vars := modlist.TemplateVars{KernelRelease: o.Kernel.Meta.Release, Arch: o.Kernel.Meta.Arch, KernelDir: o.Kernel.DevelDir()}
-	// One goroutine per module (they mostly wait: for dependencies, then for
-	// a jobserver token); failures are recorded per module, never returned,
-	// so one failed module does not cancel the others.
 	var builds errgroup.Group
 	for i := range o.List.Modules {
-		m, r := &o.List.Modules[i], results[i]
+		m, r := &o.List.Modules[i], b.results[i]
 		builds.Go(func() error {
 			defer close(r.done)
-			var extra []string
-			for _, d := range r.deps {
-				dr := byName[d]
-				select {
-				case <-dr.done:
-				case <-ctx.Done():
-					r.fail(ctx.Err().Error())
-					return nil
-				}
-				if dr.Status != manifest.StatusOK {
-					if r.Status == manifest.StatusOK {
-						r.fail(fmt.Sprintf("dependency %s %s", d, dr.Status))
-					}
-					return nil
-				}
-				extra = append(extra, dependencySymvers(dr, byName)...)
-			}
-			if r.Status != manifest.StatusOK {
+			extra, ok := b.waitDeps(ctx, r)
+			if !ok || r.Status != manifest.StatusOK {
 				return nil
 			}
 			done := o.Progress.Step("module %s: build", m.Name)
 			start := time.Now()
-			err := buildOne(ctx, o, js, tc, kcfg, m, r, vars, dedup(extra))
+			err := buildOne(ctx, *o, b.js, b.tc, b.kcfg, m, r, vars, dedup(extra))
 			r.Seconds = time.Since(start).Seconds()
 			done()
 			if err != nil {
@@ -215,20 +243,29 @@ func BuildModules(ctx context.Context, o ModulesOptions) ([]*ModuleResult, error
 		})
 	}
 	builds.Wait()
+}
 
-	// 4. Verify every installed .ko against the kernel and each other.
-	if err := verify(ctx, o, results); err != nil {
-		return nil, err
-	}
-	for _, r := range results {
-		if r.Status == manifest.StatusFailed {
-			r.Tail = errorTail(r.LogPath, 12)
-			for _, f := range r.Files {
-				os.Remove(filepath.Join(o.ModulesDir, filepath.FromSlash(f)))
-			}
+// waitDeps waits for r's dependencies and returns their Module.symvers
+// files; ok is false when one failed or the build was cancelled (r is
+// then failed).
+func (b *modulesBuild) waitDeps(ctx context.Context, r *ModuleResult) (extra []string, ok bool) {
+	for _, d := range r.deps {
+		dr := b.byName[d]
+		select {
+		case <-dr.done:
+		case <-ctx.Done():
+			r.fail(ctx.Err().Error())
+			return nil, false
 		}
+		if dr.Status != manifest.StatusOK {
+			if r.Status == manifest.StatusOK {
+				r.fail(fmt.Sprintf("dependency %s %s", d, dr.Status))
+			}
+			return nil, false
+		}
+		extra = append(extra, dependencySymvers(dr, b.byName)...)
 	}
-	return results, nil
+	return extra, true
 }
 
 func (r *ModuleResult) fail(msg string) {
@@ -238,8 +275,13 @@ func (r *ModuleResult) fail(msg string) {
 	} else {
 		r.Error += "; " + msg
 	}
-	if f, err := os.OpenFile(r.LogPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644); err == nil {
-		fmt.Fprintf(f, "==> FAILED: %s\n", msg)
+	appendLog(r.LogPath, "==> FAILED: "+msg)
+}
+
+// appendLog adds a line to a log file.
+func appendLog(path, line string) {
+	if f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644); err == nil {
+		fmt.Fprintln(f, line)
 		f.Close()
 	}
 }

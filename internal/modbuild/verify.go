@@ -41,6 +41,7 @@ func verify(ctx context.Context, o ModulesOptions, results []*ModuleResult) erro
 			r.SrcVersion = r.Entries[0].Info("srcversion")
 		}
 	}
+	proven := o.Kernel.Meta.Mode != manifest.ModeStock
 	for {
 		var added []*modtree.Entry
 		only := map[string]bool{}
@@ -54,7 +55,16 @@ func verify(ctx context.Context, o ModulesOptions, results []*ModuleResult) erro
 		}
 		probs := stock.Overlay(added, nil).Validate(modtree.ValidateOptions{Vermagic: o.Kernel.Meta.Vermagic, Only: only})
 		if len(probs) == 0 {
-			return nil
+			if proven {
+				return nil
+			}
+			// Stock mode: the CRCs must also be proven against the source;
+			// modules it fails take their dependents with them.
+			proven = true
+			if err := proveCRCs(ctx, o, stock, results); err != nil {
+				return err
+			}
+			continue
 		}
 		for _, p := range probs {
 			r := owner[p.Module]

@@ -53,8 +53,8 @@ func (r *runner) kernelMode() string {
 // wslReleases returns the WSL release mapping, listing it on first use
 // (one conditional request when nothing changed since the cached copy).
 func (r *runner) wslReleases(ctx context.Context) ([]fetch.WSLRelease, error) {
-	if r.wsl != nil {
-		return r.wsl, nil
+	if r.wsl != nil || r.wslFailed != nil {
+		return r.wsl, r.wslFailed
 	}
 	c, err := r.github()
 	if err != nil {
@@ -62,7 +62,8 @@ func (r *runner) wslReleases(ctx context.Context) ([]fetch.WSLRelease, error) {
 	}
 	rels, err := fetch.WSLReleases(ctx, c, fetch.WSLOptions{Repo: r.o.WSLRepo, CacheFile: filepath.Join(r.o.CacheDir, wslFile), Log: r.log})
 	if err != nil {
-		return nil, fmt.Errorf("pipeline: %w", err)
+		r.wslFailed = fmt.Errorf("pipeline: %w", err)
+		return nil, r.wslFailed
 	}
 	r.wsl = rels
 	return rels, nil
@@ -143,7 +144,12 @@ func (r *runner) stockCandidate(ctx context.Context, k *kernelJob) (*stockFiles,
 	}
 	rels, err := r.wslReleases(ctx)
 	if err != nil {
-		return nil, "", err
+		if r.kernelMode() == ModeStock {
+			return nil, "", err
+		}
+		// Auto mode without the WSL releases (a GitHub Enterprise without
+		// microsoft/WSL, say) builds the kernel.
+		return nil, fmt.Sprintf("the WSL releases could not be listed (%v)", err), nil
 	}
 	ships := fetch.ShippedBy(rels, k.tag)
 	k.wsl = ships

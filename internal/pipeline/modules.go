@@ -153,8 +153,15 @@ func (r *runner) buildModules(ctx context.Context, k *kernelJob, i, n int) error
 	defer os.RemoveAll(work)
 	rec := shardRecord{Shard: i, Of: n, Hash: k.hash, KernelKey: k.kernel.Meta.Key, Release: k.kernel.Meta.Release, Modules: []shardModule{}}
 	if len(sub.Modules) > 0 {
+		src := ""
+		if k.mode == ModeStock {
+			// The CRC proof reads the kernel source.
+			if src, err = r.sourceDir(ctx, k); err != nil {
+				return err
+			}
+		}
 		res, err := modbuild.BuildModules(ctx, modbuild.ModulesOptions{Kernel: k.kernel, List: &sub, Fetch: r.fetchModule,
-			WorkDir: work, ModulesDir: modDir, LogDir: logDir, Jobs: r.o.Jobs, Progress: r.log})
+			WorkDir: work, ModulesDir: modDir, LogDir: logDir, Jobs: r.o.Jobs, KernelSource: src, Progress: r.log})
 		if err != nil {
 			return fmt.Errorf("pipeline: %s: %w", k.name, err)
 		}

@@ -10,10 +10,12 @@ import (
 	"time"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
+	"github.com/wsl-modules/wsl-modules-action/internal/githubapi"
 	"github.com/wsl-modules/wsl-modules-action/internal/image"
 	"github.com/wsl-modules/wsl-modules-action/internal/kbuild"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
 	"github.com/wsl-modules/wsl-modules-action/internal/modbuild"
+	"github.com/wsl-modules/wsl-modules-action/internal/modlist"
 	"github.com/wsl-modules/wsl-modules-action/internal/modtree"
 	"github.com/wsl-modules/wsl-modules-action/internal/progress"
 	"github.com/wsl-modules/wsl-modules-action/internal/release"
@@ -133,7 +135,7 @@ func (r *runner) assembleInto(ctx context.Context, k *kernelJob, tmp string) (*m
 	uapi := r.o.Headers == HeadersUAPI || devel && r.o.Layout == "nested"
 	res, err := modbuild.Assemble(ctx, tmp, modbuild.AssembleOptions{Kernel: kern, Added: added, Devel: devel, UAPI: uapi, Progress: r.log})
 	if res != nil && res.Depmod != nil {
-		for _, w := range res.Depmod.Warnings {
+		for _, w := range append(res.Depmod.LoadWarnings, res.Depmod.Warnings...) {
 			r.log.Printf("depmod: %s", w)
 		}
 		r.log.Printf("depmod: %d modules indexed", res.Depmod.Modules)
@@ -351,7 +353,7 @@ func (r *runner) image(ctx context.Context, k *kernelJob) error {
 	if err := m.Write(filepath.Join(out.Tmp, manifest.FileName)); err != nil {
 		return fmt.Errorf("pipeline: %w", err)
 	}
-	if _, err := release.PrepareDist(release.PrepareOptions{Dir: out.Tmp, LogsDir: filepath.Join(bdir, "logs"), Prefix: r.o.ReleasePrefix}); err != nil {
+	if _, err := release.PrepareDist(r.prepareOptions(k, out.Tmp, bdir)); err != nil {
 		return fmt.Errorf("pipeline: %s: %w", k.name, err)
 	}
 	if err := out.Commit(); err != nil {
@@ -361,12 +363,37 @@ func (r *runner) image(ctx context.Context, k *kernelJob) error {
 	return nil
 }
 
+// prepareOptions are the release files' options for k's dist dir: logs
+// redacted of the token, the path: modules' sources (they exist nowhere
+// else), the final config, and every WSL version seen (for the notes'
+// version ranges).
+func (r *runner) prepareOptions(k *kernelJob, dist, bdir string) release.PrepareOptions {
+	o := release.PrepareOptions{Dir: dist, LogsDir: filepath.Join(bdir, "logs"), Prefix: r.o.ReleasePrefix,
+		SourceDateEpoch: r.imageEpoch(k), Config: filepath.Join(bdir, "config"), Repo: r.o.TargetRepo,
+		ModuleSources: map[string]string{}}
+	if tok := githubapi.ResolveToken(r.o.Token, r.o.Getenv); tok != "" {
+		o.Secrets = append(o.Secrets, tok)
+	}
+	for i := range r.list.Modules {
+		if m := &r.list.Modules[i]; m.Kind() == modlist.KindPath {
+			o.ModuleSources[m.Name] = r.list.SourceDir(m)
+		}
+	}
+	for _, w := range r.wsl {
+		o.WSLSeen = append(o.WSLSeen, w.Version)
+	}
+	return o
+}
+
 // samePrefix reports whether the dist dir's wslconfig.txt (and so its
 // release notes, written with the same release tag) names this run's
 // release prefix: both name the folder wsl\<release tag>.
 func (r *runner) samePrefix(dir string, m *manifest.Manifest) bool {
 	b, err := os.ReadFile(filepath.Join(dir, release.WSLConfFile))
 	tag := release.TagName(m.Kernel.Tag, m.Kernel.Arch, r.o.ReleasePrefix)
+	if _, serr := os.Stat(filepath.Join(dir, release.SourcesFile)); serr != nil {
+		return false // written before the sources were named
+	}
 	return err == nil && string(b) == release.WSLConfig(m, tag)
 }
 

@@ -217,6 +217,9 @@ type KernelResult struct {
 	KernelCacheWritten bool
 	// Modules are the module reports of this run's module builds.
 	Modules []ModuleReport
+	// Mode is the kernel mode (ModeStock or ModeBuild) and ModeReason why
+	// it was chosen.
+	Mode, ModeReason string
 }
 
 // Run runs the selected stage (default all) of the pipeline.
@@ -241,10 +244,12 @@ type runner struct {
 	// releases is the target repository's release index, listed once per
 	// run (releasesOf).
 	releases *release.Index
-	// wsl is the WSL release mapping (wslReleases).
-	wsl []fetch.WSLRelease
-	log *progress.Reporter
-	out io.Writer
+	// wsl is the WSL release mapping (wslReleases); wslFailed the error
+	// of a listing that failed in auto mode.
+	wsl       []fetch.WSLRelease
+	wslFailed error
+	log       *progress.Reporter
+	out       io.Writer
 }
 
 func newRunner(o Options) (*runner, error) {

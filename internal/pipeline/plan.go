@@ -73,7 +73,7 @@ func (k *kernelJob) result() *KernelResult {
 	kr := &KernelResult{Name: k.name, Tag: k.tag, UpToDate: k.upToDate, Hash: k.hash, Dir: k.dir,
 		BuildDir: filepath.Join(k.dir, "build"), DistDir: filepath.Join(k.dir, "dist"),
 		Manifest: k.manifest, Publish: k.publish, KernelCacheWritten: k.cacheWritten, Modules: k.modules,
-		Release: k.release}
+		Release: k.release, Mode: k.mode, ModeReason: k.modeReason}
 	if k.inputs != nil {
 		kr.Arch = k.inputs.Arch
 	}
@@ -137,7 +137,12 @@ func (r *runner) plan(ctx context.Context) (*Plan, error) {
 		so := fetch.SelectOptions{Repo: r.o.KernelRepo, Track: r.o.Track, MaxTags: r.o.MaxTags, Released: released, Log: r.log}
 		if r.needsWSL() {
 			if so.WSL, err = r.wslReleases(ctx); err != nil {
-				return nil, err
+				if fetch.IsWSLTrack(r.o.Track) || r.kernelMode() == ModeStock {
+					return nil, err
+				}
+				// Auto mode without the WSL releases (a GitHub Enterprise
+				// without microsoft/WSL, say) builds the kernel.
+				r.log.Printf("warning: %v; without the WSL releases no stock kernel is known, so kernels are built", err)
 			}
 		}
 		sel, err := fetch.Select(ctx, c, so)
@@ -252,7 +257,7 @@ func resolveGitRef(ctx context.Context, repo, ref string) (string, error) {
 		return ref, nil
 	}
 	cmd := exec.CommandContext(ctx, "git", "ls-remote", "--", repo, ref, ref+"^{}")
-	cmd.Env = append(safeenv.Environ(), "GIT_TERMINAL_PROMPT=0")
+	cmd.Env = safeenv.GitEnviron()
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
