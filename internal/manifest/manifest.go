@@ -85,6 +85,9 @@ type InputModule struct {
 	Pin   string `json:"pin"`
 	// Make is the extra make arguments, which change the build.
 	Make []string `json:"make,omitempty"`
+	// Autoload is the module's autoload: ("all" or the names, comma
+	// separated), which changes wslconfig.txt.
+	Autoload string `json:"autoload,omitempty"`
 }
 
 // Kernel describes the kernel build.
@@ -243,7 +246,7 @@ func (m *Manifest) Hash() string {
 		sort.Slice(in.Modules, func(i, j int) bool {
 			a, b := in.Modules[i], in.Modules[j]
 			return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Where, b.Where),
-				cmp.Compare(a.Pin, b.Pin), slices.Compare(a.Make, b.Make)) < 0
+				cmp.Compare(a.Pin, b.Pin), slices.Compare(a.Make, b.Make), cmp.Compare(a.Autoload, b.Autoload)) < 0
 		})
 		b, _ := json.Marshal(in)
 		s := sha256.Sum256(b)

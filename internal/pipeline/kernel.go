@@ -39,6 +39,8 @@ type kernelRecord struct {
 	Key     string          `json:"key"`
 	Release string          `json:"release"`
 	Source  manifest.Source `json:"source"`
+	// MSI is the WSL installer the stock files came from (stock mode).
+	MSI *manifest.MSI `json:"msi,omitempty"`
 }
 
 // kernelInputs hashes what selects the kernel build.
@@ -67,7 +69,7 @@ func (r *runner) ensureKernel(ctx context.Context, k *kernelJob) error {
 		var rec kernelRecord
 		if json.Unmarshal(b, &rec) == nil && rec.Inputs == ki && rec.Key != "" {
 			if kern, err := r.openEntry(ctx, rec.Key); err == nil {
-				k.kernel, k.source, k.release = kern, rec.Source, kern.Meta.Release
+				k.kernel, k.source, k.release, k.msi = kern, rec.Source, kern.Meta.Release, rec.MSI
 				r.log.Printf("%s: kernel %s from cache entry %s (%s)", k.name, kern.Meta.Release, short(rec.Key), KernelFile)
 				r.nameLocal(k)
 				return nil
@@ -110,7 +112,7 @@ func (r *runner) ensureKernel(ctx context.Context, k *kernelJob) error {
 		k.source = kern.Meta.Source
 	}
 	r.nameLocal(k)
-	b, _ := json.MarshalIndent(kernelRecord{Inputs: ki, Key: kern.Meta.Key, Release: kern.Meta.Release, Source: k.source}, "", "  ")
+	b, _ := json.MarshalIndent(kernelRecord{Inputs: ki, Key: kern.Meta.Key, Release: kern.Meta.Release, Source: k.source, MSI: k.msi}, "", "  ")
 	if err := atomicfile.WriteFile(recPath, append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("pipeline: %w", err)
 	}
@@ -154,6 +156,10 @@ func (r *runner) stockKernel(ctx context.Context, k *kernelJob, ko kbuild.Kernel
 	if err != nil {
 		return nil, err
 	}
+	// Where the files came from is this run's record; the cache entry
+	// (keyed by the files' content) may come from another installer
+	// holding the same files.
+	k.msi = msi
 	return kbuild.PrepareStock(ctx, kbuild.StockOptions{KernelOptions: ko, Kernel: kernel, Modules: modules, MSI: msi})
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/wsl-modules/wsl-modules-action/internal/githubapi"
 	"github.com/wsl-modules/wsl-modules-action/internal/image"
 	"github.com/wsl-modules/wsl-modules-action/internal/kbuild"
+	"github.com/wsl-modules/wsl-modules-action/internal/kmodule"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
 	"github.com/wsl-modules/wsl-modules-action/internal/modbuild"
 	"github.com/wsl-modules/wsl-modules-action/internal/modlist"
@@ -128,6 +129,14 @@ func (r *runner) assembleInto(ctx context.Context, k *kernelJob, tmp string) (*m
 		m.Kernel.Mode = ModeBuild
 	}
 	m.Kernel.ModeReason, m.Kernel.WSL = k.modeReason, wslManifest(k.wsl)
+	if st := m.Kernel.Stock; st != nil {
+		c := *st
+		c.MSI, c.KernelPath, c.ModulesPath = k.msi, "", ""
+		if k.msi == nil && k.stock != nil {
+			c.KernelPath, c.ModulesPath = k.stock.kernel, k.stock.modules
+		}
+		m.Kernel.Stock = &c
+	}
 	if err := r.moduleStatus(k, m, byName); err != nil {
 		return nil, err
 	}
@@ -147,7 +156,35 @@ func (r *runner) assembleInto(ctx context.Context, k *kernelJob, tmp string) (*m
 		r.log.Printf("%s: kernel-devel tree: %d files, %s, host programs need glibc %s", k.name, res.Devel.Files,
 			progress.Bytes(res.Devel.Bytes), res.Devel.GLIBC)
 	}
+	if err := r.autoload(m, res.Tree); err != nil {
+		return nil, fmt.Errorf("pipeline: %s: %w", k.name, err)
+	}
 	return m, nil
+}
+
+// autoload records in m the modules WSL loads at boot (autoload: in the
+// list, for WSL's loadKernelModules=), after checking that every name
+// resolves in the staged tree, as modprobe would find it.
+func (r *runner) autoload(m *manifest.Manifest, tree *modtree.Tree) error {
+	built := map[string][]string{}
+	for _, mm := range m.Modules {
+		if mm.Status == manifest.StatusOK {
+			built[mm.Name] = mm.Files
+		}
+	}
+	names := map[string]bool{}
+	for _, e := range tree.Modules {
+		names[kmodule.ModName(e.Path)] = true
+	}
+	if err := r.list.CheckAutoload(built, func(n string) bool { return names[n] }); err != nil {
+		return err
+	}
+	for i := range m.Modules {
+		if files, ok := built[m.Modules[i].Name]; ok {
+			m.Modules[i].Autoload = r.list.AutoloadNames(map[string][]string{m.Modules[i].Name: files})
+		}
+	}
+	return nil
 }
 
 // readShards loads the modules of every shard (refusing links: shard

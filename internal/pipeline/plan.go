@@ -58,6 +58,7 @@ type kernelJob struct {
 	// stock files; wsl are the WSL releases that ship the kernel.
 	mode, modeReason string
 	stock            *stockFiles
+	msi              *manifest.MSI
 	wsl              []fetch.WSLRelease
 
 	kernel       *kbuild.Kernel
@@ -225,6 +226,12 @@ func (r *runner) modulePins(ctx context.Context) ([]manifest.InputModule, error)
 	for i := range r.list.Modules {
 		m := &r.list.Modules[i]
 		im := manifest.InputModule{Name: m.Name, Kind: m.Kind(), Make: m.Make}
+		switch {
+		case m.Autoload.All:
+			im.Autoload = "all"
+		case len(m.Autoload.Names) > 0:
+			im.Autoload = strings.Join(m.Autoload.Names, ",")
+		}
 		switch m.Kind() {
 		case modlist.KindGit:
 			commit, err := resolveGitRef(ctx, m.Git, m.Ref)

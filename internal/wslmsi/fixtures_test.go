@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"github.com/wsl-modules/wsl-modules-action/internal/buildtest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -126,95 +127,23 @@ func debianModulesVHD(t *testing.T) string {
 }
 
 // msiSpec describes a WSL-shaped MSI for wixl.
-type msiSpec struct {
-	version     string // ProductVersion, e.g. 2.6.1.0
-	kernel      string // source of tools\kernel ("" leaves it out)
-	modules     string // source of the modules image ("" leaves it out)
-	modulesName string // modules.vhd (default) or artifacts.vhd
-}
+type msiSpec = buildtest.MSISpec
 
-// wslWXS is WSL's package.wix.in reduced to its folders and a few files
-// of each component, in the WiX 3 schema wixl reads.
-const wslWXS = `<?xml version="1.0" encoding="utf-8"?>
-<Wix xmlns="http://schemas.microsoft.com/wix/2006/wi">
-  <Product Id="*" Name="Windows Subsystem for Linux" Language="1033" Version="%[1]s" Manufacturer="Microsoft Corporation" UpgradeCode="6D5B792B-1EDC-4DE9-8EAD-201B820F8E82">
-    <Package InstallerVersion="500" Compressed="yes" InstallScope="perMachine"/>
-    <Media Id="1" Cabinet="cab1.cab" EmbedCab="yes"/>
-    <Directory Id="TARGETDIR" Name="SourceDir">
-      <Directory Id="ProgramFiles64Folder">
-        <Directory Id="INSTALLDIR" Name="WSL">
-          <Component Id="wsl" Guid="F0C8D6BA-1502-41E7-BF72-D93DFA134730" Win64="yes">
-            <File Id="wsl.exe" Name="wsl.exe" Source="wsl.exe" KeyPath="yes"/>
-            <File Id="wslservice.exe" Name="wslservice.exe" Source="wslservice.exe"/>
-          </Component>
-          <Directory Id="TOOLSFOLDER" Name="tools">
-            <Component Id="tools" Guid="F0C8D6BA-1502-41E7-BF72-D93DFA134733" Win64="yes">
-              <File Id="init" Name="init" Source="init" KeyPath="yes"/>
-              <File Id="bsdtar" Name="bsdtar" Source="bsdtar"/>
-%[2]s            </Component>
-          </Directory>
-          <Directory Id="LIBFOLDER" Name="lib">
-            <Component Id="directx" Guid="F0C8D6BA-1502-41E7-BF72-D93DFA134732" Win64="yes">
-              <File Id="libd3d12.so" Name="libd3d12.so" Source="libd3d12.so" KeyPath="yes"/>
-            </Component>
-          </Directory>
-        </Directory>
-      </Directory>
-    </Directory>
-    <Feature Id="Complete" Level="1"><ComponentRef Id="wsl"/><ComponentRef Id="tools"/><ComponentRef Id="directx"/></Feature>
-  </Product>
-</Wix>
-`
-
-// buildMSI runs wixl over wslWXS and returns the MSI's path.
+// buildMSI builds a WSL-shaped MSI (buildtest.WSLMSI).
 func buildMSI(t *testing.T, s msiSpec) string {
 	t.Helper()
-	dir := t.TempDir()
-	for _, n := range []string{"wsl.exe", "wslservice.exe", "init", "bsdtar", "libd3d12.so"} {
-		os.WriteFile(filepath.Join(dir, n), []byte("stand-in for WSL's "+n+"\n"), 0o644)
+	if s.ModulesName == "" && s.Modules != "" {
+		s.ModulesName = ModulesVHD
 	}
-	var files strings.Builder
-	if s.kernel != "" {
-		stage(t, s.kernel, filepath.Join(dir, "src-kernel"))
-		fmt.Fprintf(&files, "              <File Id=\"kernel\" Name=\"kernel\" Source=\"src-kernel\"/>\n")
-	}
-	if s.modules != "" {
-		name := s.modulesName
-		if name == "" {
-			name = ModulesVHD
-		}
-		stage(t, s.modules, filepath.Join(dir, "src-modules"))
-		fmt.Fprintf(&files, "              <File Id=%q Name=%q Source=\"src-modules\"/>\n", name, name)
-	}
-	if s.version == "" {
-		s.version = "2.6.1.0"
-	}
-	wxs := filepath.Join(dir, "package.wxs")
-	os.WriteFile(wxs, []byte(fmt.Sprintf(wslWXS, s.version, files.String())), 0o644)
-	out := filepath.Join(dir, "wsl."+s.version+".x64.msi")
-	cmd := exec.Command(testenv.Tool(t, "wixl"), "-a", "x64", "-o", out, wxs)
-	cmd.Dir = dir
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("wixl: %v\n%s", err, b)
-	}
-	return out
+	return buildtest.WSLMSI(t, s)
 }
 
 // stockMSI is the MSZIP MSI over Debian's kernel and the modules VHD.
 func stockMSI(t *testing.T) string {
 	k, m := debianKernel(t), debianModulesVHD(t)
 	return fixture(t, "wsl.2.6.1.0.x64.msi", func(t *testing.T, out string) {
-		copyFile(t, buildMSI(t, msiSpec{kernel: k, modules: m}), out)
+		copyFile(t, buildMSI(t, msiSpec{Kernel: k, Modules: m}), out)
 	})
-}
-
-// stage links (or copies) a source file into wixl's directory: wixl
-// takes only relative Source paths.
-func stage(t *testing.T, from, to string) {
-	t.Helper()
-	if os.Link(from, to) != nil {
-		copyFile(t, from, to)
-	}
 }
 
 func copyFile(t *testing.T, from, to string) {
@@ -275,11 +204,11 @@ func lzxMSI(t *testing.T) (msi, kernel, modules string) {
 			if name == "" {
 				name = e
 			}
-			stage(t, filepath.Join(members, e), filepath.Join(dir, "src-"+e))
+			copyFile(t, filepath.Join(members, e), filepath.Join(dir, "src-"+e))
 			fmt.Fprintf(&files, "              <File Id=%q Name=%q Source=%q/>\n", e, name, "src-"+e)
 		}
 		wxs := filepath.Join(dir, "p.wxs")
-		os.WriteFile(wxs, []byte(fmt.Sprintf(wslWXS, "2.5.9.0", files.String())), 0o644)
+		os.WriteFile(wxs, []byte(fmt.Sprintf(buildtest.WSLWXS, "2.5.9.0", files.String())), 0o644)
 		for _, n := range []string{"wsl.exe", "wslservice.exe", "init", "bsdtar", "libd3d12.so"} {
 			os.WriteFile(filepath.Join(dir, n), []byte("stand-in\n"), 0o644)
 		}

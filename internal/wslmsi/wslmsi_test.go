@@ -117,7 +117,7 @@ func TestOpenLZX(t *testing.T) {
 
 // Builds with the nested layout ship artifacts.vhd.
 func TestOpenArtifactsVHD(t *testing.T) {
-	msi := buildMSI(t, msiSpec{version: "2.9.8.0", kernel: debianKernel(t), modules: debianModulesVHD(t), modulesName: ArtifactsVHD})
+	msi := buildMSI(t, msiSpec{Version: "2.9.8.0", Kernel: debianKernel(t), Modules: debianModulesVHD(t), ModulesName: ArtifactsVHD})
 	st, err := Open(context.Background(), msi, t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -140,7 +140,7 @@ func TestOpenBadInputs(t *testing.T) {
 		return p
 	}
 	noFiles := buildMSI(t, msiSpec{})
-	kernelOnly := buildMSI(t, msiSpec{kernel: debianKernel(t)})
+	kernelOnly := buildMSI(t, msiSpec{Kernel: debianKernel(t)})
 	cases := []struct{ name, msi, want string }{
 		{"text file", text, "is not an MSI (no compound file signature"},
 		{"empty file", trunc(0), "is not an MSI"},
@@ -212,7 +212,7 @@ func TestOpenBuiltKernel(t *testing.T) {
 	k := buildtest.TestKernel(t)
 	vhd := filepath.Join(t.TempDir(), ModulesVHD)
 	makeVHD(t, k.ModulesDir(), vhd)
-	msi := buildMSI(t, msiSpec{version: "2.7.9.0", kernel: k.Image(), modules: vhd})
+	msi := buildMSI(t, msiSpec{Version: "2.7.9.0", Kernel: k.Image(), Modules: vhd})
 	st, err := Open(context.Background(), msi, t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
