@@ -91,7 +91,7 @@ var (
 	usesOutputs = map[string][]string{"actions/cache/restore": {"cache-hit", "cache-primary-key", "cache-matched-key"},
 		"actions/setup-go": {"go-version", "cache-hit"}}
 	githubCtx = map[string]bool{"action_path": true, "token": true, "workspace": true, "repository": true, "sha": true,
-		"ref": true, "event_name": true, "run_id": true, "server_url": true, "api_url": true, "action_ref": true}
+		"ref": true, "event_name": true, "run_id": true, "run_attempt": true, "server_url": true, "api_url": true, "action_ref": true}
 	runnerCtx = map[string]bool{"temp": true, "os": true, "arch": true, "tool_cache": true, "name": true}
 )
 
@@ -311,7 +311,7 @@ func checkInputEnv(where string, s step, a action) {
 }
 
 // checkToken: the token only in steps that run no build stage of the
-// binary (INPUT_STAGE unset, or literally plan or package): build code
+// binary (INPUT_STAGE unset, or literally plan, fetch or package): build code
 // must not find it in its ancestors' environment.
 func checkToken(where string, s step) {
 	has := s.Env["INPUT_TOKEN"] != ""
@@ -319,7 +319,7 @@ func checkToken(where string, s step) {
 		has = has || strings.Contains(v, "inputs.token")
 	}
 	stage, set := s.Env["INPUT_STAGE"]
-	if has && set && stage != "plan" && stage != "package" {
+	if has && set && stage != "plan" && stage != "fetch" && stage != "package" {
 		finding("%s: has the token but runs stage %q (build code)", where, stage)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/sethvargo/go-githubactions"
+	"github.com/wsl-modules/wsl-modules-action/internal/fetch"
 	"github.com/wsl-modules/wsl-modules-action/internal/pipeline"
 	"github.com/wsl-modules/wsl-modules-action/internal/runenv"
 )
@@ -64,7 +65,8 @@ func Options(a *githubactions.Action, getenv func(string) string) (pipeline.Opti
 		ModulesFile:   abs(in("modules", ".github/wsl-modules.yml")),
 		KernelRepo:    in("kernel-repo", ""),
 		KernelSource:  in("kernel-source", ""),
-		Track:         in("track", "latest"),
+		Track:         in("track", fetch.TrackWSL),
+		KernelMode:    in("kernel-mode", ""),
 		Arch:          in("arch", ""),
 		ConfigFile:    abs(in("config", "")),
 		Layout:        in("layout", "flat"),

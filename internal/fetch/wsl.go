@@ -86,6 +86,10 @@ type WSLOptions struct {
 	// Log receives warnings (releases whose kernel is unknown) and debug
 	// lines (requests saved by the cache).
 	Log *progress.Reporter
+	// Offline answers from CacheFile alone, without any request (a later
+	// stage of a run whose plan listed the releases); it is an error when
+	// there is no usable cache.
+	Offline bool
 }
 
 // WSLReleases lists the releases of the WSL repository (100 per page,
@@ -122,6 +126,12 @@ func WSLReleases(ctx context.Context, c *githubapi.Client, o WSLOptions) ([]WSLR
 	}
 	l := &wslLister{c: c, o: o, owner: owner, name: name}
 	cache := loadWSLCache(o)
+	if o.Offline {
+		if cache == nil {
+			return nil, fmt.Errorf("fetch: no WSL release cache %q to answer from without requests", o.CacheFile)
+		}
+		return l.result(cache.Releases), nil
+	}
 	rels, etag, err := l.list(ctx, cache)
 	if err != nil {
 		return nil, err

@@ -119,6 +119,30 @@ func (r *runner) ensureKernel(ctx context.Context, k *kernelJob) error {
 	return nil
 }
 
+// prefetch fetches what k's kernel stage needs from GitHub, unless its
+// kernel.json names a valid entry: the tag's source, and in stock mode the
+// stock files (the WSL installer downloaded and extracted into the cache).
+func (r *runner) prefetch(ctx context.Context, k *kernelJob) error {
+	if b, err := os.ReadFile(filepath.Join(k.dir, KernelFile)); err == nil {
+		var rec kernelRecord
+		if json.Unmarshal(b, &rec) == nil && rec.Inputs == r.kernelInputs(k) {
+			if _, err := r.openEntry(ctx, rec.Key); err == nil {
+				return nil
+			}
+		}
+	}
+	if k.local == "" {
+		if _, _, err := r.fetchKernel(ctx, k); err != nil {
+			return err
+		}
+	}
+	if k.mode == ModeStock {
+		_, _, _, err := r.stockPaths(ctx, k)
+		return err
+	}
+	return nil
+}
+
 // openEntry opens the kernel cache entry of key and verifies its content:
 // the entry may have been restored from a cache that build code could
 // write to.

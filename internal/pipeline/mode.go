@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -34,8 +35,10 @@ type stockFiles struct {
 	pin string
 }
 
-// wslFile is where the WSL release mapping is kept between runs: in the
-// cache directory, which action.yml restores.
+// wslFile is where the WSL release mapping (with its ETag) is kept
+// between runs, in the work directory: action.yml restores and saves it
+// around the plan step, and later stages and scale-out jobs read the
+// plan's copy without any request.
 const wslFile = "wsl-releases.json"
 
 // kernelMode is the mode asked for: the option, else the module list's,
@@ -60,7 +63,15 @@ func (r *runner) wslReleases(ctx context.Context) ([]fetch.WSLRelease, error) {
 	if err != nil {
 		return nil, err
 	}
-	rels, err := fetch.WSLReleases(ctx, c, fetch.WSLOptions{Repo: r.o.WSLRepo, CacheFile: filepath.Join(r.o.CacheDir, wslFile), Log: r.log})
+	o := fetch.WSLOptions{Repo: r.o.WSLRepo, CacheFile: filepath.Join(r.o.WorkDir, wslFile), Log: r.log}
+	// Stages after the plan decide as the plan did, from the mapping it
+	// listed: no request (the build stage runs without the token).
+	if r.o.Stage == StageKernel || r.o.Stage == StageModules || r.o.Stage == StagePackage {
+		if _, err := os.Stat(o.CacheFile); err == nil {
+			o.Offline = true
+		}
+	}
+	rels, err := fetch.WSLReleases(ctx, c, o)
 	if err != nil {
 		r.wslFailed = fmt.Errorf("pipeline: %w", err)
 		return nil, r.wslFailed

@@ -48,7 +48,12 @@ const (
 	StageKernel  = "kernel"
 	StageModules = "modules"
 	StagePackage = "package"
-	StageAll     = "all"
+	// StageFetch fetches what the kernel stage needs from GitHub (the
+	// kernel source; in stock mode Microsoft's files from the WSL
+	// installer) and builds nothing: the step that holds the token runs
+	// it, so the build step needs no API.
+	StageFetch = "fetch"
+	StageAll   = "all"
 )
 
 // Headers settings: what kernel headers the image carries.
@@ -260,9 +265,9 @@ func newRunner(o Options) (*runner, error) {
 		o.Stage = StageAll
 	}
 	switch o.Stage {
-	case StagePlan, StageKernel, StageModules, StagePackage, StageAll:
+	case StagePlan, StageFetch, StageKernel, StageModules, StagePackage, StageAll:
 	default:
-		return nil, fmt.Errorf("pipeline: stage %q: want plan, kernel, modules, package or all", o.Stage)
+		return nil, fmt.Errorf("pipeline: stage %q: want plan, fetch, kernel, modules, package or all", o.Stage)
 	}
 	if o.Layout == "" {
 		o.Layout = "flat"
@@ -439,6 +444,9 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 func (r *runner) runKernel(ctx context.Context, k *kernelJob) error {
 	if err := os.MkdirAll(k.dir, 0o755); err != nil {
 		return fmt.Errorf("pipeline: %w", err)
+	}
+	if r.o.Stage == StageFetch {
+		return r.stage(k, "fetch", func() error { return r.prefetch(ctx, k) })
 	}
 	if err := r.ensureKernel(ctx, k); err != nil {
 		return err
