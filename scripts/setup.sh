@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-time setup of a Debian 12 machine for wsl-modules-action: the kernel
 # build dependencies, the independent checkers used by the tests (qemu-img,
-# e2fsprogs, kmod, qemu-system-x86, busybox, dkms) and the real test corpora,
+# e2fsprogs, kmod, qemu-system-x86, busybox, dkms) and the real test corpora
+# (Debian's module tree, kernel source and DKMS packages),
 # cached in $WSLMOD_TEST_CACHE (default /var/cache/wsl-modules-ci).
 # Idempotent: a second run only checks that everything is present.
 set -euo pipefail
@@ -15,8 +16,14 @@ pkgs=(
   # kernel and module builds
   build-essential flex bison bc libelf-dev libssl-dev dwarves cpio rsync
   xz-utils zstd git ca-certificates python3
-  # real inputs: kernel source and a DKMS package
-  linux-source-6.12 v4l2loopback-dkms dkms
+  # real inputs: kernel source and DKMS with the corpus of Debian *-dkms
+  # packages that internal/modbuild builds both ways (TestDKMSCorpus);
+  # openrazer-driver-dkms is left out (it pulls in udev and a systemd upgrade)
+  linux-source-6.12 dkms patch
+  acpi-call-dkms apfs-dkms bbswitch-dkms ddcci-dkms dm-writeboost-dkms evdi-dkms
+  gost-crypto-dkms iptables-netflow-dkms jool-dkms lime-forensics-dkms nat-rtsp-dkms
+  openvpn-dco-dkms rapiddisk-dkms tp-smapi-dkms v4l2loopback-dkms vpoll-dkms
+  xtables-addons-dkms
   # independent checkers and the boot test
   kmod e2fsprogs qemu-utils qemu-system-x86 busybox-static
   # arm64 kernel-devel trees: host programs cross-built for aarch64 (internal/devel)

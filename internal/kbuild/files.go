@@ -1,7 +1,6 @@
 package kbuild
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -40,14 +39,6 @@ func DirSize(dir string) (int64, error) {
 		return nil
 	})
 	return n, err
-}
-
-// CopyTree copies the tree at from to to (which must not exist), keeping
-// symlinks and file modes: atomicfile.CopyTree, the one tree copier.
-//
-// Deprecated: call atomicfile.CopyTree.
-func CopyTree(from, to string) error {
-	return atomicfile.CopyTree(context.Background(), from, to, atomicfile.CopyOptions{})
 }
 
 // CopyDevel is the fallback for kernels without

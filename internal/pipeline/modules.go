@@ -236,7 +236,7 @@ func readShard(dir string) (*shardRecord, error) {
 // report makes the hook's view of a module build.
 func (r *runner) report(k *kernelJob, m shardModule, logPath string) ModuleReport {
 	rep := ModuleReport{Kernel: k.name, Module: m.Module, LogPath: logPath, Bytes: m.Bytes, Tail: m.Tail,
-		BuildDir: filepath.Join(k.dir, "modwork", m.Name)}
+		BuildDir: modbuild.BuildDir(filepath.Join(k.dir, "modwork"), m.Name)}
 	for j := range r.list.Modules {
 		lm := &r.list.Modules[j]
 		if lm.Name != m.Name {
