@@ -63,6 +63,8 @@ func Options(a *githubactions.Action, getenv func(string) string) (pipeline.Opti
 	}
 	o := pipeline.Options{
 		ModulesFile:   abs(in("modules", ".github/wsl-modules.yml")),
+		ModulesRoot:   workspace,
+		ActionMode:    true,
 		KernelRepo:    in("kernel-repo", ""),
 		KernelSource:  in("kernel-source", ""),
 		Track:         in("track", fetch.TrackWSL),

@@ -21,8 +21,9 @@ modules:
   - name: apfs
     url: https://example.org/apfs-0.3.tar.gz
     sha256: 0123456789abcdef0123456789abcdef0123456789abcdef0123456789ABCDEF
-    make: [ "KVER={{.KernelRelease}}", "ARCH={{.Arch}}" ]
+    make: [ "KVER={{.KernelRelease}}", "ARCH={{ .Arch }}" ]
     depends: [ mydriver ]
+    autoload: [ apfs ]
 `
 
 func TestParseGood(t *testing.T) {
@@ -58,6 +59,12 @@ func TestParseGood(t *testing.T) {
 	if err != nil || strings.Join(args, " ") != "KVER=6.12.117-microsoft-standard-WSL2 ARCH=x86_64" {
 		t.Errorf("MakeArgs = %q, %v", args, err)
 	}
+	if al := a.Autoload; al.All || len(al.Names) != 1 || al.Names[0] != "apfs" || al.NamePos[0] != (Pos{16, 17}) {
+		t.Errorf("autoload = %+v", al)
+	}
+	if l.Modules[0].Autoload.Enabled() {
+		t.Errorf("autoload enabled without the field")
+	}
 }
 
 func TestParseBad(t *testing.T) {
@@ -73,10 +80,22 @@ func TestParseBad(t *testing.T) {
 		{"url without sha", "modules:\n  - name: a\n    url: https://x/a.tgz\n", "modules[0].sha256: a url source needs sha256"},
 		{"unsafe name", "modules:\n  - name: ../x\n    path: a\n", `x.yml:2:11: modules[0].name: "../x" is not a safe name`},
 		{"duplicate name", "modules:\n  - name: a\n    path: a\n  - name: a\n    path: b\n", `x.yml:4:11: modules[1].name: duplicate module name "a"`},
-		{"escaping path", "modules:\n  - name: a\n    path: ../../etc\n", `modules[0].path: "../../etc" must be a relative path`},
 		{"unknown depends", "modules:\n  - name: a\n    path: a\n    depends: [b]\n", `x.yml:4:15: modules[0].depends[0]: "b" is not a listed module`},
-		{"bad template", "modules:\n  - name: a\n    path: a\n    make: [\"X={{.Nope}}\"]\n", "modules[0].make[0]:"},
+		{"bad template", "modules:\n  - name: a\n    path: a\n    make: [\"X={{.Nope}}\"]\n", "x.yml:4:12: modules[0].make[0]: {{.Nope}}: only {{.KernelRelease}}, {{.Arch}} and {{.KernelDir}} may be substituted"},
+		{"template range", "modules:\n  - name: a\n    path: a\n    make:\n      - \"{{range 200000000}}{{end}}\"\n", "x.yml:5:9: modules[0].make[0]: {{range 200000000}}: only"},
+		{"template printf", "modules:\n  - name: a\n    path: a\n    make: ['{{printf \"%0999999999d\" 1}}']\n", "x.yml:4:12: modules[0].make[0]: {{printf"},
+		{"template pipeline", "modules:\n  - name: a\n    path: a\n    make: [\"{{.Arch | len}}\"]\n", "modules[0].make[0]: {{.Arch | len}}: only"},
+		{"template unclosed", "modules:\n  - name: a\n    path: a\n    make: [\"K={{.Arch\"]\n", "modules[0].make[0]: unclosed {{"},
+		{"template second arg", "modules:\n  - name: a\n    path: a\n    make: [ok, \"{{.X}}\"]\n", "x.yml:4:16: modules[0].make[1]: {{.X}}"},
+		{"autoload string", "modules:\n  - name: a\n    path: a\n    autoload: yes-please\n", "x.yml:4:15: modules[0].autoload: want true, false or a list of module names, got yes-please"},
+		{"autoload empty", "modules:\n  - name: a\n    path: a\n    autoload: []\n", "x.yml:4:15: modules[0].autoload: an empty list"},
+		{"autoload ko", "modules:\n  - name: a\n    path: a\n    autoload: [a, b.ko]\n", `x.yml:4:19: modules[0].autoload[1]: "b.ko": a module name, without .ko`},
+		{"autoload bad name", "modules:\n  - name: a\n    path: a\n    autoload: [\"a,b\"]\n", `x.yml:4:16: modules[0].autoload[0]: "a,b" is not a module name`},
+		{"autoload twice", "modules:\n  - name: a\n    path: a\n    autoload:\n      - ddcci-backlight\n      - ddcci_backlight\n", `x.yml:6:9: modules[0].autoload[1]: "ddcci_backlight" is listed twice (also autoload[0])`},
+		{"autoload map", "modules:\n  - name: a\n    path: a\n    autoload: {x: 1}\n", "x.yml:4:15: modules[0].autoload: want true, false or a list"},
+		{"autoload number", "modules:\n  - name: a\n    path: a\n    autoload: [1]\n", "modules[0].autoload: want module names, got 1"},
 		{"type", "modules: 3\n", "x.yml:1:10:"},
+		{"tag", "modules:\n  - name: a\n    path: a\n    make: !000\n0\n", "x.yml:4:11: YAML tags such as !000 are not supported"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse("x.yml", []byte(tc.in))

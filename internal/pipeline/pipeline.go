@@ -70,6 +70,12 @@ const LocalName = "local"
 type Options struct {
 	// ModulesFile is the module list (wsl-modules.yml).
 	ModulesFile string
+	// ModulesRoot is the repository the list's path: sources must stay
+	// in (default: the git top level of the list's directory).
+	ModulesRoot string
+	// ActionMode is set when running as the GitHub Action: absolute
+	// path: sources must then be inside ModulesRoot too.
+	ActionMode bool
 	// KernelRepo is the repository whose tags are kernels (default
 	// fetch.DefaultRepo).
 	KernelRepo string
@@ -350,7 +356,7 @@ func newRunner(o Options) (*runner, error) {
 	if o.ModulesFile == "" {
 		return nil, errors.New("pipeline: no module list (modules)")
 	}
-	list, err := modlist.Load(o.ModulesFile)
+	list, err := modlist.LoadWith(o.ModulesFile, modlist.LoadOptions{Root: o.ModulesRoot, ActionMode: o.ActionMode})
 	if err != nil {
 		return nil, err
 	}
