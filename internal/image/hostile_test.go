@@ -17,7 +17,7 @@ import (
 	"testing"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/image/ext4img"
-	"github.com/wsl-modules/wsl-modules-action/internal/image/internal/memlimit"
+	"github.com/wsl-modules/wsl-modules-action/internal/testenv/memlimit"
 	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
 )
 

@@ -305,129 +305,186 @@ func Open(p string) (*Pack, error) {
 // whose bytes do not match pack.json, and metadata that does not match the
 // modules' content.
 func Read(r io.Reader, name string) (*Pack, error) {
-	fail := func(format string, a ...any) error {
-		return fmt.Errorf("pack: %s: %s: %w", name, fmt.Sprintf(format, a...), ErrCorrupt)
-	}
 	zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxPackBytes))
 	if err != nil {
-		return nil, fail("zstd: %v", err)
+		return nil, corrupt(name, "zstd: %v", err)
 	}
 	defer zr.Close()
-	tr := tar.NewReader(io.LimitReader(zr, maxPackBytes))
-	var metaBytes []byte
-	files := map[string][]byte{}
+	return readTar(io.LimitReader(zr, maxPackBytes), name)
+}
+
+// corrupt is the error for a malformed pack.
+func corrupt(name, format string, a ...any) error {
+	return fmt.Errorf("pack: %s: %s: %w", name, fmt.Sprintf(format, a...), ErrCorrupt)
+}
+
+// readTar reads and verifies the uncompressed tar stream of a pack.
+func readTar(r io.Reader, name string) (*Pack, error) {
+	metaBytes, files, err := readEntries(r, name)
+	if err != nil {
+		return nil, err
+	}
+	meta, err := decodeMeta(metaBytes, name)
+	if err != nil {
+		return nil, err
+	}
+	pk := &Pack{Meta: *meta, Source: name, Files: map[string][]byte{}, Parsed: map[string]*kmodule.Module{}}
+	if err := pk.verifyModules(files); err != nil {
+		return nil, err
+	}
+	for extra := range files {
+		return nil, corrupt(name, "entry %q is not listed in %s", extra, MetaFile)
+	}
+	return pk, nil
+}
+
+// readEntries reads the archive's regular files, each bounded, refusing
+// absolute and escaping names, links, devices and duplicates.
+func readEntries(r io.Reader, name string) (metaBytes []byte, files map[string][]byte, err error) {
+	tr := tar.NewReader(r)
+	files = map[string][]byte{}
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return nil, fail("reading archive: %v", err)
+			return nil, nil, corrupt(name, "reading archive: %v", err)
 		}
-		n := h.Name
-		if strings.HasPrefix(n, "/") || strings.Contains(n, "\\") {
-			return nil, fail("entry %q: absolute path", n)
-		}
-		for _, part := range strings.Split(n, "/") {
-			if part == ".." {
-				return nil, fail("entry %q: path traversal", n)
-			}
-		}
-		n = path.Clean(n)
-		switch h.Typeflag {
-		case tar.TypeDir:
-			continue
-		case tar.TypeReg:
-		default:
-			return nil, fail("entry %q: only regular files and directories are allowed", h.Name)
-		}
-		if h.Size > maxEntryBytes {
-			return nil, fail("entry %q: %d bytes, more than the %d a module may have", n, h.Size, int64(maxEntryBytes))
-		}
-		data, err := io.ReadAll(io.LimitReader(tr, maxEntryBytes+1))
+		n, err := entryName(h, name)
 		if err != nil {
-			return nil, fail("%s: %v", n, err)
+			return nil, nil, err
 		}
-		if len(data) > maxEntryBytes {
-			return nil, fail("entry %q: more than %d bytes", n, int64(maxEntryBytes))
+		if h.Typeflag == tar.TypeDir {
+			continue
+		}
+		data, err := readEntry(tr, h, n, name)
+		if err != nil {
+			return nil, nil, err
 		}
 		if n == MetaFile {
 			metaBytes = data
 			continue
 		}
 		if _, dup := files[n]; dup {
-			return nil, fail("duplicate entry %q", n)
+			return nil, nil, corrupt(name, "duplicate entry %q", n)
 		}
 		files[n] = data
 	}
 	if metaBytes == nil {
-		return nil, fail("no %s", MetaFile)
+		return nil, nil, corrupt(name, "no %s", MetaFile)
 	}
+	return metaBytes, files, nil
+}
+
+// entryName checks an entry's name and type and returns the clean name.
+func entryName(h *tar.Header, name string) (string, error) {
+	n := h.Name
+	if strings.HasPrefix(n, "/") || strings.Contains(n, "\\") {
+		return "", corrupt(name, "entry %q: absolute path", n)
+	}
+	for _, part := range strings.Split(n, "/") {
+		if part == ".." {
+			return "", corrupt(name, "entry %q: path traversal", n)
+		}
+	}
+	if h.Typeflag != tar.TypeDir && h.Typeflag != tar.TypeReg {
+		return "", corrupt(name, "entry %q: only regular files and directories are allowed", h.Name)
+	}
+	return path.Clean(n), nil
+}
+
+// readEntry reads one file entry of at most maxEntryBytes.
+func readEntry(tr *tar.Reader, h *tar.Header, n, name string) ([]byte, error) {
+	if h.Size > maxEntryBytes {
+		return nil, corrupt(name, "entry %q: %d bytes, more than the %d a module may have", n, h.Size, int64(maxEntryBytes))
+	}
+	data, err := io.ReadAll(io.LimitReader(tr, maxEntryBytes+1))
+	if err != nil {
+		return nil, corrupt(name, "%s: %v", n, err)
+	}
+	if len(data) > maxEntryBytes {
+		return nil, corrupt(name, "entry %q: more than %d bytes", n, int64(maxEntryBytes))
+	}
+	return data, nil
+}
+
+// decodeMeta decodes and checks pack.json.
+func decodeMeta(b []byte, name string) (*Meta, error) {
 	var meta Meta
-	dec := json.NewDecoder(bytes.NewReader(metaBytes))
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&meta); err != nil {
-		return nil, fail("%s: %v", MetaFile, err)
+		return nil, corrupt(name, "%s: %v", MetaFile, err)
 	}
-	if meta.Format != FormatVersion {
-		return nil, fail("%s: format %d, want %d", MetaFile, meta.Format, FormatVersion)
+	switch {
+	case meta.Format != FormatVersion:
+		return nil, corrupt(name, "%s: format %d, want %d", MetaFile, meta.Format, FormatVersion)
+	case !ValidName(meta.Name):
+		return nil, corrupt(name, "%s: invalid name %q", MetaFile, meta.Name)
+	case meta.KernelRelease == "" || meta.Arch == "":
+		return nil, corrupt(name, "%s: kernel_release and arch are required", MetaFile)
+	case len(meta.Modules) == 0:
+		return nil, corrupt(name, "%s: no modules", MetaFile)
 	}
-	if !ValidName(meta.Name) {
-		return nil, fail("%s: invalid name %q", MetaFile, meta.Name)
-	}
-	if meta.KernelRelease == "" || meta.Arch == "" {
-		return nil, fail("%s: kernel_release and arch are required", MetaFile)
-	}
-	if len(meta.Modules) == 0 {
-		return nil, fail("%s: no modules", MetaFile)
-	}
-	pk := &Pack{Meta: meta, Source: name, Files: map[string][]byte{}, Parsed: map[string]*kmodule.Module{}}
+	return &meta, nil
+}
+
+// verifyModules moves every module pack.json lists from files into pk,
+// checking its bytes against the listed sha256 before parsing, then its
+// parsed metadata against pack.json.
+func (pk *Pack) verifyModules(files map[string][]byte) error {
+	meta, name := &pk.Meta, pk.Source
 	names := map[string]string{}
 	for i, md := range meta.Modules {
 		if !strings.HasPrefix(md.File, meta.Name+"/") || path.Clean(md.File) != md.File || !kmodule.IsModulePath(md.File) {
-			return nil, fail("%s: modules[%d].file %q is not a module under %s/", MetaFile, i, md.File, meta.Name)
+			return corrupt(name, "%s: modules[%d].file %q is not a module under %s/", MetaFile, i, md.File, meta.Name)
 		}
 		data, ok := files[md.File]
 		if !ok {
-			return nil, fail("%s: modules[%d].file %q is missing from the archive", MetaFile, i, md.File)
+			return corrupt(name, "%s: modules[%d].file %q is missing from the archive", MetaFile, i, md.File)
 		}
 		delete(files, md.File)
 		// The bytes must be the ones pack.json lists before anything
 		// parses (and decompresses) them.
 		if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != md.SHA256 {
-			return nil, fail("%s: sha256 %x, pack.json says %s", md.File, sum, md.SHA256)
+			return corrupt(name, "%s: sha256 %x, pack.json says %s", md.File, sum, md.SHA256)
 		}
-		got, m, err := Describe(md.File, data)
+		m, err := checkModule(md, data, meta.Arch)
 		if err != nil {
-			return nil, fail("%v", err)
-		}
-		if got.SHA256 != md.SHA256 {
-			return nil, fail("%s: sha256 %s, pack.json says %s", md.File, got.SHA256, md.SHA256)
-		}
-		if got.Name != md.Name || got.Vermagic != md.Vermagic {
-			return nil, fail("%s: name/vermagic %q/%q, pack.json says %q/%q", md.File, got.Name, got.Vermagic, md.Name, md.Vermagic)
-		}
-		if got.SrcVersion != md.SrcVersion {
-			return nil, fail("%s: srcversion %q, pack.json says %q", md.File, got.SrcVersion, md.SrcVersion)
-		}
-		if d := diffSymbols(got.Exports, md.Exports); d != "" {
-			return nil, fail("%s: exports differ from pack.json: %s", md.File, d)
-		}
-		if d := diffSymbols(got.Needs, md.Needs); d != "" {
-			return nil, fail("%s: needs differ from pack.json: %s", md.File, d)
+			return corrupt(name, "%v", err)
 		}
 		if prev, dup := names[md.Name]; dup {
-			return nil, fail("%s: module %s is also %s", md.File, md.Name, prev)
+			return corrupt(name, "%s: module %s is also %s", md.File, md.Name, prev)
 		}
 		names[md.Name] = md.File
-		if ArchOf(m.Machine) != meta.Arch {
-			return nil, fail("%s: module is %s, pack.json says %s", md.File, ArchOf(m.Machine), meta.Arch)
-		}
 		pk.Files[md.File] = data
 		pk.Parsed[md.File] = m
 	}
-	for extra := range files {
-		return nil, fail("entry %q is not listed in %s", extra, MetaFile)
+	return nil
+}
+
+// checkModule parses a module and compares it with its pack.json entry.
+func checkModule(md Module, data []byte, arch string) (*kmodule.Module, error) {
+	got, m, err := Describe(md.File, data)
+	if err != nil {
+		return nil, err
 	}
-	return pk, nil
+	switch {
+	case got.SHA256 != md.SHA256:
+		return nil, fmt.Errorf("%s: sha256 %s, pack.json says %s", md.File, got.SHA256, md.SHA256)
+	case got.Name != md.Name || got.Vermagic != md.Vermagic:
+		return nil, fmt.Errorf("%s: name/vermagic %q/%q, pack.json says %q/%q", md.File, got.Name, got.Vermagic, md.Name, md.Vermagic)
+	case got.SrcVersion != md.SrcVersion:
+		return nil, fmt.Errorf("%s: srcversion %q, pack.json says %q", md.File, got.SrcVersion, md.SrcVersion)
+	case ArchOf(m.Machine) != arch:
+		return nil, fmt.Errorf("%s: module is %s, pack.json says %s", md.File, ArchOf(m.Machine), arch)
+	}
+	if d := diffSymbols(got.Exports, md.Exports); d != "" {
+		return nil, fmt.Errorf("%s: exports differ from pack.json: %s", md.File, d)
+	}
+	if d := diffSymbols(got.Needs, md.Needs); d != "" {
+		return nil, fmt.Errorf("%s: needs differ from pack.json: %s", md.File, d)
+	}
+	return m, nil
 }

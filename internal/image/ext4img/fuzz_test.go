@@ -12,7 +12,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/wsl-modules/wsl-modules-action/internal/image/internal/memlimit"
+	"github.com/wsl-modules/wsl-modules-action/internal/testenv/memlimit"
 	"github.com/wsl-modules/wsl-modules-action/internal/image/internal/sparse"
 )
 

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/wsl-modules/wsl-modules-action/internal/image/internal/memlimit"
+	"github.com/wsl-modules/wsl-modules-action/internal/testenv/memlimit"
 	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
 )
 

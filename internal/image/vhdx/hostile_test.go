@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/wsl-modules/wsl-modules-action/internal/image/internal/memlimit"
+	"github.com/wsl-modules/wsl-modules-action/internal/testenv/memlimit"
 )
 
 // TestQemuMade reads VHDX files made by qemu-img convert (dynamic with 8
