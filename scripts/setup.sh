@@ -16,6 +16,8 @@ pkgs=(
   # kernel and module builds
   build-essential flex bison bc libelf-dev libssl-dev dwarves cpio rsync
   xz-utils zstd git ca-certificates python3
+  # the other kernel payload compressions internal/kimage reads
+  bzip2 lz4
   # real inputs: kernel source and DKMS with the corpus of Debian *-dkms
   # packages that internal/modbuild builds both ways (TestDKMSCorpus);
   # openrazer-driver-dkms is left out (it pulls in udev and a systemd upgrade)
@@ -26,6 +28,8 @@ pkgs=(
   xtables-addons-dkms
   # independent checkers and the boot test
   kmod e2fsprogs qemu-utils qemu-system-x86 busybox-static
+  # the Actions lint (scripts/lint-actions.sh) checks run: scripts with it
+  shellcheck
   # arm64 kernel-devel trees: host programs cross-built for aarch64 (internal/devel)
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross
   # running those aarch64 host programs in the tests (qemu-aarch64)

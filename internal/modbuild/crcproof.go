@@ -97,13 +97,14 @@ func (r *ModuleResult) warn(msg string) {
 	appendLog(r.LogPath, "==> WARNING: "+msg)
 }
 
-// progressWriter passes a tool's log lines to the progress reporter.
+// progressWriter passes symcrc's log lines (which name symcrc) to the
+// progress reporter.
 type progressWriter struct{ o ModulesOptions }
 
 func (w progressWriter) Write(p []byte) (int, error) {
 	for _, l := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
 		if l != "" {
-			w.o.Progress.Printf("symcrc: %s", l)
+			w.o.Progress.Printf("%s", l)
 		}
 	}
 	return len(p), nil

@@ -109,3 +109,76 @@ func TestStockModeEndToEnd(t *testing.T) {
 		t.Errorf("boot: uname -r %q, loaded %v, failed %v\n%s", boot.Release, boot.Loaded, boot.Failed, boot.Console)
 	}
 }
+
+// TestStockModeWrongConfig prepares the source with a config that is not
+// the stock kernel's, though it gives the same uname -r and vermagic
+// (CONFIG_DEBUG_SPINLOCK=y changes struct mutex and every structure that
+// holds one). The modules build and link against the stock
+// Module.symvers, so only the CRC proof can tell. Both modules fail, as
+// the kernel's loader would refuse them: the one calling mutex_lock names
+// mutex_lock with both CRCs; the one using only unchanged interfaces
+// (kfree, printk) names module_layout, which every module imports and
+// whose CRC covers struct module (with its mutexes). Kernel CRCs that do
+// not depend on the option (kfree) are proven all the same.
+func TestStockModeWrongConfig(t *testing.T) {
+	if testing.Short() {
+		t.Skip("prepares a kernel tree")
+	}
+	ws := t.TempDir()
+	cfg, err := os.ReadFile(buildtest.ConfigFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong := filepath.Join(ws, "config-wrong")
+	cfg = []byte(strings.Replace(string(cfg), "# CONFIG_DEBUG_SPINLOCK is not set", "CONFIG_DEBUG_SPINLOCK=y", 1))
+	writeFile(t, wrong, string(cfg))
+	writeFile(t, filepath.Join(ws, "locker", "Kbuild"), "obj-m := locker.o\n")
+	writeFile(t, filepath.Join(ws, "locker", "locker.c"), `#include <linux/module.h>
+#include <linux/mutex.h>
+static DEFINE_MUTEX(lock);
+static int __init locker_init(void) { mutex_lock(&lock); mutex_unlock(&lock); return 0; }
+module_init(locker_init);
+MODULE_LICENSE("GPL");
+`)
+	writeFile(t, filepath.Join(ws, "plain", "Kbuild"), "obj-m := plain.o\n")
+	writeFile(t, filepath.Join(ws, "plain", "plain.c"), `#include <linux/module.h>
+#include <linux/slab.h>
+static void *p;
+static int __init plain_init(void) { kfree(p); pr_info("plain\n"); return 0; }
+module_init(plain_init);
+MODULE_LICENSE("GPL");
+`)
+	list := filepath.Join(ws, "wsl-modules.yml")
+	writeFile(t, list, "modules:\n  - {name: locker, path: locker}\n  - {name: plain, path: plain}\n")
+	o := stockOptions(t, list, filepath.Join(ws, "work"))
+	o.ConfigFile = wrong
+	var reports []ModuleReport
+	o.Hooks.Module = func(r ModuleReport) { reports = append(reports, r) }
+	_, err = Run(context.Background(), o)
+	if err == nil || !strings.Contains(err.Error(), "2 module(s) failed: locker, plain") {
+		t.Errorf("Run: %v, want both failed", err)
+	}
+	got := map[string]ModuleReport{}
+	for _, r := range reports {
+		got[r.Module.Name] = r
+	}
+	lk := got["locker"]
+	if lk.Status != manifest.StatusFailed || !strings.Contains(lk.Error, "mutex_lock") ||
+		!strings.Contains(lk.Error, "stock CRC 0x") || !strings.Contains(lk.Error, "kernel: build") {
+		t.Errorf("locker: %s %q", lk.Status, lk.Error)
+	}
+	if p := got["plain"]; p.Status != manifest.StatusFailed || !strings.Contains(p.Error, "module_layout: stock CRC 0x") ||
+		strings.Contains(p.Error, "kfree") {
+		t.Errorf("plain: %s %q", p.Status, p.Error)
+	}
+}
+
+func writeFile(t *testing.T, p, body string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
