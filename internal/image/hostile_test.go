@@ -17,8 +17,8 @@ import (
 	"testing"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/image/ext4img"
-	"github.com/wsl-modules/wsl-modules-action/internal/testenv/memlimit"
 	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
+	"github.com/wsl-modules/wsl-modules-action/internal/testenv/memlimit"
 )
 
 // The tests in this file are the security review's reproductions: each

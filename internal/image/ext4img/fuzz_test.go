@@ -12,8 +12,8 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/wsl-modules/wsl-modules-action/internal/testenv/memlimit"
 	"github.com/wsl-modules/wsl-modules-action/internal/image/internal/sparse"
+	"github.com/wsl-modules/wsl-modules-action/internal/testenv/memlimit"
 )
 
 // fuzzMaxDisk caps the decoded disk size, fuzzReadBudget the file bytes

@@ -11,8 +11,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/wsl-modules/wsl-modules-action/internal/testenv/memlimit"
 	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
+	"github.com/wsl-modules/wsl-modules-action/internal/testenv/memlimit"
 )
 
 func run(t *testing.T, name string, args ...string) string {
