@@ -1,5 +1,5 @@
 // Package devel checks a kernel-devel tree: the external-module build tree
-// (scripts/package/install-extmod-build or build.CopyDevel) that the image
+// (scripts/package/install-extmod-build or kbuild.CopyDevel) that the image
 // carries at build/, so that inside WSL
 //
 //	make -C /lib/modules/$(uname -r)/build M=$PWD

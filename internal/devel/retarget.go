@@ -53,7 +53,7 @@ type Retargeted struct {
 // external-module build (KBUILD_EXTMOD=dest) of dest's scripts/ against
 // host, whose native fixdep drives the build. host is only read. It works
 // for trees of kernels whose install-extmod-build cannot cross-build (6.6)
-// and for build.CopyDevel trees. objtool and resolve_btfids (built by the
+// and for kbuild.CopyDevel trees. objtool and resolve_btfids (built by the
 // tools build system) are not rebuilt; Verify reports them. dest is
 // written atomically and must not exist.
 func Retarget(ctx context.Context, host, dest string, o RetargetOptions) (*Retargeted, error) {

@@ -159,3 +159,23 @@ func TestLoadLocalGit(t *testing.T) {
 		}
 	}
 }
+
+// TestExamplesLoad loads the lists the README and the example workflows
+// point users at: they must stay valid, and the documented example must
+// autoload its module.
+func TestExamplesLoad(t *testing.T) {
+	for _, p := range []string{"../../examples/wsl-modules.yml", "../../testdata/wsl-modules-local.yml"} {
+		l, err := Load(p)
+		if err != nil {
+			t.Errorf("%s: %v", p, err)
+			continue
+		}
+		if len(l.Modules) == 0 {
+			t.Errorf("%s: no modules", p)
+		}
+	}
+	l, err := Load("../../examples/wsl-modules.yml")
+	if err == nil && (l.Kernel.ConfigFragment != "" || !l.Modules[0].Autoload.Enabled()) {
+		t.Errorf("examples/wsl-modules.yml: fragment %q, autoload %+v", l.Kernel.ConfigFragment, l.Modules[0].Autoload)
+	}
+}
