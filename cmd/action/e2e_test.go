@@ -286,6 +286,11 @@ func TestActionEndToEnd(t *testing.T) {
 	if len(res.Failed) > 0 || strings.Join(res.Loaded, " ") != "wslt_consumer v4l2loopback vfat" {
 		t.Errorf("boot: loaded %v, failed %v\n%s", res.Loaded, res.Failed, res.Console)
 	}
+	// Build mode signs our modules with the build's key (the test config
+	// has CONFIG_MODULE_SIG): loading them does not taint the kernel.
+	if res.Tainted&boottest.TaintUnsignedModule != 0 {
+		t.Errorf("boot: tainted %#x: a module without a valid signature was loaded", res.Tainted)
+	}
 	lsmod := map[string]bool{}
 	for _, n := range res.Lsmod {
 		lsmod[n] = true

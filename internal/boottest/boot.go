@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -49,6 +50,7 @@ if mount -t ext4 -o ro /dev/vda /modules; then
   echo "BOOTTEST lsmod-begin"
   /sbin/lsmod
   echo "BOOTTEST lsmod-end"
+  echo "BOOTTEST tainted=$(cat /proc/sys/kernel/tainted)"
 else
   echo "BOOTTEST mount=failed"
 fi
@@ -165,11 +167,18 @@ type Result struct {
 	Loaded, Failed []string
 	// Lsmod is the module names listed by lsmod.
 	Lsmod []string
+	// Tainted is /proc/sys/kernel/tainted after the modprobes (see
+	// TaintUnsignedModule).
+	Tainted uint64
 	// Done is set when init reached its end.
 	Done bool
 	// Console is the full serial console output.
 	Console string
 }
+
+// TaintUnsignedModule is the taint bit (E) a kernel with CONFIG_MODULE_SIG
+// sets when it loads a module without a valid signature.
+const TaintUnsignedModule = 1 << 13
 
 // Boot runs qemu-system-x86_64 under TCG and parses the guest's report.
 // The guest powers off by itself (reboot -f with -no-reboot); the context
@@ -258,6 +267,8 @@ func parse(console string) *Result {
 			r.Failed = append(r.Failed, v)
 		case "lsmod-begin":
 			inLsmod = true
+		case "tainted":
+			r.Tainted, _ = strconv.ParseUint(v, 10, 64)
 		case "done":
 			r.Done = true
 		}

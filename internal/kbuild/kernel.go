@@ -632,6 +632,9 @@ func buildKernel(ctx context.Context, o KernelOptions, in *inputs, entry string)
 	if err != nil {
 		return nil, fmt.Errorf("kernel: %w", err)
 	}
+	if meta.Signing, err = b.keepSigningKey(out.Tmp, final); err != nil {
+		return nil, err
+	}
 	k, err := finishEntry(ctx, out, logf, &meta, final, start)
 	if err != nil {
 		return nil, err

@@ -165,7 +165,7 @@ func stockSigning(cfg kconfig.Config) (string, error) {
 	case cfg.Get("CONFIG_MODULE_SIG_FORCE") == "y":
 		return "", fmt.Errorf("kernel: %w: the config sets CONFIG_MODULE_SIG_FORCE: the stock kernel loads only modules signed with Microsoft's key, which stock mode cannot do; use kernel: build", ErrStock)
 	case cfg.Get("CONFIG_MODULE_SIG") == "y":
-		return "unsigned", nil
+		return SigningUnsigned, nil
 	}
 	return "", nil
 }

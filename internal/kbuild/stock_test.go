@@ -78,6 +78,36 @@ func TestPrepareStock(t *testing.T) {
 	if err := k.Verify(context.Background()); err != nil {
 		t.Errorf("entry digest: %v", err)
 	}
+	// The test config signs modules (CONFIG_MODULE_SIG, not _FORCE): the
+	// stock kernel loads our unsigned modules, tainted; nothing is signed.
+	if k.Meta.Signing != kbuild.SigningUnsigned || built.Meta.Signing != kbuild.SigningSigned {
+		t.Errorf("signing: stock %q, built %q", k.Meta.Signing, built.Meta.Signing)
+	}
+	if _, err := os.Stat(filepath.Join(k.Dir, "signing")); err == nil {
+		t.Errorf("the stock entry holds a signing key")
+	}
+}
+
+// TestPrepareStockRefusesForcedSignatures: a config with
+// CONFIG_MODULE_SIG_FORCE means the stock kernel loads only modules signed
+// with Microsoft's key, so stock mode refuses it, saying why, and leaves
+// no entry.
+func TestPrepareStockRefusesForcedSignatures(t *testing.T) {
+	cfg, err := os.ReadFile(buildtest.ConfigFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	forced := filepath.Join(t.TempDir(), "config-forced")
+	os.WriteFile(forced, []byte(strings.Replace(string(cfg), "# CONFIG_MODULE_SIG_FORCE is not set", "CONFIG_MODULE_SIG_FORCE=y", 1)), 0o644)
+	o := buildtest.StockOptions(t)
+	o.CacheDir, o.ConfigFile = t.TempDir(), forced
+	_, err = kbuild.PrepareStock(context.Background(), o)
+	if !errors.Is(err, kbuild.ErrStock) || !strings.Contains(err.Error(), "CONFIG_MODULE_SIG_FORCE") || !strings.Contains(err.Error(), "kernel: build") {
+		t.Fatalf("error %v", err)
+	}
+	if ents, _ := filepath.Glob(filepath.Join(o.CacheDir, "kernel", "*", "meta.json")); len(ents) > 0 {
+		t.Errorf("left %v", ents)
+	}
 }
 
 // Stock files that do not fit are refused with the names of both sides,

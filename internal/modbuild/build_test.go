@@ -175,6 +175,18 @@ func TestRunModules(t *testing.T) {
 			t.Errorf("%s vermagic %q, stock %q", f, got, stockVermagic)
 		}
 	}
+	// The test config signs modules (CONFIG_MODULE_SIG_ALL, sha256): ours
+	// are signed with the build's key, as the kernel's own are.
+	stockSigner := toolOut(t, modinfo, "-F", "signer", filepath.Join(mdir, "kernel", "fs", "fat", "vfat.ko"))
+	if stockSigner == "" {
+		t.Fatal("the stock vfat.ko is not signed")
+	}
+	for _, f := range []string{"extra/consumer/wslt_consumer.ko", "extra/v4l2loopback/v4l2loopback.ko"} {
+		p := filepath.Join(mdir, f)
+		if s, h := toolOut(t, modinfo, "-F", "signer", p), toolOut(t, modinfo, "-F", "sig_hashalgo", p); s != stockSigner || h != "sha256" {
+			t.Errorf("%s: signer %q (stock %q), hash %q", f, s, stockSigner, h)
+		}
+	}
 	if d := toolOut(t, modinfo, "-F", "depends", filepath.Join(mdir, "extra/consumer/wslt_consumer.ko")); d != "wslt_provider" {
 		t.Errorf("consumer depends %q", d)
 	}

@@ -218,7 +218,8 @@ func buildDKMS(ctx context.Context, o ModulesOptions, js *jobserver.Jobserver, t
 }
 
 // install copies the built modules into ModulesDir, strips them unless
-// the package says not to, and records them in r.
+// the package says not to, signs them when the kernel signs its own
+// (build mode with CONFIG_MODULE_SIG), and records them in r.
 func (b *built) install(ctx context.Context, o ModulesOptions, tc kbuild.Toolchain, r *ModuleResult, logf *os.File) error {
 	seen := map[string]bool{}
 	for _, f := range b.files {
@@ -236,6 +237,11 @@ func (b *built) install(ctx context.Context, o ModulesOptions, tc kbuild.Toolcha
 			if err := strip.Run(); err != nil {
 				return fmt.Errorf("strip %s: %w", f.rel, err)
 			}
+		}
+		// After stripping, as modules_install does: stripping would drop
+		// the signature.
+		if err := o.Kernel.SignModule(ctx, to); err != nil {
+			return err
 		}
 		r.Files = append(r.Files, f.rel)
 	}

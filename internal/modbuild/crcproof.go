@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/kbuild"
@@ -89,6 +91,40 @@ func vmlinuxImports(stock *modtree.Tree, results []*ModuleResult) (map[string]ui
 		}
 	}
 	return want, users
+}
+
+// undefinedRE matches modpost's "symbol is not exported" error.
+var undefinedRE = regexp.MustCompile(`modpost: "([^"]+)" \[[^\]]*\] undefined!`)
+
+// stockUndefinedHint explains modpost's undefined symbols in stock mode,
+// where they mean Microsoft's kernel (its Module.symvers rebuilt from the
+// image) does not export them: "" when the log has none or the kernel is
+// not a stock entry.
+func stockUndefinedHint(o ModulesOptions, logPath string) string {
+	if o.Kernel.Meta.Mode != manifest.ModeStock {
+		return ""
+	}
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		return ""
+	}
+	var syms []string
+	seen := map[string]bool{}
+	for _, m := range undefinedRE.FindAllStringSubmatch(string(b), -1) {
+		if !seen[m[1]] {
+			seen[m[1]] = true
+			syms = append(syms, m[1])
+		}
+	}
+	if len(syms) == 0 {
+		return ""
+	}
+	list := strings.Join(syms[:min(len(syms), 5)], ", ")
+	if len(syms) > 5 {
+		list += fmt.Sprintf(" and %d more", len(syms)-5)
+	}
+	return fmt.Sprintf("; Microsoft's kernel does not export %s: the config prepared is not the one the stock kernel was built with, "+
+		"or the module needs symbols that kernel lacks (use kernel: build)", list)
 }
 
 // warn adds a line to the module's log without failing it.

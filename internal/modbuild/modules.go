@@ -237,7 +237,7 @@ func (b *modulesBuild) buildAll(ctx context.Context) {
 			r.Seconds = time.Since(start).Seconds()
 			done()
 			if err != nil {
-				r.fail(err.Error())
+				r.fail(err.Error() + stockUndefinedHint(*o, r.LogPath))
 			}
 			return nil
 		})

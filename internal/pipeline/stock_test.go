@@ -108,6 +108,12 @@ func TestStockModeEndToEnd(t *testing.T) {
 	if boot.Release != m.Kernel.Release || len(boot.Failed) > 0 || strings.Join(boot.Loaded, " ") != "wslt_consumer v4l2loopback vfat" {
 		t.Errorf("boot: uname -r %q, loaded %v, failed %v\n%s", boot.Release, boot.Loaded, boot.Failed, boot.Console)
 	}
+	// The stock kernel has CONFIG_MODULE_SIG without _FORCE: our modules
+	// are unsigned (Microsoft's key is not ours), load, and taint it, as
+	// the manifest and the notes say.
+	if boot.Tainted&boottest.TaintUnsignedModule == 0 || m.Kernel.Signing != "unsigned" {
+		t.Errorf("boot: tainted %#x, manifest signing %q", boot.Tainted, m.Kernel.Signing)
+	}
 }
 
 // TestStockModeWrongConfig prepares the source with a config that is not
