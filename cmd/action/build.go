@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"runtime"
@@ -34,18 +35,7 @@ func runBuild(ctx context.Context, env *cliEnv, args []string) error {
 	c := commands["build"]
 	fs := newFlagSet(env, c)
 	var o modbuild.Options
-	var listPath, epoch, packsDir, packName string
-	fs.StringVar(&o.KernelSource, "kernel-source", "", "kernel source directory or tarball (.tar.gz, .tar.xz)")
-	fs.StringVar(&listPath, "modules", "", "the module list, wsl-modules.yml")
-	fs.StringVar(&o.Out, "out", "", "output directory (written atomically)")
-	fs.StringVar(&o.CacheDir, "cache", "", "kernel cache directory (default $XDG_CACHE_HOME/wsl-modules-action or ~/.cache/wsl-modules-action)")
-	fs.StringVar(&o.ConfigFile, "config", "", "kernel config to use instead of the tree's Microsoft/config-wsl")
-	fs.IntVar(&o.Jobs, "jobs", runtime.NumCPU(), "total parallel compile jobs, shared by all builds")
-	fs.BoolVar(&o.KeepGoing, "keep-going", false, "produce the output without the modules that failed (and say so) instead of failing")
-	fs.BoolVar(&o.Force, "force", false, "replace an existing --out directory")
-	fs.StringVar(&packsDir, "emit-packs", "", "also write each built out-of-tree module as a pack DIR/<name>.tar.zst (see 'merge')")
-	fs.StringVar(&packName, "pack-name", "", "with --emit-packs: one pack NAME.tar.zst holding every built module instead of one pack per module")
-	fs.StringVar(&epoch, "source-date-epoch", "", "KBUILD_BUILD_TIMESTAMP as Unix seconds (default $SOURCE_DATE_EPOCH, else the source's Makefile time)")
+	f := defineBuildFlags(fs, &o)
 	pos, err := parseFlags(env, c, fs, args)
 	if err != nil {
 		return err
@@ -56,18 +46,18 @@ func runBuild(ctx context.Context, env *cliEnv, args []string) error {
 	switch {
 	case o.KernelSource == "":
 		return usagef("build: --kernel-source is required (see 'build --help')")
-	case listPath == "":
+	case f.listPath == "":
 		return usagef("build: --modules is required (see 'build --help')")
 	case o.Out == "":
 		return usagef("build: --out is required (see 'build --help')")
 	case o.Jobs < 1:
 		return usagef("build: --jobs must be at least 1")
-	case packName != "" && packsDir == "":
+	case f.packName != "" && f.packsDir == "":
 		return usagef("build: --pack-name needs --emit-packs")
-	case packName != "" && !pack.ValidName(packName):
-		return usagef("build: invalid --pack-name %q", packName)
+	case f.packName != "" && !pack.ValidName(f.packName):
+		return usagef("build: invalid --pack-name %q", f.packName)
 	}
-	if n, ok, err := runenv.SourceDateEpoch(epoch, env.Getenv); err != nil {
+	if n, ok, err := runenv.SourceDateEpoch(f.epoch, env.Getenv); err != nil {
 		return usagef("build: %v", err)
 	} else if ok {
 		o.Timestamp = time.Unix(n, 0)
@@ -77,7 +67,7 @@ func runBuild(ctx context.Context, env *cliEnv, args []string) error {
 			return usagef("build: %v; pass --cache DIR", err)
 		}
 	}
-	o.List, err = modlist.Load(listPath)
+	o.List, err = modlist.Load(f.listPath)
 	if err != nil {
 		return err
 	}
@@ -88,6 +78,36 @@ func runBuild(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	return reportBuild(env, o.Out, res, f.packsDir, f.packName)
+}
+
+// buildFlags are the build command's flags that are not build options.
+type buildFlags struct {
+	listPath, epoch, packsDir, packName string
+}
+
+// defineBuildFlags defines the build command's flags on fs, setting o
+// and the returned buildFlags.
+func defineBuildFlags(fs *flag.FlagSet, o *modbuild.Options) *buildFlags {
+	f := &buildFlags{}
+	fs.StringVar(&o.KernelSource, "kernel-source", "", "kernel source directory or tarball (.tar.gz, .tar.xz)")
+	fs.StringVar(&f.listPath, "modules", "", "the module list, wsl-modules.yml")
+	fs.StringVar(&o.Out, "out", "", "output directory (written atomically)")
+	fs.StringVar(&o.CacheDir, "cache", "", "kernel cache directory (default $XDG_CACHE_HOME/wsl-modules-action or ~/.cache/wsl-modules-action)")
+	fs.StringVar(&o.ConfigFile, "config", "", "kernel config to use instead of the tree's Microsoft/config-wsl")
+	fs.IntVar(&o.Jobs, "jobs", runtime.NumCPU(), "total parallel compile jobs, shared by all builds")
+	fs.BoolVar(&o.KeepGoing, "keep-going", false, "produce the output without the modules that failed (and say so) instead of failing")
+	fs.BoolVar(&o.Force, "force", false, "replace an existing --out directory")
+	fs.StringVar(&f.packsDir, "emit-packs", "", "also write each built out-of-tree module as a pack DIR/<name>.tar.zst (see 'merge')")
+	fs.StringVar(&f.packName, "pack-name", "", "with --emit-packs: one pack NAME.tar.zst holding every built module instead of one pack per module")
+	fs.StringVar(&f.epoch, "source-date-epoch", "", "KBUILD_BUILD_TIMESTAMP as Unix seconds (default $SOURCE_DATE_EPOCH, else the source's Makefile time)")
+	return f
+}
+
+// reportBuild prints the kernel and module results of a build with
+// output directory out, writes its packs (with packsDir) and notes the
+// modules left out.
+func reportBuild(env *cliEnv, out string, res *modbuild.Result, packsDir, packName string) error {
 	k := res.Kernel
 	hit := "built"
 	if k.CacheHit {
@@ -97,9 +117,9 @@ func runBuild(ctx context.Context, env *cliEnv, args []string) error {
 	for _, m := range res.Manifest.Modules {
 		fmt.Fprintf(env.Stdout, "module %-20s %-7s %5.1fs %v\n", m.Name, m.Status, m.Seconds, m.Files)
 	}
-	fmt.Fprintf(env.Stdout, "output: %s\n", o.Out)
+	fmt.Fprintf(env.Stdout, "output: %s\n", out)
 	if packsDir != "" {
-		paths, err := emitPacks(res.Manifest, o.Out, packsDir, packName)
+		paths, err := emitPacks(res.Manifest, out, packsDir, packName)
 		if err != nil {
 			return err
 		}

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
+	"io"
 	"runtime"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/runenv"
@@ -35,13 +37,62 @@ func runRun(ctx context.Context, env *cliEnv, args []string) error {
 	c := commands["run"]
 	fs := newFlagSet(env, c)
 	var o pipeline.Options
-	var dryRun bool
-	var epoch string
+	f := defineRunFlags(fs, &o)
+	pos, err := parseFlags(env, c, fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usagef("run: unexpected argument %q (see 'run --help')", pos[0])
+	}
+	switch {
+	case o.ModulesFile == "":
+		return usagef("run: --modules is required (see 'run --help')")
+	case o.WorkDir == "":
+		return usagef("run: --out is required (see 'run --help')")
+	case o.Jobs < 1:
+		return usagef("run: --jobs must be at least 1")
+	}
+	if o.SourceDateEpoch, _, err = runenv.SourceDateEpoch(f.epoch, env.Getenv); err != nil {
+		return usagef("run: %v", err)
+	}
+	if o.CacheDir == "" {
+		if o.CacheDir, err = runenv.DefaultCacheDir(env.Getenv); err != nil {
+			return usagef("run: %v; pass --cache DIR", err)
+		}
+	}
+	if o.TargetRepo == "" {
+		o.TargetRepo = env.Getenv("GITHUB_REPOSITORY")
+	}
+	o.Publish = !f.dryRun
+	o.Target = env.Getenv("GITHUB_SHA")
+	o.Getenv = env.Getenv
+	stdout, stderr := redacted(env, o.Token)
+	defer flush(stdout, stderr)
+	o.Progress = progress.New(stderr)
+	o.Out = stdout
+	res, err := pipeline.Run(ctx, o)
+	if res != nil {
+		printRunResult(stdout, o.Stage, res)
+	}
+	return err
+}
+
+// runFlags are the run command's flags that are not pipeline options.
+type runFlags struct {
+	dryRun bool
+	epoch  string
+}
+
+// defineRunFlags defines the run command's flags on fs, setting o and
+// the returned runFlags.
+func defineRunFlags(fs *flag.FlagSet, o *pipeline.Options) *runFlags {
+	f := &runFlags{}
 	fs.StringVar(&o.ModulesFile, "modules", "", "the module list, wsl-modules.yml")
 	fs.StringVar(&o.WorkDir, "out", "", "work directory: WORK/<kernel>/{source,build,dist} (see docs/ARCHITECTURE.md)")
 	fs.StringVar(&o.KernelSource, "kernel-source", "", "kernel source directory or tarball (offline, no GitHub), or a kernel tag; default: --track")
 	fs.StringVar(&o.KernelTag, "tag", "", "kernel tag of a local --kernel-source, for the release name (default: from its release)")
-	fs.BoolVar(&dryRun, "dry-run", false, "write the dist directory and print what would be published, without publishing")
+	fs.BoolVar(&f.dryRun, "dry-run", false, "write the dist directory and print what would be published, without publishing")
 	fs.StringVar(&o.ConfigFile, "config", "", "kernel config to use instead of the tree's Microsoft/config-wsl")
 	fs.StringVar(&o.KernelMode, "kernel-mode", "", "auto (Microsoft's kernel when available, else built), stock or build (default: kernel.mode of the module list, else auto)")
 	fs.StringVar(&o.StockKernel, "stock-kernel", "", "stock mode: Microsoft's kernel image (C:\\Program Files\\WSL\\tools\\kernel, /mnt/c/Program Files/WSL/tools/kernel in WSL)")
@@ -62,54 +113,23 @@ func runRun(ctx context.Context, env *cliEnv, args []string) error {
 	fs.StringVar(&o.Stage, "stage", pipeline.StageAll, "all, or for scale-out: plan, kernel, modules, package")
 	fs.StringVar(&o.Shard, "shard", "", "with --stage modules: i/n, the i-th of n slices of the module list")
 	fs.StringVar(&o.Token, "token", "", "GitHub token (default $GITHUB_TOKEN or $INPUT_TOKEN)")
-	fs.StringVar(&epoch, "source-date-epoch", "", "build and image timestamp as Unix seconds (default $SOURCE_DATE_EPOCH, else the source's date)")
-	pos, err := parseFlags(env, c, fs, args)
-	if err != nil {
-		return err
+	fs.StringVar(&f.epoch, "source-date-epoch", "", "build and image timestamp as Unix seconds (default $SOURCE_DATE_EPOCH, else the source's date)")
+	return f
+}
+
+// printRunResult prints the plan (for the plan stage) and each built
+// kernel's files and module reports.
+func printRunResult(stdout io.Writer, stage string, res *pipeline.Result) {
+	if res.Plan != nil && stage == pipeline.StagePlan {
+		fmt.Fprintf(stdout, "plan: %s\n  build: %v\n  up to date: %v\n  cache key: %s\n", res.Plan.Summary, res.Plan.Build, res.Plan.UpToDate, res.Plan.CacheKey)
 	}
-	if len(pos) > 0 {
-		return usagef("run: unexpected argument %q (see 'run --help')", pos[0])
-	}
-	switch {
-	case o.ModulesFile == "":
-		return usagef("run: --modules is required (see 'run --help')")
-	case o.WorkDir == "":
-		return usagef("run: --out is required (see 'run --help')")
-	case o.Jobs < 1:
-		return usagef("run: --jobs must be at least 1")
-	}
-	if o.SourceDateEpoch, _, err = runenv.SourceDateEpoch(epoch, env.Getenv); err != nil {
-		return usagef("run: %v", err)
-	}
-	if o.CacheDir == "" {
-		if o.CacheDir, err = runenv.DefaultCacheDir(env.Getenv); err != nil {
-			return usagef("run: %v; pass --cache DIR", err)
+	for _, k := range res.Kernels {
+		if k.VHDX == "" || k.UpToDate {
+			continue
+		}
+		fmt.Fprintf(stdout, "%s: kernel %s\n  %s\n  %s\n", k.Name, k.Release, k.KernelImage, k.VHDX)
+		for _, m := range k.Modules {
+			fmt.Fprintf(stdout, "  module %-20s %-7s %8s %6.1fs\n", m.Name, m.Status, progress.Bytes(m.Bytes), m.Seconds)
 		}
 	}
-	if o.TargetRepo == "" {
-		o.TargetRepo = env.Getenv("GITHUB_REPOSITORY")
-	}
-	o.Publish = !dryRun
-	o.Target = env.Getenv("GITHUB_SHA")
-	o.Getenv = env.Getenv
-	stdout, stderr := redacted(env, o.Token)
-	defer flush(stdout, stderr)
-	o.Progress = progress.New(stderr)
-	o.Out = stdout
-	res, err := pipeline.Run(ctx, o)
-	if res != nil {
-		if res.Plan != nil && o.Stage == pipeline.StagePlan {
-			fmt.Fprintf(stdout, "plan: %s\n  build: %v\n  up to date: %v\n  cache key: %s\n", res.Plan.Summary, res.Plan.Build, res.Plan.UpToDate, res.Plan.CacheKey)
-		}
-		for _, k := range res.Kernels {
-			if k.VHDX == "" || k.UpToDate {
-				continue
-			}
-			fmt.Fprintf(stdout, "%s: kernel %s\n  %s\n  %s\n", k.Name, k.Release, k.KernelImage, k.VHDX)
-			for _, m := range k.Modules {
-				fmt.Fprintf(stdout, "  module %-20s %-7s %8s %6.1fs\n", m.Name, m.Status, progress.Bytes(m.Bytes), m.Seconds)
-			}
-		}
-	}
-	return err
 }

@@ -18,6 +18,17 @@ func writeActionResults(a *githubactions.Action, o pipeline.Options, res *pipeli
 		a.AddStepSummary(fmt.Sprintf("## WSL kernel modules\n\n:x: failed before building: %s\n", summaryText(runErr)))
 		return
 	}
+	setPlanOutputs(a, o, res)
+	if o.Stage == pipeline.StagePlan {
+		return
+	}
+	setBuildOutputs(a, res)
+	a.AddStepSummary(stepSummary(res, runErr))
+}
+
+// setPlanOutputs sets the outputs known after planning: the resolved
+// directories and, with a plan, its cache keys and tags.
+func setPlanOutputs(a *githubactions.Action, o pipeline.Options, res *pipeline.Result) {
 	// Resolved directories, for action.yml's actions/cache steps.
 	a.SetOutput("cache-dir", o.CacheDir)
 	a.SetOutput("work-dir", o.WorkDir)
@@ -27,9 +38,11 @@ func writeActionResults(a *githubactions.Action, o pipeline.Options, res *pipeli
 		tags, _ := json.Marshal(append([]string{}, p.Build...))
 		a.SetOutput("tags", string(tags))
 	}
-	if o.Stage == pipeline.StagePlan {
-		return
-	}
+}
+
+// setBuildOutputs sets the outputs of a run past planning: whether it
+// built and wrote a kernel cache entry, and the last kernel's files.
+func setBuildOutputs(a *githubactions.Action, res *pipeline.Result) {
 	built := "false"
 	if res.Built() {
 		built = "true"
@@ -54,7 +67,11 @@ func writeActionResults(a *githubactions.Action, o pipeline.Options, res *pipeli
 		a.SetOutput("bzimage-path", k.KernelImage)
 		a.SetOutput("checksums-path", k.DistDir+"/SHA256SUMS") // for actions/attest-build-provenance; action.yml clears it when absent
 	}
+}
 
+// stepSummary renders the step summary: the selection, a section per
+// kernel and runErr, if any.
+func stepSummary(res *pipeline.Result, runErr error) string {
 	var b strings.Builder
 	b.WriteString("## WSL kernel modules\n\n")
 	if res.Plan != nil && res.Plan.Summary != "" {
@@ -64,46 +81,56 @@ func writeActionResults(a *githubactions.Action, o pipeline.Options, res *pipeli
 		b.WriteString("Nothing to build.\n")
 	}
 	for _, k := range res.Kernels {
-		fmt.Fprintf(&b, "### %s\n\n", k.Tag)
-		switch {
-		case k.UpToDate:
-			b.WriteString("Up to date: a published release already has this build; nothing was built.\n\n")
-			continue
-		case k.Release != "":
-			fmt.Fprintf(&b, "- Kernel release (`uname -r`): `%s`\n", k.Release)
-		}
-		if k.Mode != "" {
-			fmt.Fprintf(&b, "- Mode: **%s**: %s\n", k.Mode, k.ModeReason)
-		}
-		if k.Publish != nil {
-			if k.Publish.URL != "" {
-				fmt.Fprintf(&b, "- Release: [%s](%s) (%s)\n", k.Publish.Tag, k.Publish.URL, k.Publish.Status)
-			} else {
-				fmt.Fprintf(&b, "- Release: %s (%s)\n", k.Publish.Tag, k.Publish.Status)
-			}
-		}
-		if k.Manifest != nil && k.Manifest.Image != nil {
-			fmt.Fprintf(&b, "- `modules.vhdx`: %s, sha256 `%s`\n", progress.Bytes(k.Manifest.Image.Size), k.Manifest.Image.SHA256)
-		}
-		if len(k.Modules) > 0 {
-			b.WriteString("\n| Module | Status | Size | Time |\n|---|---|---:|---:|\n")
-			for _, m := range k.Modules {
-				status := m.Status
-				switch m.Status {
-				case manifest.StatusOK:
-					status = ":white_check_mark: ok"
-				case manifest.StatusFailed:
-					status = ":x: failed: " + strings.ReplaceAll(m.Error, "|", "\\|")
-				}
-				fmt.Fprintf(&b, "| %s | %s | %s | %.1f s |\n", m.Name, status, progress.Bytes(m.Bytes), m.Seconds)
-			}
-		}
-		b.WriteString("\n")
+		writeKernelSummary(&b, k)
 	}
 	if runErr != nil {
 		fmt.Fprintf(&b, ":x: **Failed:** %s\n", summaryText(runErr))
 	}
-	a.AddStepSummary(b.String())
+	return b.String()
+}
+
+// writeKernelSummary writes the step summary's section of one kernel.
+func writeKernelSummary(b *strings.Builder, k *pipeline.KernelResult) {
+	fmt.Fprintf(b, "### %s\n\n", k.Tag)
+	switch {
+	case k.UpToDate:
+		b.WriteString("Up to date: a published release already has this build; nothing was built.\n\n")
+		return
+	case k.Release != "":
+		fmt.Fprintf(b, "- Kernel release (`uname -r`): `%s`\n", k.Release)
+	}
+	if k.Mode != "" {
+		fmt.Fprintf(b, "- Mode: **%s**: %s\n", k.Mode, k.ModeReason)
+	}
+	if k.Publish != nil {
+		if k.Publish.URL != "" {
+			fmt.Fprintf(b, "- Release: [%s](%s) (%s)\n", k.Publish.Tag, k.Publish.URL, k.Publish.Status)
+		} else {
+			fmt.Fprintf(b, "- Release: %s (%s)\n", k.Publish.Tag, k.Publish.Status)
+		}
+	}
+	if k.Manifest != nil && k.Manifest.Image != nil {
+		fmt.Fprintf(b, "- `modules.vhdx`: %s, sha256 `%s`\n", progress.Bytes(k.Manifest.Image.Size), k.Manifest.Image.SHA256)
+	}
+	if len(k.Modules) > 0 {
+		writeModuleTable(b, k.Modules)
+	}
+	b.WriteString("\n")
+}
+
+// writeModuleTable writes the table of a kernel's module builds.
+func writeModuleTable(b *strings.Builder, mods []pipeline.ModuleReport) {
+	b.WriteString("\n| Module | Status | Size | Time |\n|---|---|---:|---:|\n")
+	for _, m := range mods {
+		status := m.Status
+		switch m.Status {
+		case manifest.StatusOK:
+			status = ":white_check_mark: ok"
+		case manifest.StatusFailed:
+			status = ":x: failed: " + strings.ReplaceAll(m.Error, "|", "\\|")
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %.1f s |\n", m.Name, status, progress.Bytes(m.Bytes), m.Seconds)
+	}
 }
 
 func summaryText(err error) string {

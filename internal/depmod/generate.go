@@ -351,103 +351,11 @@ func sortTopological(mods []*mod) error {
 
 // cycleError describes the cycles among the modules left unsorted.
 func cycleError(mods []*mod, users []int) error {
-	left := map[int32]bool{}
-	for i := range mods {
-		if users[i] > 0 {
-			left[int32(i)] = true
-		}
-	}
-	// Tarjan's strongly connected components over the unsorted modules.
-	index := map[int32]int{}
-	low := map[int32]int{}
-	onStack := map[int32]bool{}
-	var stack []int32
-	var sccs [][]int32
-	var visit func(v int32)
-	visit = func(v int32) {
-		index[v] = len(index)
-		low[v] = index[v]
-		stack = append(stack, v)
-		onStack[v] = true
-		for _, w := range mods[v].deps {
-			if !left[w] {
-				continue
-			}
-			if _, seen := index[w]; !seen {
-				visit(w)
-				low[v] = min(low[v], low[w])
-			} else if onStack[w] {
-				low[v] = min(low[v], index[w])
-			}
-		}
-		if low[v] == index[v] {
-			var c []int32
-			for {
-				w := stack[len(stack)-1]
-				stack = stack[:len(stack)-1]
-				onStack[w] = false
-				c = append(c, w)
-				if w == v {
-					break
-				}
-			}
-			sccs = append(sccs, c)
-		}
-	}
-	for i := range mods {
-		if v := int32(i); left[v] {
-			if _, seen := index[v]; !seen {
-				visit(v)
-			}
-		}
-	}
 	e := &CycleError{}
-	for _, c := range sccs {
-		in := map[int32]bool{}
-		for _, v := range c {
-			in[v] = true
-		}
-		start := c[0]
-		for _, v := range c {
-			start = min(start, v)
-		}
-		selfLoop := false
-		for _, d := range mods[start].deps {
-			selfLoop = selfLoop || d == start
-		}
-		if len(c) == 1 && !selfLoop {
+	for _, c := range unsortedComponents(mods, users) {
+		path, ok := componentCycle(mods, c)
+		if !ok {
 			continue
-		}
-		// Shortest path start -> ... -> start inside the component.
-		prev := map[int32]int32{}
-		queue := []int32{start}
-		found := false
-		for len(queue) > 0 && !found {
-			v := queue[0]
-			queue = queue[1:]
-			for _, d := range mods[v].deps {
-				if !in[d] {
-					continue
-				}
-				if d == start {
-					prev[start] = v
-					found = true
-					break
-				}
-				if _, seen := prev[d]; !seen {
-					prev[d] = v
-					queue = append(queue, d)
-				}
-			}
-		}
-		path := []string{mods[start].Name}
-		for v := prev[start]; v != start; v = prev[v] {
-			path = append(path, mods[v].Name)
-		}
-		path = append(path, mods[start].Name)
-		// The walk went backwards; reverse the middle.
-		for i, j := 1, len(path)-2; i < j; i, j = i+1, j-1 {
-			path[i], path[j] = path[j], path[i]
 		}
 		e.Cycles = append(e.Cycles, path)
 		var ps []int32
@@ -458,6 +366,131 @@ func cycleError(mods []*mod, users []int) error {
 		}
 	}
 	return fmt.Errorf("depmod: %w", e)
+}
+
+// sccFinder is the state of Tarjan's strongly connected components
+// algorithm over the modules in left.
+type sccFinder struct {
+	mods    []*mod
+	left    map[int32]bool
+	index   map[int32]int
+	low     map[int32]int
+	onStack map[int32]bool
+	stack   []int32
+	sccs    [][]int32
+}
+
+// unsortedComponents returns the strongly connected components of the
+// dependency graph among the modules left unsorted (users[i] > 0).
+func unsortedComponents(mods []*mod, users []int) [][]int32 {
+	f := &sccFinder{mods: mods, left: map[int32]bool{}, index: map[int32]int{}, low: map[int32]int{}, onStack: map[int32]bool{}}
+	for i := range mods {
+		if users[i] > 0 {
+			f.left[int32(i)] = true
+		}
+	}
+	for i := range mods {
+		if v := int32(i); f.left[v] {
+			if _, seen := f.index[v]; !seen {
+				f.visit(v)
+			}
+		}
+	}
+	return f.sccs
+}
+
+// visit is Tarjan's depth-first step from v, appending each component
+// it completes to f.sccs.
+func (f *sccFinder) visit(v int32) {
+	f.index[v] = len(f.index)
+	f.low[v] = f.index[v]
+	f.stack = append(f.stack, v)
+	f.onStack[v] = true
+	for _, w := range f.mods[v].deps {
+		if !f.left[w] {
+			continue
+		}
+		if _, seen := f.index[w]; !seen {
+			f.visit(w)
+			f.low[v] = min(f.low[v], f.low[w])
+		} else if f.onStack[w] {
+			f.low[v] = min(f.low[v], f.index[w])
+		}
+	}
+	if f.low[v] == f.index[v] {
+		var c []int32
+		for {
+			w := f.stack[len(f.stack)-1]
+			f.stack = f.stack[:len(f.stack)-1]
+			f.onStack[w] = false
+			c = append(c, w)
+			if w == v {
+				break
+			}
+		}
+		f.sccs = append(f.sccs, c)
+	}
+}
+
+// componentCycle returns the module names along a shortest cycle through
+// the lowest-numbered module of the component c, starting and ending
+// there; ok is false if c is a single module that does not depend on
+// itself (no cycle).
+func componentCycle(mods []*mod, c []int32) (path []string, ok bool) {
+	in := map[int32]bool{}
+	for _, v := range c {
+		in[v] = true
+	}
+	start := c[0]
+	for _, v := range c {
+		start = min(start, v)
+	}
+	selfLoop := false
+	for _, d := range mods[start].deps {
+		selfLoop = selfLoop || d == start
+	}
+	if len(c) == 1 && !selfLoop {
+		return nil, false
+	}
+	prev := shortestCycle(mods, in, start)
+	path = []string{mods[start].Name}
+	for v := prev[start]; v != start; v = prev[v] {
+		path = append(path, mods[v].Name)
+	}
+	path = append(path, mods[start].Name)
+	// The walk went backwards; reverse the middle.
+	for i, j := 1, len(path)-2; i < j; i, j = i+1, j-1 {
+		path[i], path[j] = path[j], path[i]
+	}
+	return path, true
+}
+
+// shortestCycle finds a shortest path start -> ... -> start among the
+// modules in in, by breadth-first search; it returns each module's
+// predecessor on it.
+func shortestCycle(mods []*mod, in map[int32]bool, start int32) map[int32]int32 {
+	prev := map[int32]int32{}
+	queue := []int32{start}
+	found := false
+	for len(queue) > 0 && !found {
+		v := queue[0]
+		queue = queue[1:]
+		for _, d := range mods[v].deps {
+			if !in[d] {
+				continue
+			}
+			if d == start {
+				prev[start] = v
+				found = true
+				break
+			}
+			if _, seen := prev[d]; !seen {
+				prev[d] = v
+				queue = append(queue, d)
+			}
+		}
+	}
+	return prev
 }
 
 // writeOutputs renders every output file into res.Files.

@@ -57,24 +57,13 @@ type Retargeted struct {
 // tools build system) are not rebuilt; Verify reports them. dest is
 // written atomically and must not exist.
 func Retarget(ctx context.Context, host, dest string, o RetargetOptions) (*Retargeted, error) {
-	a, ok := lookupArch(o.Arch)
-	if !ok {
-		return nil, fmt.Errorf("devel: retarget: unknown architecture %q (want x86_64 or arm64)", o.Arch)
-	}
-	if o.CrossCompile == "" {
-		return nil, errors.New("devel: retarget: no cross-compiler prefix given")
-	}
-	cc := o.CrossCompile + "gcc"
-	if _, err := exec.LookPath(cc); err != nil {
-		return nil, fmt.Errorf("devel: retarget: %s (on Debian: apt-get install gcc-%s libc6-dev-%s-cross): %w",
-			cc, strings.TrimSuffix(o.CrossCompile, "-"), debArch(a), err)
-	}
-	host, err := filepath.Abs(host)
+	a, cc, err := retargetTarget(o)
 	if err != nil {
-		return nil, fmt.Errorf("devel: retarget: %w", err)
+		return nil, err
 	}
-	if _, err := os.Stat(filepath.Join(host, "Makefile")); err != nil {
-		return nil, fmt.Errorf("devel: retarget: %s is not a kernel-devel tree: %w", host, err)
+	host, err = develTreeDir(host)
+	if err != nil {
+		return nil, err
 	}
 	out, err := atomicfile.CreateDir(dest, false)
 	if err != nil {
@@ -88,38 +77,92 @@ func Retarget(ctx context.Context, host, dest string, o RetargetOptions) (*Retar
 	if err := atomicfile.CopyTree(ctx, host, tmp, atomicfile.CopyOptions{Merge: true}); err != nil {
 		return nil, fmt.Errorf("devel: retarget: %w", err)
 	}
-	res := &Retargeted{}
-	progs, err := elfPrograms(filepath.Join(tmp, "scripts"))
+	res, plan, err := planRetarget(host, tmp)
 	if err != nil {
+		return nil, err
+	}
+	if err := writeExtmodKbuild(host, tmp, plan); err != nil {
+		return nil, err
+	}
+	if err := rebuildPrograms(ctx, host, tmp, a, cc, o, res.Rebuilt); err != nil {
+		return nil, err
+	}
+	if err := checkRebuilt(tmp, res.Rebuilt, a, cc); err != nil {
+		return nil, err
+	}
+	if err := out.Commit(); err != nil {
 		return nil, fmt.Errorf("devel: retarget: %w", err)
 	}
+	return res, nil
+}
 
-	// The Kbuild files of the external build: dest/Kbuild descends into
-	// scripts/, whose Kbuild (taking precedence over its Makefile) names
-	// only the programs external module builds run.
-	var subdirs, single []string
-	var modpostObjs string
+// retargetTarget checks o and returns the target architecture and the
+// cross compiler's gcc, which must be on PATH.
+func retargetTarget(o RetargetOptions) (archInfo, string, error) {
+	a, ok := lookupArch(o.Arch)
+	if !ok {
+		return archInfo{}, "", fmt.Errorf("devel: retarget: unknown architecture %q (want x86_64 or arm64)", o.Arch)
+	}
+	if o.CrossCompile == "" {
+		return archInfo{}, "", errors.New("devel: retarget: no cross-compiler prefix given")
+	}
+	cc := o.CrossCompile + "gcc"
+	if _, err := exec.LookPath(cc); err != nil {
+		return archInfo{}, "", fmt.Errorf("devel: retarget: %s (on Debian: apt-get install gcc-%s libc6-dev-%s-cross): %w",
+			cc, strings.TrimSuffix(o.CrossCompile, "-"), debArch(a), err)
+	}
+	return a, cc, nil
+}
+
+// develTreeDir returns host as an absolute path, checking that it looks
+// like a kernel-devel tree (has a top-level Makefile).
+func develTreeDir(host string) (string, error) {
+	host, err := filepath.Abs(host)
+	if err != nil {
+		return "", fmt.Errorf("devel: retarget: %w", err)
+	}
+	if _, err := os.Stat(filepath.Join(host, "Makefile")); err != nil {
+		return "", fmt.Errorf("devel: retarget: %s is not a kernel-devel tree: %w", host, err)
+	}
+	return host, nil
+}
+
+// retargetPlan is what the external build of scripts/ compiles: the
+// subdirectories with their own Kbuild, the single programs of scripts/
+// and modpost's objects (empty if the tree has no modpost).
+type retargetPlan struct {
+	subdirs, single []string
+	modpostObjs     string
+}
+
+// planRetarget sorts the host programs under tmp's scripts/ into those
+// rebuilt and those removed (removing the latter from tmp), and checks
+// that fixdep and modpost are among the rebuilt. host names the tree in
+// errors.
+func planRetarget(host, tmp string) (*Retargeted, retargetPlan, error) {
+	res := &Retargeted{}
+	var plan retargetPlan
+	progs, err := elfPrograms(filepath.Join(tmp, "scripts"))
+	if err != nil {
+		return nil, plan, fmt.Errorf("devel: retarget: %w", err)
+	}
 	for _, p := range progs {
 		switch p {
 		case "basic/fixdep":
-			subdirs = append(subdirs, "basic")
+			plan.subdirs = append(plan.subdirs, "basic")
 		case "genksyms/genksyms":
-			subdirs = append(subdirs, "genksyms")
+			plan.subdirs = append(plan.subdirs, "genksyms")
 		case "mod/modpost":
-			mk, err := os.ReadFile(filepath.Join(tmp, "scripts", "mod", "Makefile"))
+			objs, err := modpostObjects(host, tmp)
 			if err != nil {
-				return nil, fmt.Errorf("devel: retarget: %w", err)
+				return nil, plan, err
 			}
-			m := regexp.MustCompile(`(?m)^modpost-objs\s*:=\s*(.+)$`).FindSubmatch(mk)
-			if m == nil {
-				return nil, fmt.Errorf("devel: retarget: %s: no modpost-objs line", filepath.Join(host, "scripts", "mod", "Makefile"))
-			}
-			modpostObjs = strings.TrimSpace(string(m[1]))
+			plan.modpostObjs = objs
 		case "recordmcount":
-			single = append(single, p)
+			plan.single = append(plan.single, p)
 		default:
 			if err := os.Remove(filepath.Join(tmp, "scripts", filepath.FromSlash(p))); err != nil {
-				return nil, fmt.Errorf("devel: retarget: %w", err)
+				return nil, plan, fmt.Errorf("devel: retarget: %w", err)
 			}
 			res.Removed = append(res.Removed, "scripts/"+p)
 			continue
@@ -128,41 +171,92 @@ func Retarget(ctx context.Context, host, dest string, o RetargetOptions) (*Retar
 	}
 	for _, need := range []string{"scripts/basic/fixdep", "scripts/mod/modpost"} {
 		if !slices.Contains(res.Rebuilt, need) {
-			return nil, fmt.Errorf("devel: retarget: %s has no %s program to rebuild (not a kernel-devel tree?)", host, need)
+			return nil, plan, fmt.Errorf("devel: retarget: %s has no %s program to rebuild (not a kernel-devel tree?)", host, need)
 		}
 	}
+	return res, plan, nil
+}
+
+// modpostObjsRe matches the modpost-objs line of scripts/mod/Makefile.
+var modpostObjsRe = regexp.MustCompile(`(?m)^modpost-objs\s*:=\s*(.+)$`)
+
+// modpostObjects returns the objects modpost is linked from, read from
+// tmp's scripts/mod/Makefile (host names the file in errors).
+func modpostObjects(host, tmp string) (string, error) {
+	mk, err := os.ReadFile(filepath.Join(tmp, "scripts", "mod", "Makefile"))
+	if err != nil {
+		return "", fmt.Errorf("devel: retarget: %w", err)
+	}
+	m := modpostObjsRe.FindSubmatch(mk)
+	if m == nil {
+		return "", fmt.Errorf("devel: retarget: %s: no modpost-objs line", filepath.Join(host, "scripts", "mod", "Makefile"))
+	}
+	return strings.TrimSpace(string(m[1])), nil
+}
+
+// writeExtmodKbuild writes the Kbuild files of the external build:
+// tmp/Kbuild descends into scripts/, whose Kbuild (taking precedence over
+// its Makefile) names only the programs external module builds run.
+func writeExtmodKbuild(host, tmp string, plan retargetPlan) error {
+	single := plan.single
 	var kb strings.Builder
-	fmt.Fprintf(&kb, "subdir-y := %s\n", strings.Join(subdirs, " "))
-	if modpostObjs != "" {
+	fmt.Fprintf(&kb, "subdir-y := %s\n", strings.Join(plan.subdirs, " "))
+	if plan.modpostObjs != "" {
 		single = append(single, "mod/modpost")
-		fmt.Fprintf(&kb, "mod/modpost-objs := $(addprefix mod/, %s)\n", modpostObjs)
+		fmt.Fprintf(&kb, "mod/modpost-objs := $(addprefix mod/, %s)\n", plan.modpostObjs)
 	}
 	fmt.Fprintf(&kb, "hostprogs-always-y := %s\n", strings.Join(single, " "))
 	scriptsKbuild := filepath.Join(tmp, "scripts", "Kbuild")
 	if _, err := os.Lstat(scriptsKbuild); err == nil {
-		return nil, fmt.Errorf("devel: retarget: %s already has scripts/Kbuild", host)
+		return fmt.Errorf("devel: retarget: %s already has scripts/Kbuild", host)
 	}
 	if err := os.WriteFile(filepath.Join(tmp, "Kbuild"), []byte("subdir-y := scripts\n"), 0o644); err != nil {
-		return nil, fmt.Errorf("devel: retarget: %w", err)
+		return fmt.Errorf("devel: retarget: %w", err)
 	}
 	if err := os.WriteFile(scriptsKbuild, []byte(kb.String()), 0o644); err != nil {
-		return nil, fmt.Errorf("devel: retarget: %w", err)
+		return fmt.Errorf("devel: retarget: %w", err)
 	}
+	return nil
+}
+
+// rebuildPrograms rebuilds the programs rebuilt (relative to tmp) for the
+// target with an external build of tmp's scripts/ against host, then
+// removes the Kbuild files writeExtmodKbuild wrote and the build's
+// intermediates.
+func rebuildPrograms(ctx context.Context, host, tmp string, a archInfo, cc string, o RetargetOptions, rebuilt []string) error {
 	// Remove the host binaries first, so that a program make does not
-	// rebuild is missing (and caught below) rather than left for the
-	// wrong machine.
-	for _, p := range res.Rebuilt {
+	// rebuild is missing (and caught by checkRebuilt) rather than left
+	// for the wrong machine.
+	for _, p := range rebuilt {
 		if err := os.Remove(filepath.Join(tmp, filepath.FromSlash(p))); err != nil {
-			return nil, fmt.Errorf("devel: retarget: %w", err)
+			return fmt.Errorf("devel: retarget: %w", err)
 		}
 	}
+	started := time.Now().Add(-time.Second)
+	if err := runRetargetMake(ctx, host, tmp, a, cc, o); err != nil {
+		return err
+	}
+	for _, f := range []string{filepath.Join(tmp, "Kbuild"), filepath.Join(tmp, "scripts", "Kbuild")} {
+		if err := os.Remove(f); err != nil {
+			return fmt.Errorf("devel: retarget: %w", err)
+		}
+	}
+	if err := dropIntermediates(host, tmp, rebuilt, started); err != nil {
+		return fmt.Errorf("devel: retarget: %w", err)
+	}
+	return nil
+}
+
+// runRetargetMake runs the external build (KBUILD_EXTMOD=tmp) of scripts/
+// against host with the cross compiler as HOSTCC, its output going to
+// o.Log; a failure's error carries the output's last lines.
+func runRetargetMake(ctx context.Context, host, tmp string, a archInfo, cc string, o RetargetOptions) error {
 	jobs := o.Jobs
 	if jobs <= 0 {
 		jobs = runtime.NumCPU()
 	}
 	args := []string{"-C", host, fmt.Sprintf("-j%d", jobs), "ARCH=" + a.arch, "CROSS_COMPILE=" + o.CrossCompile,
 		"HOSTCC=" + cc, "KBUILD_EXTMOD=" + tmp, "scripts/"}
-	started := time.Now().Add(-time.Second)
 	cmd := exec.CommandContext(ctx, "make", args...)
 	cmd.Env = makeEnv()
 	cmd.Dir = tmp
@@ -172,24 +266,24 @@ func Retarget(ctx context.Context, host, dest string, o RetargetOptions) (*Retar
 		cmd.Stdout, cmd.Stderr = io.MultiWriter(&buf, o.Log), io.MultiWriter(&buf, o.Log)
 	}
 	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("devel: retarget: make %s: %w\n%s", strings.Join(args, " "), err, tailLines(buf.String(), 20))
+		return fmt.Errorf("devel: retarget: make %s: %w\n%s", strings.Join(args, " "), err, tailLines(buf.String(), 20))
 	}
-	for _, f := range []string{filepath.Join(tmp, "Kbuild"), scriptsKbuild} {
-		if err := os.Remove(f); err != nil {
-			return nil, fmt.Errorf("devel: retarget: %w", err)
-		}
-	}
-	// Drop the build's intermediates (objects, .cmd files), as
-	// install-extmod-build does; put back the host tree's copy of any other
-	// file make regenerated (bison's parse.tab.h embeds the output path in
-	// its include guard), so only the programs differ from host.
-	err = filepath.WalkDir(tmp, func(p string, d fs.DirEntry, err error) error {
+	return nil
+}
+
+// dropIntermediates removes the build's intermediates (objects, .cmd
+// files) from tmp, as install-extmod-build does, and puts back the host
+// tree's copy of any other file make regenerated since started (bison's
+// parse.tab.h embeds the output path in its include guard), so only the
+// rebuilt programs differ from host.
+func dropIntermediates(host, tmp string, rebuilt []string, started time.Time) error {
+	return filepath.WalkDir(tmp, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || !d.Type().IsRegular() {
 			return err
 		}
 		rel := mustRel(tmp, p)
 		n := d.Name()
-		if slices.Contains(res.Rebuilt, filepath.ToSlash(rel)) {
+		if slices.Contains(rebuilt, filepath.ToSlash(rel)) {
 			return nil
 		}
 		hfi, statErr := os.Lstat(filepath.Join(host, rel))
@@ -211,22 +305,21 @@ func Retarget(ctx context.Context, host, dest string, o RetargetOptions) (*Retar
 		}
 		return atomicfile.CopyFile(filepath.Join(host, rel), p, hfi.Mode().Perm())
 	})
-	if err != nil {
-		return nil, fmt.Errorf("devel: retarget: %w", err)
-	}
-	for _, p := range res.Rebuilt {
+}
+
+// checkRebuilt checks that every rebuilt program (relative to tmp) exists
+// and is built for the target machine.
+func checkRebuilt(tmp string, rebuilt []string, a archInfo, cc string) error {
+	for _, p := range rebuilt {
 		m, err := elfMachine(filepath.Join(tmp, filepath.FromSlash(p)))
 		if err != nil {
-			return nil, fmt.Errorf("devel: retarget: %s was not rebuilt: %w", p, err)
+			return fmt.Errorf("devel: retarget: %s was not rebuilt: %w", p, err)
 		}
 		if m != a.machine {
-			return nil, fmt.Errorf("devel: retarget: %s was built for %s, not %s (is %s a %s compiler?)", p, machineName(m), a.uname, cc, a.uname)
+			return fmt.Errorf("devel: retarget: %s was built for %s, not %s (is %s a %s compiler?)", p, machineName(m), a.uname, cc, a.uname)
 		}
 	}
-	if err := out.Commit(); err != nil {
-		return nil, fmt.Errorf("devel: retarget: %w", err)
-	}
-	return res, nil
+	return nil
 }
 
 func mustRel(base, p string) string {

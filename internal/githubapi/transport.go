@@ -160,39 +160,17 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 				return nil, err
 			}
 		}
-		r := req.Clone(ctx)
-		if attempt > 1 && req.GetBody != nil {
-			body, err := req.GetBody()
-			if err != nil {
-				return nil, err
-			}
-			r.Body = body
+		r, key, cached, err := t.newAttempt(req, attempt, api)
+		if err != nil {
+			return nil, err
 		}
-		if api && t.token != "" {
-			r.Header.Set("Authorization", "Bearer "+t.token)
-		} else {
-			r.Header.Del("Authorization")
-		}
-		key, cached := "", (*cacheEntry)(nil)
-		if api && req.Method == http.MethodGet && req.Header.Get("If-None-Match") == "" && req.Header.Get("Range") == "" {
-			key = req.URL.String() + "\x00" + req.Header.Get("Accept")
-			t.mu.Lock()
-			cached = t.cache[key]
-			t.mu.Unlock()
-			if cached != nil {
-				r.Header.Set("If-None-Match", cached.etag)
-			}
-		}
-
 		resp, err := t.base.RoundTrip(r)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
 			if retry && attempt < t.maxAttempts {
-				d := t.backoff(attempt + 1)
-				t.log.Printf("github: %s: %v; retrying in %s (attempt %d of %d)", what, err, d.Round(time.Millisecond), attempt+1, t.maxAttempts)
-				if err := t.sleep(ctx, d); err != nil {
+				if err := t.backoffBeforeRetry(ctx, what, err, attempt); err != nil {
 					return nil, err
 				}
 				continue
@@ -208,35 +186,18 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return cachedResponse(req, resp, cached), nil
 		}
 		if api && (resp.StatusCode == http.StatusForbidden || resp.StatusCode == http.StatusTooManyRequests) {
-			wait, secondary, limited := t.rateLimitWait(resp)
-			if limited {
-				if wait > t.maxWait {
-					drain(resp)
-					t.mu.Lock()
-					e := &RateLimitError{Reset: t.now().Add(wait), Wait: wait, Max: t.maxWait, Limit: t.limit, Used: t.used, Secondary: secondary}
-					t.mu.Unlock()
-					return nil, e
-				}
-				if replayable && waits < maxRateLimitWaits {
-					waits++
-					attempt--
-					drain(resp)
-					t.log.Printf("github: %s: rate limited; waiting %s for the reset", what, wait.Round(time.Second))
-					if err := t.sleep(ctx, wait); err != nil {
-						return nil, err
-					}
-					t.mu.Lock()
-					t.exhausted = false
-					t.mu.Unlock()
-					continue
-				}
+			again, err := t.waitOutRateLimit(ctx, resp, what, replayable, &waits)
+			if err != nil {
+				return nil, err
+			}
+			if again {
+				attempt-- // a rate-limit wait is not an attempt
+				continue
 			}
 		}
 		if resp.StatusCode >= 500 && resp.StatusCode != http.StatusNotImplemented && retry && attempt < t.maxAttempts {
 			drain(resp)
-			d := t.backoff(attempt + 1)
-			t.log.Printf("github: %s: %s; retrying in %s (attempt %d of %d)", what, resp.Status, d.Round(time.Millisecond), attempt+1, t.maxAttempts)
-			if err := t.sleep(ctx, d); err != nil {
+			if err := t.backoffBeforeRetry(ctx, what, resp.Status, attempt); err != nil {
 				return nil, err
 			}
 			continue
@@ -246,6 +207,77 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return resp, nil
 	}
+}
+
+// newAttempt returns the request for one attempt at req: a clone with a
+// fresh body on a retry, the token only for the API hosts, and
+// If-None-Match for an API GET whose response is cached. key is the cache
+// key of the response ("" if it is not cached) and cached is the cached
+// entry (nil if none).
+func (t *transport) newAttempt(req *http.Request, attempt int, api bool) (r *http.Request, key string, cached *cacheEntry, err error) {
+	r = req.Clone(req.Context())
+	if attempt > 1 && req.GetBody != nil {
+		body, err := req.GetBody()
+		if err != nil {
+			return nil, "", nil, err
+		}
+		r.Body = body
+	}
+	if api && t.token != "" {
+		r.Header.Set("Authorization", "Bearer "+t.token)
+	} else {
+		r.Header.Del("Authorization")
+	}
+	if api && req.Method == http.MethodGet && req.Header.Get("If-None-Match") == "" && req.Header.Get("Range") == "" {
+		key = req.URL.String() + "\x00" + req.Header.Get("Accept")
+		t.mu.Lock()
+		cached = t.cache[key]
+		t.mu.Unlock()
+		if cached != nil {
+			r.Header.Set("If-None-Match", cached.etag)
+		}
+	}
+	return r, key, cached, nil
+}
+
+// backoffBeforeRetry logs why attempt failed (an error or a status) and
+// sleeps for the backoff before the next attempt.
+func (t *transport) backoffBeforeRetry(ctx context.Context, what string, why any, attempt int) error {
+	d := t.backoff(attempt + 1)
+	t.log.Printf("github: %s: %v; retrying in %s (attempt %d of %d)", what, why, d.Round(time.Millisecond), attempt+1, t.maxAttempts)
+	return t.sleep(ctx, d)
+}
+
+// waitOutRateLimit handles a 403/429 API response. If it is a rate limit
+// whose wait exceeds the longest allowed, it drains resp and returns a
+// *RateLimitError; if the request can be sent again (and *waits is below
+// maxRateLimitWaits) it drains resp, waits for the reset and returns true.
+// Otherwise it returns false and leaves resp to the caller.
+func (t *transport) waitOutRateLimit(ctx context.Context, resp *http.Response, what string, replayable bool, waits *int) (again bool, err error) {
+	wait, secondary, limited := t.rateLimitWait(resp)
+	if !limited {
+		return false, nil
+	}
+	if wait > t.maxWait {
+		drain(resp)
+		t.mu.Lock()
+		e := &RateLimitError{Reset: t.now().Add(wait), Wait: wait, Max: t.maxWait, Limit: t.limit, Used: t.used, Secondary: secondary}
+		t.mu.Unlock()
+		return false, e
+	}
+	if !replayable || *waits >= maxRateLimitWaits {
+		return false, nil
+	}
+	*waits++
+	drain(resp)
+	t.log.Printf("github: %s: rate limited; waiting %s for the reset", what, wait.Round(time.Second))
+	if err := t.sleep(ctx, wait); err != nil {
+		return false, err
+	}
+	t.mu.Lock()
+	t.exhausted = false
+	t.mu.Unlock()
+	return true, nil
 }
 
 // waitForReset waits, before a request, when the last response said the

@@ -68,32 +68,11 @@ func KernelTarball(t testing.TB, tag string, extra map[string][]byte) string {
 // dropped. xz input is decompressed by the xz command, which is much faster
 // than a pure Go decoder.
 func RepackKernelTarball(ctx context.Context, src, dst, tag string, extra map[string][]byte) error {
-	var in io.Reader
-	var wait func() error
-	if strings.HasSuffix(src, ".xz") {
-		cmd := exec.CommandContext(ctx, "xz", "-dc", "-T0", src)
-		cmd.Stderr = os.Stderr
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			return err
-		}
-		if err := cmd.Start(); err != nil {
-			return fmt.Errorf("repack %s: %w", src, err)
-		}
-		defer cmd.Process.Kill()
-		in, wait = out, cmd.Wait
-	} else {
-		f, err := os.Open(src)
-		if err != nil {
-			return fmt.Errorf("repack: %w", err)
-		}
-		defer f.Close()
-		zr, err := gzip.NewReader(f)
-		if err != nil {
-			return fmt.Errorf("repack %s: %w", src, err)
-		}
-		in, wait = zr, func() error { return nil }
+	in, wait, cleanup, err := openTarball(ctx, src)
+	if err != nil {
+		return err
 	}
+	defer cleanup()
 	out, err := atomicfile.Create(dst, true)
 	if err != nil {
 		return err
@@ -110,11 +89,60 @@ func RepackKernelTarball(ctx context.Context, src, dst, tag string, extra map[st
 		PAXRecords: map[string]string{"comment": hex.EncodeToString(commit[:20])}}); err != nil {
 		return err
 	}
-	tr := tar.NewReader(in)
+	if err := copyRetopped(tw, tar.NewReader(in), src, top, extra); err != nil {
+		return err
+	}
+	if err := writeExtraFiles(tw, top, extra); err != nil {
+		return err
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	if err := zw.Close(); err != nil {
+		return err
+	}
+	if err := wait(); err != nil {
+		return fmt.Errorf("repack %s: %w", src, err)
+	}
+	return out.Commit(0o644)
+}
+
+// openTarball opens the tarball src (xz-compressed if it ends in .xz,
+// else gzip) for reading decompressed; wait reports the xz command's
+// failure once in is read, and cleanup releases the file or command.
+func openTarball(ctx context.Context, src string) (in io.Reader, wait func() error, cleanup func(), err error) {
+	if strings.HasSuffix(src, ".xz") {
+		cmd := exec.CommandContext(ctx, "xz", "-dc", "-T0", src)
+		cmd.Stderr = os.Stderr
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		if err := cmd.Start(); err != nil {
+			return nil, nil, nil, fmt.Errorf("repack %s: %w", src, err)
+		}
+		return out, cmd.Wait, func() { cmd.Process.Kill() }, nil
+	}
+	f, err := os.Open(src)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("repack: %w", err)
+	}
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		f.Close()
+		return nil, nil, nil, fmt.Errorf("repack %s: %w", src, err)
+	}
+	return zr, func() error { return nil }, func() { f.Close() }, nil
+}
+
+// copyRetopped copies the entries of tr (read from src) to tw with the
+// first path component (of names and hard link targets) replaced by top,
+// dropping pax global headers and the entries extra replaces.
+func copyRetopped(tw *tar.Writer, tr *tar.Reader, src, top string, extra map[string][]byte) error {
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
-			break
+			return nil
 		}
 		if err != nil {
 			return fmt.Errorf("repack %s: %w", src, err)
@@ -139,6 +167,10 @@ func RepackKernelTarball(ctx context.Context, src, dst, tag string, extra map[st
 			return fmt.Errorf("repack %s: %s: %w", src, h.Name, err)
 		}
 	}
+}
+
+// writeExtraFiles writes the extra files under top, in name order.
+func writeExtraFiles(tw *tar.Writer, top string, extra map[string][]byte) error {
 	for _, name := range sortedKeys(extra) {
 		b := extra[name]
 		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: top + "/" + name, Mode: 0o644, Size: int64(len(b))}); err != nil {
@@ -148,16 +180,7 @@ func RepackKernelTarball(ctx context.Context, src, dst, tag string, extra map[st
 			return err
 		}
 	}
-	if err := tw.Close(); err != nil {
-		return err
-	}
-	if err := zw.Close(); err != nil {
-		return err
-	}
-	if err := wait(); err != nil {
-		return fmt.Errorf("repack %s: %w", src, err)
-	}
-	return out.Commit(0o644)
+	return nil
 }
 
 func sortedKeys(m map[string][]byte) []string {

@@ -1535,84 +1535,21 @@ func (s *Server) handleDeleteAsset(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 	name := r.URL.Query().Get("name")
-	s.mu.Lock()
-	_, rel := s.findReleaseLocked(r)
+	rel := s.uploadRelease(w, r, name)
 	if rel == nil {
-		s.mu.Unlock()
-		s.notFound(w, r)
 		return
 	}
-	if name == "" {
-		s.mu.Unlock()
-		s.validation(w, r, apiError{Resource: "ReleaseAsset", Code: "missing_field", Field: "name"})
-		return
-	}
-	if rel.Immutable {
-		s.mu.Unlock()
-		s.errorJSON(w, r, http.StatusUnprocessableEntity, "Cannot upload assets to an immutable release.", nil)
-		return
-	}
-	s.mu.Unlock()
-	if r.ContentLength < 0 {
-		s.errorJSON(w, r, http.StatusBadRequest, "Bad Content-Length", nil)
-		return
-	}
-
 	a := &asset{Asset: Asset{ID: 0, Name: name, Label: r.URL.Query().Get("label"), ContentType: r.Header.Get("Content-Type"), State: "starter"},
 		releaseID: rel.ID, created: s.opts.Now()}
-	f, err := os.CreateTemp(s.dir, "asset-*")
+	sum, complete, dropping, err := s.receiveAsset(r, a)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	a.path = f.Name()
-	h := sha256.New()
-	var body io.Reader = r.Body
-	st, _ := r.Context().Value(ctxKey{}).(*reqState)
-	dropping := st != nil && st.drop >= 0
+	dup, out := s.addAsset(r, rel, a, sum, complete)
 	if dropping {
-		body = io.LimitReader(r.Body, st.drop)
-	}
-	n, copyErr := io.Copy(io.MultiWriter(f, h), body)
-	f.Close()
-	a.Size = n
-	complete := copyErr == nil && n == r.ContentLength && !dropping
-
-	s.mu.Lock()
-	dup := false
-	for _, x := range rel.assets {
-		if x.Name == name {
-			dup = true
-		}
-	}
-	if !dup && !rel.Immutable {
-		a.ID = s.id()
-		if complete {
-			a.State, a.SHA256 = "uploaded", hex.EncodeToString(h.Sum(nil))
-		}
-		// Like GitHub, an upload that broke off leaves a "starter" asset
-		// that blocks the name until it is deleted.
-		rel.assets = append(rel.assets, a)
-		s.changedLocked(repoName(r))
-	}
-	var out map[string]any
-	if !dup && complete {
-		out = s.assetJSON(r, rel, a)
-	}
-	s.mu.Unlock()
-	if dup || !complete {
-		if a.ID == 0 {
-			os.Remove(a.path)
-		}
-	}
-	if dropping {
-		if hj, ok := unwrapHijacker(w); ok {
-			if conn, _, err := hj.Hijack(); err == nil {
-				conn.Close()
-				return
-			}
-		}
-		panic(http.ErrAbortHandler)
+		dropConnection(w)
+		return
 	}
 	if dup {
 		s.validation(w, r, apiError{Resource: "ReleaseAsset", Code: "already_exists", Field: "name"})
@@ -1623,6 +1560,106 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.writeJSON(w, r, http.StatusCreated, out)
+}
+
+// uploadRelease returns the release an upload of the asset name goes to,
+// or writes the error response and returns nil when the release does not
+// exist, name is empty, the release is immutable or the upload has no
+// Content-Length.
+func (s *Server) uploadRelease(w http.ResponseWriter, r *http.Request, name string) *release {
+	s.mu.Lock()
+	_, rel := s.findReleaseLocked(r)
+	if rel == nil {
+		s.mu.Unlock()
+		s.notFound(w, r)
+		return nil
+	}
+	if name == "" {
+		s.mu.Unlock()
+		s.validation(w, r, apiError{Resource: "ReleaseAsset", Code: "missing_field", Field: "name"})
+		return nil
+	}
+	if rel.Immutable {
+		s.mu.Unlock()
+		s.errorJSON(w, r, http.StatusUnprocessableEntity, "Cannot upload assets to an immutable release.", nil)
+		return nil
+	}
+	s.mu.Unlock()
+	if r.ContentLength < 0 {
+		s.errorJSON(w, r, http.StatusBadRequest, "Bad Content-Length", nil)
+		return nil
+	}
+	return rel
+}
+
+// receiveAsset stores the upload's body in a new file of the server's
+// directory, setting a.path and a.Size, and returns the body's SHA-256.
+// complete says whether the whole body (Content-Length bytes) arrived;
+// dropping whether DropAfter applies to the request (then only its byte
+// count is read, and the upload is never complete).
+func (s *Server) receiveAsset(r *http.Request, a *asset) (sum string, complete, dropping bool, err error) {
+	f, err := os.CreateTemp(s.dir, "asset-*")
+	if err != nil {
+		return "", false, false, err
+	}
+	a.path = f.Name()
+	h := sha256.New()
+	var body io.Reader = r.Body
+	st, _ := r.Context().Value(ctxKey{}).(*reqState)
+	dropping = st != nil && st.drop >= 0
+	if dropping {
+		body = io.LimitReader(r.Body, st.drop)
+	}
+	n, copyErr := io.Copy(io.MultiWriter(f, h), body)
+	f.Close()
+	a.Size = n
+	complete = copyErr == nil && n == r.ContentLength && !dropping
+	return hex.EncodeToString(h.Sum(nil)), complete, dropping, nil
+}
+
+// addAsset adds the received asset a to rel unless rel already has an
+// asset of its name (dup) or became immutable meanwhile; a complete one is
+// "uploaded" with its sum and out is its JSON, an incomplete one stays a
+// "starter". The file of an asset not added is removed.
+func (s *Server) addAsset(r *http.Request, rel *release, a *asset, sum string, complete bool) (dup bool, out map[string]any) {
+	s.mu.Lock()
+	for _, x := range rel.assets {
+		if x.Name == a.Name {
+			dup = true
+		}
+	}
+	if !dup && !rel.Immutable {
+		a.ID = s.id()
+		if complete {
+			a.State, a.SHA256 = "uploaded", sum
+		}
+		// Like GitHub, an upload that broke off leaves a "starter" asset
+		// that blocks the name until it is deleted.
+		rel.assets = append(rel.assets, a)
+		s.changedLocked(repoName(r))
+	}
+	if !dup && complete {
+		out = s.assetJSON(r, rel, a)
+	}
+	s.mu.Unlock()
+	if dup || !complete {
+		if a.ID == 0 {
+			os.Remove(a.path)
+		}
+	}
+	return dup, out
+}
+
+// dropConnection breaks off the response as DropAfter asks: it closes
+// the hijacked connection or, if that fails, aborts the handler.
+func dropConnection(w http.ResponseWriter) {
+	if hj, ok := unwrapHijacker(w); ok {
+		if conn, _, err := hj.Hijack(); err == nil {
+			conn.Close()
+			return
+		}
+	}
+	panic(http.ErrAbortHandler)
 }
 
 func unwrapHijacker(w http.ResponseWriter) (http.Hijacker, bool) {

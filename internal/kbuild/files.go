@@ -54,126 +54,170 @@ func CopyDevel(src, obj, srcArch, devel string) error {
 	if err != nil {
 		return err
 	}
-	var files []string // paths relative to root, with the root they come from
-	add := func(root, rel string) { files = append(files, root+"\x00"+rel) }
-	walk := func(root, top string, skip func(rel string, d fs.DirEntry) (skipDir, skipFile bool)) error {
-		base := filepath.Join(root, top)
-		if _, err := os.Lstat(base); err != nil {
-			return nil
-		}
-		return filepath.WalkDir(base, func(p string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			rel, _ := filepath.Rel(root, p)
-			rel = filepath.ToSlash(rel)
-			sd, sf := skip(rel, d)
-			if d.IsDir() {
-				if sd {
-					return filepath.SkipDir
-				}
-				return nil
-			}
-			if !sf {
-				add(root, rel)
-			}
-			return nil
-		})
-	}
-	scripts := func(rel string, d fs.DirEntry) (bool, bool) {
-		if d.IsDir() {
-			switch d.Name() {
-			case "atomic", "dtc", "kconfig", "package":
-				return true, false
-			}
-			return false, false
-		}
-		return false, d.Name() == "unifdef" || d.Name() == "mk_elfconfig" || !(d.Type().IsRegular() || d.Type()&fs.ModeSymlink != 0)
-	}
-	none := func(string, fs.DirEntry) (bool, bool) { return false, false }
-	add(src, "Makefile")
+	var fl develFiles
 	archDir := "arch/" + srcArch
-	ents, _ := os.ReadDir(filepath.Join(src, archDir))
-	for _, e := range ents {
-		if !e.IsDir() && strings.HasPrefix(e.Name(), "Makefile") {
-			add(src, archDir+"/"+e.Name())
-		}
-	}
-	if err := walk(src, archDir, func(rel string, d fs.DirEntry) (bool, bool) {
-		if d.IsDir() {
-			return d.Name() == "generated", false
-		}
-		inInclude := strings.Contains("/"+rel, "/include/")
-		return false, !(inInclude || d.Name() == "Kbuild.platforms" || d.Name() == "Platform")
-	}); err != nil {
+	if err := fl.addSource(src, archDir); err != nil {
 		return err
 	}
-	if err := walk(src, "include", func(rel string, d fs.DirEntry) (bool, bool) {
-		if d.IsDir() {
-			return rel == "include/config" || rel == "include/generated", false
-		}
-		return false, false
-	}); err != nil {
+	if err := fl.addObject(obj, archDir, auto); err != nil {
 		return err
 	}
-	if err := walk(src, "scripts", scripts); err != nil {
-		return err
-	}
-	for _, rel := range []string{"Module.symvers", "include/config/auto.conf", "include/config/kernel.release"} {
-		add(obj, rel)
-	}
-	if auto.Get("CONFIG_OBJTOOL") == "y" {
-		add(obj, "tools/objtool/objtool")
-	}
-	if auto.Get("CONFIG_DEBUG_INFO_BTF_MODULES") == "y" {
-		add(obj, "tools/bpf/resolve_btfids/resolve_btfids")
-	}
-	for _, top := range []string{archDir + "/include/generated", "include/generated"} {
-		if err := walk(obj, top, none); err != nil {
-			return err
-		}
-	}
-	if err := walk(obj, "scripts", scripts); err != nil {
-		return err
-	}
-	if auto.Get("CONFIG_GCC_PLUGINS") == "y" {
-		if err := walk(obj, "scripts/gcc-plugins", func(rel string, d fs.DirEntry) (bool, bool) {
-			return false, !strings.HasSuffix(rel, ".so")
-		}); err != nil {
-			return err
-		}
-	}
-	sort.Strings(files)
-	for _, f := range files {
+	sort.Strings(fl.files)
+	for _, f := range fl.files {
 		root, rel, _ := strings.Cut(f, "\x00")
 		base := filepath.Base(rel)
 		if strings.HasSuffix(base, ".o") || (strings.HasPrefix(base, ".") && strings.HasSuffix(base, ".cmd")) {
 			continue
 		}
-		from, to := filepath.Join(root, rel), filepath.Join(devel, rel)
-		st, err := os.Lstat(from)
-		if err != nil {
-			return err
-		}
-		os.Remove(to) // the object tree overrides the source tree
-		if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
-			return err
-		}
-		if st.Mode()&fs.ModeSymlink != 0 {
-			t, err := os.Readlink(from)
-			if err != nil {
-				return err
-			}
-			if err := os.Symlink(t, to); err != nil {
-				return err
-			}
-			continue
-		}
-		if err := atomicfile.CopyFile(from, to, 0); err != nil {
+		if err := copyDevelFile(filepath.Join(root, rel), filepath.Join(devel, rel)); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// develFiles collects the files CopyDevel copies.
+type develFiles struct {
+	files []string // paths relative to root, with the root they come from
+}
+
+// develSkip says whether a walk skips a directory or a file; rel is
+// relative to the walk's root, with slashes.
+type develSkip func(rel string, d fs.DirEntry) (skipDir, skipFile bool)
+
+// add adds rel, relative to root.
+func (fl *develFiles) add(root, rel string) { fl.files = append(fl.files, root+"\x00"+rel) }
+
+// walk adds the files under root/top that skip does not skip; a missing
+// top adds nothing.
+func (fl *develFiles) walk(root, top string, skip develSkip) error {
+	base := filepath.Join(root, top)
+	if _, err := os.Lstat(base); err != nil {
+		return nil
+	}
+	return filepath.WalkDir(base, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		rel = filepath.ToSlash(rel)
+		sd, sf := skip(rel, d)
+		if d.IsDir() {
+			if sd {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !sf {
+			fl.add(root, rel)
+		}
+		return nil
+	})
+}
+
+// addSource adds the source tree's files: the top Makefile, the arch
+// Makefiles, include directories and Kbuild.platforms/Platform files,
+// include/ (without config and generated) and scripts/.
+func (fl *develFiles) addSource(src, archDir string) error {
+	fl.add(src, "Makefile")
+	ents, _ := os.ReadDir(filepath.Join(src, archDir))
+	for _, e := range ents {
+		if !e.IsDir() && strings.HasPrefix(e.Name(), "Makefile") {
+			fl.add(src, archDir+"/"+e.Name())
+		}
+	}
+	if err := fl.walk(src, archDir, skipSourceArch); err != nil {
+		return err
+	}
+	if err := fl.walk(src, "include", skipSourceInclude); err != nil {
+		return err
+	}
+	return fl.walk(src, "scripts", skipScripts)
+}
+
+// addObject adds the object tree's files: Module.symvers,
+// include/config/{auto.conf,kernel.release}, objtool and resolve_btfids
+// if auto enables them, the generated headers, the built scripts and the
+// GCC plugins if auto enables them.
+func (fl *develFiles) addObject(obj, archDir string, auto kconfig.Config) error {
+	for _, rel := range []string{"Module.symvers", "include/config/auto.conf", "include/config/kernel.release"} {
+		fl.add(obj, rel)
+	}
+	if auto.Get("CONFIG_OBJTOOL") == "y" {
+		fl.add(obj, "tools/objtool/objtool")
+	}
+	if auto.Get("CONFIG_DEBUG_INFO_BTF_MODULES") == "y" {
+		fl.add(obj, "tools/bpf/resolve_btfids/resolve_btfids")
+	}
+	none := func(string, fs.DirEntry) (bool, bool) { return false, false }
+	for _, top := range []string{archDir + "/include/generated", "include/generated"} {
+		if err := fl.walk(obj, top, none); err != nil {
+			return err
+		}
+	}
+	if err := fl.walk(obj, "scripts", skipScripts); err != nil {
+		return err
+	}
+	if auto.Get("CONFIG_GCC_PLUGINS") == "y" {
+		return fl.walk(obj, "scripts/gcc-plugins", func(rel string, d fs.DirEntry) (bool, bool) {
+			return false, !strings.HasSuffix(rel, ".so")
+		})
+	}
+	return nil
+}
+
+// skipSourceArch keeps, under the source tree's arch directory, the
+// include directories (without generated) and the Kbuild.platforms and
+// Platform files.
+func skipSourceArch(rel string, d fs.DirEntry) (bool, bool) {
+	if d.IsDir() {
+		return d.Name() == "generated", false
+	}
+	inInclude := strings.Contains("/"+rel, "/include/")
+	return false, !(inInclude || d.Name() == "Kbuild.platforms" || d.Name() == "Platform")
+}
+
+// skipSourceInclude keeps the source tree's include/ without
+// include/config and include/generated.
+func skipSourceInclude(rel string, d fs.DirEntry) (bool, bool) {
+	if d.IsDir() {
+		return rel == "include/config" || rel == "include/generated", false
+	}
+	return false, false
+}
+
+// skipScripts keeps scripts/ without the directories and programs that
+// external module builds do not use, and without special files.
+func skipScripts(rel string, d fs.DirEntry) (bool, bool) {
+	if d.IsDir() {
+		switch d.Name() {
+		case "atomic", "dtc", "kconfig", "package":
+			return true, false
+		}
+		return false, false
+	}
+	return false, d.Name() == "unifdef" || d.Name() == "mk_elfconfig" || !(d.Type().IsRegular() || d.Type()&fs.ModeSymlink != 0)
+}
+
+// copyDevelFile copies the file or symlink from to to, replacing what is
+// there (the object tree overrides the source tree).
+func copyDevelFile(from, to string) error {
+	st, err := os.Lstat(from)
+	if err != nil {
+		return err
+	}
+	os.Remove(to) // the object tree overrides the source tree
+	if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+		return err
+	}
+	if st.Mode()&fs.ModeSymlink != 0 {
+		t, err := os.Readlink(from)
+		if err != nil {
+			return err
+		}
+		return os.Symlink(t, to)
+	}
+	return atomicfile.CopyFile(from, to, 0)
 }
 
 // longStep announces a step like Reporter.Step and, while it runs, prints

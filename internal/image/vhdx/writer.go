@@ -304,16 +304,45 @@ func DeriveGUID(label string, digest []byte) GUID {
 	return FromRFC4122(DeriveUUID(label, digest))
 }
 
+// finish writes the first MiB (file identifier, headers and region
+// tables), the metadata region and the BAT, after the payload blocks.
 func (w *Writer) finish() error {
-	fileWrite := DeriveGUID("vhdx-file-write", w.rawSum[:])
-	dataWrite := DeriveGUID("vhdx-data-write", w.rawSum[:])
-	page83 := DeriveGUID("vhdx-page83", w.rawSum[:])
+	batLen := w.payloadStart - batOffset
+	if _, err := w.dst.WriteAt(w.head(batLen), 0); err != nil {
+		return fmt.Errorf("vhdx: %w", err)
+	}
+	if _, err := w.dst.WriteAt(w.metadata(), metaOffset); err != nil {
+		return fmt.Errorf("vhdx: %w", err)
+	}
+	bat := make([]byte, batLen)
+	for i, e := range w.bat {
+		le.PutUint64(bat[8*i:], e)
+	}
+	if _, err := w.dst.WriteAt(bat, batOffset); err != nil {
+		return fmt.Errorf("vhdx: %w", err)
+	}
+	return nil
+}
 
+// head returns the file's first MiB: the file type identifier with the
+// creator, the two headers and the two region tables (for a BAT of
+// batLen bytes).
+func (w *Writer) head(batLen int64) []byte {
 	head := make([]byte, mib)
 	copy(head, fileSignature)
 	for i, u := range utf16.Encode([]rune(w.opts.Creator)) {
 		le.PutUint16(head[8+2*i:], u)
 	}
+	w.putHeaders(head)
+	putRegionTables(head, batLen)
+	return head
+}
+
+// putHeaders writes the two headers into head, with write GUIDs derived
+// from the raw disk's SHA-256.
+func (w *Writer) putHeaders(head []byte) {
+	fileWrite := DeriveGUID("vhdx-file-write", w.rawSum[:])
+	dataWrite := DeriveGUID("vhdx-data-write", w.rawSum[:])
 	for i, off := range []int{header1Offset, header2Offset} {
 		h := head[off : off+headerSize]
 		copy(h, headerSignature)
@@ -327,7 +356,11 @@ func (w *Writer) finish() error {
 		le.PutUint64(h[0x48:], logOffset)
 		le.PutUint32(h[4:], checksum(h, 4))
 	}
-	batLen := w.payloadStart - batOffset
+}
+
+// putRegionTables writes the two region tables into head, each naming
+// the BAT (batLen bytes) and the metadata region as required.
+func putRegionTables(head []byte, batLen int64) {
 	for _, off := range []int{region1Offset, region2Offset} {
 		r := head[off : off+regionSize]
 		copy(r, regionSignature)
@@ -345,10 +378,13 @@ func (w *Writer) finish() error {
 		}
 		le.PutUint32(r[4:], checksum(r, 4))
 	}
-	if _, err := w.dst.WriteAt(head, 0); err != nil {
-		return fmt.Errorf("vhdx: %w", err)
-	}
+}
 
+// metadata returns the metadata region: its table and the file
+// parameters, virtual size, page 83 data (derived from the raw disk's
+// SHA-256) and sector sizes.
+func (w *Writer) metadata() []byte {
+	page83 := DeriveGUID("vhdx-page83", w.rawSum[:])
 	meta := make([]byte, metaLength)
 	copy(meta, metaSignature)
 	items := []struct {
@@ -373,16 +409,5 @@ func (w *Writer) finish() error {
 		copy(meta[dataOff:], it.data)
 		dataOff += len(it.data)
 	}
-	if _, err := w.dst.WriteAt(meta, metaOffset); err != nil {
-		return fmt.Errorf("vhdx: %w", err)
-	}
-
-	bat := make([]byte, batLen)
-	for i, e := range w.bat {
-		le.PutUint64(bat[8*i:], e)
-	}
-	if _, err := w.dst.WriteAt(bat, batOffset); err != nil {
-		return fmt.Errorf("vhdx: %w", err)
-	}
-	return nil
+	return meta
 }
