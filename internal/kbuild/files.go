@@ -62,7 +62,10 @@ func CopyDevel(src, obj, srcArch, devel string) error {
 	if err := fl.addObject(obj, archDir, auto); err != nil {
 		return err
 	}
-	sort.Strings(fl.files)
+	// By path, stable: for a path in both trees the source copy comes
+	// first and the object tree's overrides it, whatever the roots' names.
+	rel := func(f string) string { _, r, _ := strings.Cut(f, "\x00"); return r }
+	sort.SliceStable(fl.files, func(i, j int) bool { return rel(fl.files[i]) < rel(fl.files[j]) })
 	for _, f := range fl.files {
 		root, rel, _ := strings.Cut(f, "\x00")
 		base := filepath.Base(rel)

@@ -241,3 +241,34 @@ func fileSet(t *testing.T, dir string) map[string]bool {
 	}
 	return out
 }
+
+// TestCopyDevelObjectWins: a file in both trees (a stale host program in
+// the source tree) comes from the object tree, whatever the two
+// directories are called (sorting by root name once picked the source).
+func TestCopyDevelObjectWins(t *testing.T) {
+	for _, names := range [][2]string{{"a-src", "z-obj"}, {"z-src", "a-obj"}} {
+		dir := t.TempDir()
+		src, obj := filepath.Join(dir, names[0]), filepath.Join(dir, names[1])
+		files := map[string]string{
+			filepath.Join(src, "Makefile"):                      "top\n",
+			filepath.Join(src, "scripts", "basic", "fixdep"):    "stale source copy\n",
+			filepath.Join(obj, "scripts", "basic", "fixdep"):    "built\n",
+			filepath.Join(obj, "Module.symvers"):                "",
+			filepath.Join(obj, "include/config/auto.conf"):      "CONFIG_MODULES=y\n",
+			filepath.Join(obj, "include/config/kernel.release"): "6.6.0\n",
+		}
+		for p, body := range files {
+			os.MkdirAll(filepath.Dir(p), 0o755)
+			if err := os.WriteFile(p, []byte(body), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		dest := filepath.Join(dir, "devel")
+		if err := kbuild.CopyDevel(src, obj, "x86", dest); err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := os.ReadFile(filepath.Join(dest, "scripts", "basic", "fixdep")); string(b) != "built\n" {
+			t.Errorf("%v: scripts/basic/fixdep is %q, want the object tree's", names, b)
+		}
+	}
+}
