@@ -17,21 +17,11 @@ import (
 // a modules.order listing them.
 func depmodTestTree(t *testing.T) (base, rel string) {
 	t.Helper()
-	root, rel := testenv.DebianModules(t)
-	src := filepath.Join(root, "lib", "modules", rel)
+	_, rel = testenv.DebianModules(t)
 	base = t.TempDir()
 	dst := filepath.Join(base, "lib", "modules", rel)
 	mods := []string{"kernel/fs/fat/fat.ko", "kernel/fs/fat/vfat.ko", "kernel/fs/fat/msdos.ko"}
-	for _, m := range mods {
-		os.MkdirAll(filepath.Dir(filepath.Join(dst, m)), 0o755)
-		b, err := os.ReadFile(filepath.Join(src, m))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dst, m), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testenv.CopyDebianModules(t, dst, mods...)
 	if err := os.WriteFile(filepath.Join(dst, "modules.order"), []byte(strings.Join(mods, "\n")+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -64,10 +54,9 @@ func TestDepmodCLI(t *testing.T) {
 
 	// --strict with a Module.symvers whose _printk CRC is wrong: exit 1
 	// and the same warnings as kmod's depmod -e -E.
-	symvers := filepath.Join(testenv.CacheDir(), "debian-symvers", "Module.symvers")
-	good, err := os.ReadFile(symvers)
+	good, err := os.ReadFile(testenv.DebianSymvers(t))
 	if err != nil {
-		testenv.Missing(t, "%s", symvers)
+		t.Fatal(err)
 	}
 	bad := filepath.Join(t.TempDir(), "Module.symvers")
 	badText := regexp.MustCompile(`(?m)^0x[0-9a-f]+\t_printk\t`).ReplaceAllString(string(good), "0x12345678\t_printk\t")

@@ -18,16 +18,8 @@ func TestPackMergeImageLsCLI(t *testing.T) {
 	src := filepath.Join(root, "lib", "modules", rel)
 	base := t.TempDir()
 	dst := filepath.Join(base, "lib", "modules", rel)
-	var order []string
-	for _, m := range []string{"kernel/fs/fat/fat.ko", "kernel/fs/nls/nls_cp437.ko"} {
-		os.MkdirAll(filepath.Dir(filepath.Join(dst, m)), 0o755)
-		b, err := os.ReadFile(filepath.Join(src, m))
-		if err != nil {
-			t.Fatal(err)
-		}
-		os.WriteFile(filepath.Join(dst, m), b, 0o644)
-		order = append(order, m)
-	}
+	order := []string{"kernel/fs/fat/fat.ko", "kernel/fs/nls/nls_cp437.ko"}
+	testenv.CopyDebianModules(t, dst, order...)
 	os.WriteFile(filepath.Join(dst, "modules.order"), []byte(strings.Join(order, "\n")+"\n"), 0o644)
 
 	dir := t.TempDir()

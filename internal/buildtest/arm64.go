@@ -35,7 +35,7 @@ func OptionsArm64(t testing.TB) kbuild.KernelOptions {
 		Arch:       "arm64",
 		HostArch:   "amd64",
 		CacheDir:   CacheDir(),
-		Progress:   progress.New(tWriter{t}),
+		Progress:   progress.New(testenv.LogWriter(t)),
 	}
 }
 

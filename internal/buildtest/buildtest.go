@@ -18,7 +18,6 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
@@ -74,7 +73,7 @@ func Options(t testing.TB) kbuild.KernelOptions {
 		Source:   GitHubTarball(t),
 		Arch:     "x86_64",
 		CacheDir: CacheDir(),
-		Progress: progress.New(tWriter{t}),
+		Progress: progress.New(testenv.LogWriter(t)),
 	}
 }
 
@@ -100,13 +99,6 @@ func TestKernel(t testing.TB) *kbuild.Kernel {
 	return k
 }
 
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
 // SourceDir returns Debian's linux-source-6.12 unpacked (once, atomically)
 // into testenv.CacheDir()/linux-source-6.12, for tests that need a source
 // directory (config checks). Do not write into it.
@@ -117,15 +109,8 @@ func SourceDir(t testing.TB) string {
 		return dir
 	}
 	tarball := testenv.KernelSourceTarball(t)
-	lock, err := os.OpenFile(dir+".lock", os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		t.Fatal(err)
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	unlock := Lock(t, dir+".lock")
+	defer unlock()
 	if _, err := os.Stat(filepath.Join(dir, "Makefile")); err == nil {
 		return dir
 	}

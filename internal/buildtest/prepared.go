@@ -15,7 +15,6 @@ import (
 	"runtime"
 	"sort"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -66,10 +65,7 @@ func PreparedKernel(t testing.TB, config string) *kbuild.Kernel {
 		return k
 	}
 	symvers := TestKernel(t).Symvers()
-	unlock, err := lockFile(dir + ".lock")
-	if err != nil {
-		t.Fatal(err)
-	}
+	unlock := Lock(t, dir+".lock")
 	defer unlock()
 	if k, err := kbuild.OpenKernel(dir); err == nil {
 		return k
@@ -102,21 +98,6 @@ func preparedKey(src, config string) (string, error) {
 	}
 	h.Write(cc)
 	return hex.EncodeToString(h.Sum(nil))[:32], nil
-}
-
-func lockFile(p string) (func(), error) {
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return nil, err
-	}
-	f, err := os.OpenFile(p, os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
 }
 
 // prepare makes the entry in dir; meta.json, written last, marks it

@@ -82,7 +82,7 @@ func StockOptions(t testing.TB) kbuild.StockOptions {
 	t.Helper()
 	f := Stock(t)
 	return kbuild.StockOptions{KernelOptions: kbuild.KernelOptions{Source: SourceDir(t), ConfigFile: ConfigFile(),
-		Arch: "x86_64", CacheDir: CacheDir(), Progress: progress.New(tWriter{t})}, Kernel: f.Kernel, Modules: f.Modules}
+		Arch: "x86_64", CacheDir: CacheDir(), Progress: progress.New(testenv.LogWriter(t))}, Kernel: f.Kernel, Modules: f.Modules}
 }
 
 // StockKernel returns the test kernel prepared in stock mode (cached like

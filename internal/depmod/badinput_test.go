@@ -20,7 +20,7 @@ func buildModule(t testing.TB, dir, rel, src string) {
 	t.Helper()
 	gcc := testenv.Tool(t, "gcc")
 	c := filepath.Join(t.TempDir(), "m.c")
-	writeFile(t, c, src)
+	testenv.WriteFile(t, c, src)
 	out := filepath.Join(dir, rel)
 	os.MkdirAll(filepath.Dir(out), 0o755)
 	if b, err := exec.Command(gcc, "-c", "-O2", "-o", out, c).CombinedOutput(); err != nil {
@@ -93,7 +93,7 @@ func corruptCopy(t testing.TB, src, dst, kind string) {
 		t.Fatal(err)
 	}
 	plain := strings.TrimSuffix(dst, "."+kind)
-	writeFile(t, plain, string(b))
+	testenv.WriteFile(t, plain, string(b))
 	compress(t, plain, kind)
 	c, err := os.ReadFile(dst)
 	if err != nil {
@@ -128,10 +128,10 @@ func TestBadInput(t *testing.T) {
 		want []string // substrings of the error
 	}{
 		{"truncated", "kernel/bad/truncated.ko", func(t *testing.T, dir string) {
-			writeFile(t, filepath.Join(dir, "kernel/bad/truncated.ko"), string(fatBytes[:len(fatBytes)/3]))
+			testenv.WriteFile(t, filepath.Join(dir, "kernel/bad/truncated.ko"), string(fatBytes[:len(fatBytes)/3]))
 		}, []string{"truncated"}},
 		{"not-elf", "kernel/bad/notelf.ko", func(t *testing.T, dir string) {
-			writeFile(t, filepath.Join(dir, "kernel/bad/notelf.ko"), "#!/bin/sh\necho this is not a module\n")
+			testenv.WriteFile(t, filepath.Join(dir, "kernel/bad/notelf.ko"), "#!/bin/sh\necho this is not a module\n")
 		}, []string{"not an ELF"}},
 		{"corrupt-xz", "kernel/bad/corrupt.ko.xz", func(t *testing.T, dir string) {
 			corruptCopy(t, fat, filepath.Join(dir, "kernel/bad/corrupt.ko.xz"), "xz")

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/buildtest"
+	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
 )
 
 // TestGoldenBuiltKernel compares with kmod 30 on the stock modules of the
@@ -24,7 +25,7 @@ func TestGoldenBuiltKernel(t *testing.T) {
 		t.Fatal("no modules in the built kernel")
 	}
 	compareOutputs(t, modDir(ref, rel), modDir(ours, rel))
-	unr, crc := kmodProblems(t, out, modDir(ref, rel))
+	unr, crc := testenv.KmodProblems(t, out, modDir(ref, rel))
 	if len(unr) != len(rep.Unresolved) || len(crc) != len(rep.CRCMismatches) {
 		t.Errorf("kmod reports %d unresolved / %d CRC problems, we report %d / %d",
 			len(unr), len(crc), len(rep.Unresolved), len(rep.CRCMismatches))

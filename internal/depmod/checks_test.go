@@ -15,53 +15,16 @@ import (
 	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
 )
 
-// debianSymvers returns the Module.symvers of the Debian test kernel
-// (cached by scripts/setup.sh from its linux-headers package).
-func debianSymvers(t testing.TB) string {
-	t.Helper()
-	p := filepath.Join(testenv.CacheDir(), "debian-symvers", "Module.symvers")
-	if _, err := os.Stat(p); err != nil {
-		testenv.Missing(t, "%s", p)
-	}
-	return p
-}
-
 // symbolLines returns the unresolved-symbol and CRC warning lines of a
 // depmod output, in order.
 func symbolLines(out string) []string {
 	var lines []string
 	for _, l := range strings.Split(out, "\n") {
-		if kmodWarning.MatchString(l) {
+		if testenv.KmodWarning.MatchString(l) {
 			lines = append(lines, l)
 		}
 	}
 	return lines
-}
-
-var kmodWarning = regexp.MustCompile(`^depmod: WARNING: (\S+) (needs unknown symbol|disagrees about version of symbol) (\S+)$`)
-
-// kmodProblems parses kmod's -e warnings into "path symbol" lists per kind.
-func kmodProblems(t testing.TB, out, dir string) (unresolved, crc []string) {
-	t.Helper()
-	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
-		if l == "" {
-			continue
-		}
-		m := kmodWarning.FindStringSubmatch(l)
-		if m == nil {
-			t.Fatalf("unexpected kmod output line %q", l)
-		}
-		rel, err := filepath.Rel(dir, m[1])
-		if err != nil {
-			t.Fatal(err)
-		}
-		if m[2] == "needs unknown symbol" {
-			unresolved = append(unresolved, rel+" "+m[3])
-		} else {
-			crc = append(crc, rel+" "+m[3])
-		}
-	}
-	return unresolved, crc
 }
 
 func problems(ps []modtree.Problem) []string {
@@ -84,7 +47,7 @@ func TestChecksAgainstKmod(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	symvers := debianSymvers(t)
+	symvers := testenv.DebianSymvers(t)
 	good, err := os.ReadFile(symvers)
 	if err != nil {
 		t.Fatal(err)
@@ -95,7 +58,7 @@ func TestChecksAgainstKmod(t *testing.T) {
 		t.Fatal("could not alter Module.symvers")
 	}
 	bad := filepath.Join(t.TempDir(), "Module.symvers")
-	writeFile(t, bad, badText)
+	testenv.WriteFile(t, bad, badText)
 	sysmap := filepath.Join(root, "boot", "System.map-"+rel)
 
 	tree, err := modtree.LoadDir(dir, rel)
@@ -115,7 +78,7 @@ func TestChecksAgainstKmod(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out := kmodDepmod(t, base, rel, conf, tc.args...)
-			wantUnr, wantCRC := kmodProblems(t, out, dir)
+			wantUnr, wantCRC := testenv.KmodProblems(t, out, dir)
 			o := GenerateOptions{Dir: dir, ErrSyms: true}
 			if tc.args[1] == "-E" {
 				o.Vmlinux, err = ReadSymvers(tc.args[2])
@@ -170,12 +133,12 @@ func listDiff(got, want []string) string {
 // TestStrict: with Strict, problems are an error and nothing is written.
 func TestStrict(t *testing.T) {
 	base, rel := subsetTree(t, "kernel/fs/fat/fat.ko", "kernel/fs/fat/vfat.ko")
-	good, err := os.ReadFile(debianSymvers(t))
+	good, err := os.ReadFile(testenv.DebianSymvers(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	bad := filepath.Join(t.TempDir(), "Module.symvers")
-	writeFile(t, bad, regexp.MustCompile(`(?m)^0x[0-9a-f]+\t_printk\t`).ReplaceAllString(string(good), "0x12345678\t_printk\t"))
+	testenv.WriteFile(t, bad, regexp.MustCompile(`(?m)^0x[0-9a-f]+\t_printk\t`).ReplaceAllString(string(good), "0x12345678\t_printk\t"))
 	rep, err := Run(context.Background(), Options{BaseDir: base, Release: rel, Symvers: bad, ErrSyms: true, Strict: true})
 	if !errors.Is(err, ErrStrict) {
 		t.Fatalf("Run = %v, want ErrStrict", err)
@@ -192,5 +155,5 @@ func TestStrict(t *testing.T) {
 		t.Errorf("non-strict report differs: %v vs %v", rep2.CRCMismatches, rep.CRCMismatches)
 	}
 	// With the real Module.symvers, Strict passes.
-	runOurs(t, base, rel, Options{Symvers: debianSymvers(t), ErrSyms: true, Strict: true})
+	runOurs(t, base, rel, Options{Symvers: testenv.DebianSymvers(t), ErrSyms: true, Strict: true})
 }

@@ -181,7 +181,7 @@ func TestGoldenCompressed(t *testing.T) {
 		if err := os.Remove(full); err != nil {
 			t.Fatal(err)
 		}
-		writeFile(t, full, string(b))
+		testenv.WriteFile(t, full, string(b))
 		compress(t, full, k)
 	}
 	ours := cloneTree(t, ref)
@@ -216,7 +216,7 @@ func TestGzipModules(t *testing.T) {
 	fat := filepath.Join(modDir(base, rel), "kernel/fs/fat/fat.ko")
 	b, _ := os.ReadFile(fat)
 	os.Remove(fat)
-	writeFile(t, fat, string(b))
+	testenv.WriteFile(t, fat, string(b))
 	compress(t, fat, "gz")
 	gz := cloneTree(t, base)
 	kmodDepmod(t, base, rel, conf)
@@ -263,7 +263,7 @@ func TestDuplicates(t *testing.T) {
 	f.WriteString("extra/msdos.ko\nextra/vfat.ko\nupdates/fat.ko\nupdates/sub/vfat.ko\n")
 	f.Close()
 	conf := t.TempDir()
-	writeFile(t, filepath.Join(conf, "search.conf"), "search updates extra built-in\n")
+	testenv.WriteFile(t, filepath.Join(conf, "search.conf"), "search updates extra built-in\n")
 	ours := cloneTree(t, base)
 	kmodDepmod(t, base, rel, conf)
 	rep := runOurs(t, ours, rel, Options{})
@@ -323,7 +323,7 @@ func TestOrderRules(t *testing.T) {
 		"kernel/fs/nls/nls_cp437.ko", "kernel/fs/nls/nls_iso8859-1.ko", "kernel/fs/nls/nls_utf8.ko"}
 	base, rel := subsetTree(t, mods...)
 	dir := modDir(base, rel)
-	writeFile(t, filepath.Join(dir, "modules.order"),
+	testenv.WriteFile(t, filepath.Join(dir, "modules.order"),
 		"kernel/fs/fat/fat.ko\nkernel/fs/nls/nls_utf8.ko\nkernel/fs/fat/vfat.ko\nkernel/fs/fat/msdos.ko\n"+
 			"kernel/fs/nls/nls_cp437.ko\nkernel/fs/fat/fat.ko\nkernel/fs/nls/nls_iso8859-1.ko\nkernel/no/such.ko\n")
 	conf := emptyConf(t)
@@ -337,7 +337,7 @@ func TestOrderRules(t *testing.T) {
 	}
 
 	// Unlisted modules.
-	writeFile(t, filepath.Join(dir, "modules.order"), "kernel/fs/nls/nls_utf8.ko\nkernel/fs/fat/vfat.ko\n")
+	testenv.WriteFile(t, filepath.Join(dir, "modules.order"), "kernel/fs/nls/nls_utf8.ko\nkernel/fs/fat/vfat.ko\n")
 	ours = cloneTree(t, base)
 	kmodDepmod(t, base, rel, conf)
 	runOurs(t, ours, rel, Options{})

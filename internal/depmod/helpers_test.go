@@ -117,23 +117,13 @@ func subsetTree(t testing.TB, paths ...string) (base, rel string) {
 	if len(sub) != len(paths) {
 		t.Fatalf("modules.order lists %d of the %d modules", len(sub), len(paths))
 	}
-	writeFile(t, filepath.Join(dst, "modules.order"), strings.Join(sub, ""))
+	testenv.WriteFile(t, filepath.Join(dst, "modules.order"), strings.Join(sub, ""))
 	for _, f := range []string{"modules.builtin", "modules.builtin.modinfo"} {
 		if err := linkFile(filepath.Join(src, f), filepath.Join(dst, f)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	return base, rel
-}
-
-func writeFile(t testing.TB, p, content string) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // cloneTree hard-links every file of base into a new base directory.

@@ -74,7 +74,7 @@ func TestArm64KernelDevelTrees(t *testing.T) {
 	// kernel-devel has the build machine's programs: wrong for an arm64
 	// image, right for building here.
 	host := readOnly(t, k.DevelDir())
-	before := treeDigest(t, host)
+	before := testenv.TreeDigest(t, host)
 	_, err = devel.Verify(host, opts)
 	var ve *devel.Error
 	if !errors.As(err, &ve) {
@@ -93,7 +93,7 @@ func TestArm64KernelDevelTrees(t *testing.T) {
 		}
 	}
 	checkModules(t, k, kos, filepath.Join(filepath.Dir(kos[0]), "Module.symvers"))
-	if treeDigest(t, host) != before {
+	if testenv.TreeDigest(t, host) != before {
 		t.Errorf("kernel-devel changed during the module builds")
 	}
 }

@@ -20,7 +20,6 @@ import (
 	"github.com/wsl-modules/wsl-modules-action/internal/buildtest"
 	"github.com/wsl-modules/wsl-modules-action/internal/depmod"
 	"github.com/wsl-modules/wsl-modules-action/internal/devel"
-	"github.com/wsl-modules/wsl-modules-action/internal/digest"
 	"github.com/wsl-modules/wsl-modules-action/internal/image"
 	"github.com/wsl-modules/wsl-modules-action/internal/kbuild"
 	"github.com/wsl-modules/wsl-modules-action/internal/kmodule"
@@ -42,21 +41,6 @@ func buildImage(t *testing.T, o image.Options, out string) *image.Result {
 		t.Fatal(err)
 	}
 	return res
-}
-
-// extract unpacks an image with our own reader into a new directory.
-func extract(t *testing.T, img string) string {
-	t.Helper()
-	d, err := image.OpenDisk(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	dest := filepath.Join(t.TempDir(), "x")
-	if _, err := image.Extract(context.Background(), d, dest, false); err != nil {
-		t.Fatal(err)
-	}
-	return dest
 }
 
 // readOnly bind-mounts dir read-only on a new directory and returns it.
@@ -211,16 +195,6 @@ func checkModules(t *testing.T, k *kbuild.Kernel, kos []string, extraSymvers ...
 	}
 }
 
-// treeDigest hashes a tree (paths, modes, contents, link targets).
-func treeDigest(t *testing.T, dir string) string {
-	t.Helper()
-	d, err := digest.Tree(context.Background(), dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
-
 // buildAgainst builds the testdata provider and consumer modules and
 // Debian's v4l2loopback DKMS package against the read-only tree kdir and
 // returns the .ko files.
@@ -300,7 +274,7 @@ func TestBuildAgainstExtractedTree(t *testing.T) {
 	testenv.Tool(t, "gcc")
 	k := buildtest.TestKernel(t)
 	rel := k.Meta.Release
-	cacheDigest := treeDigest(t, k.DevelDir())
+	cacheDigest := testenv.TreeDigest(t, k.DevelDir())
 	dir := t.TempDir()
 
 	sizes := map[string]*image.Result{}
@@ -334,7 +308,7 @@ func TestBuildAgainstExtractedTree(t *testing.T) {
 			if layout == image.LayoutNested {
 				img = filepath.Join(dir, "nested-devel-uapi.vhdx")
 			}
-			x := extract(t, img)
+			x := buildtest.ExtractImage(t, img)
 			tree := filepath.Join(x, "build")
 			if layout == image.LayoutNested {
 				tree = filepath.Join(x, rel, "modules", "build")
@@ -346,7 +320,7 @@ func TestBuildAgainstExtractedTree(t *testing.T) {
 				}
 			}
 			// The round trip through the image keeps the tree exactly.
-			if got := treeDigest(t, tree); got != cacheDigest {
+			if got := testenv.TreeDigest(t, tree); got != cacheDigest {
 				t.Fatalf("extracted %s differs from the kernel cache's kernel-devel", tree)
 			}
 			if layout == image.LayoutNested {
@@ -365,7 +339,7 @@ func TestBuildAgainstExtractedTree(t *testing.T) {
 				rep.Files, mib(rep.Bytes), len(rep.HostTools), rep.GLIBC, rep.Warnings)
 
 			kos := buildAgainst(t, k, ro)
-			if got := treeDigest(t, ro); got != cacheDigest {
+			if got := testenv.TreeDigest(t, ro); got != cacheDigest {
 				t.Errorf("the tree changed during the builds")
 			}
 			if layout == image.LayoutFlat {

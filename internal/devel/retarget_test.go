@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/buildtest"
@@ -53,18 +52,8 @@ func arm64DevelTrees(t *testing.T) arm64Trees {
 	h := sha256.Sum256(fmt.Appendf(nil, "%s\x00%d\x00%d\x00%s\x00%s", tarball, st.Size(), st.ModTime().Unix(), recipe, ver))
 	dir := filepath.Join(testenv.CacheDir(), "devel-arm64", hex.EncodeToString(h[:8]))
 	trees := arm64Trees{Host: filepath.Join(dir, "host"), Cross: filepath.Join(dir, "cross")}
-	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	lock, err := os.OpenFile(dir+".lock", os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		t.Fatal(err)
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	unlock := buildtest.Lock(t, dir+".lock")
+	defer unlock()
 	if rel, err := os.ReadFile(filepath.Join(dir, "release")); err == nil {
 		trees.Release = strings.TrimSpace(string(rel))
 		return trees
@@ -193,13 +182,13 @@ func TestArm64HostProgramsCrossBuilt(t *testing.T) {
 	}
 
 	ro := readOnly(t, trees.Host)
-	before := treeDigest(t, trees.Host)
+	before := testenv.TreeDigest(t, trees.Host)
 	dest := filepath.Join(t.TempDir(), "target")
 	res, err := devel.Retarget(context.Background(), ro, dest, devel.RetargetOptions{Arch: "arm64", CrossCompile: crossPrefix})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if treeDigest(t, trees.Host) != before {
+	if testenv.TreeDigest(t, trees.Host) != before {
 		t.Errorf("Retarget changed the host tree")
 	}
 	t.Logf("retarget: rebuilt %v, removed %v", res.Rebuilt, res.Removed)

@@ -12,23 +12,6 @@ import (
 	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
 )
 
-func writeFiles(t *testing.T, dir string, files map[string]string) {
-	t.Helper()
-	for name, body := range files {
-		p := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		mode := os.FileMode(0o644)
-		if strings.HasSuffix(name, ".sh") {
-			mode = 0o755
-		}
-		if err := os.WriteFile(p, []byte(body), mode); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
 // TestReadConfV4L2Loopback reads Debian's real v4l2loopback dkms.conf, whose
 // BUILD_EXCLUSIVE_KERNEL is set inside shell if-blocks that source the
 // kernel's .config.
@@ -38,7 +21,7 @@ func TestReadConfV4L2Loopback(t *testing.T) {
 	v := Vars{KernelVer: "6.12.117-microsoft-standard-WSL2", KernelSourceDir: kdir, Arch: "x86_64", DKMSTree: "/t", SourceTree: "/s"}
 
 	// With CONFIG_VIDEO_DEV=m the package builds.
-	writeFiles(t, kdir, map[string]string{".config": "CONFIG_VIDEO_DEV=m\n"})
+	testenv.WriteFiles(t, kdir, map[string]string{".config": "CONFIG_VIDEO_DEV=m\n"})
 	c, err := ReadConf(context.Background(), filepath.Join(src, "dkms.conf"), v)
 	if err != nil {
 		t.Fatal(err)
@@ -59,7 +42,7 @@ func TestReadConfV4L2Loopback(t *testing.T) {
 
 	// Without it, dkms.conf sets BUILD_EXCLUSIVE_KERNEL to a string that
 	// can never match: excluded, as with DKMS.
-	writeFiles(t, kdir, map[string]string{".config": "# CONFIG_VIDEO_DEV is not set\n"})
+	testenv.WriteFiles(t, kdir, map[string]string{".config": "# CONFIG_VIDEO_DEV is not set\n"})
 	c, err = ReadConf(context.Background(), filepath.Join(src, "dkms.conf"), v)
 	if err != nil {
 		t.Fatal(err)
@@ -77,9 +60,9 @@ func TestReadConfV4L2Loopback(t *testing.T) {
 // and the exclusions.
 func TestReadConfDirectives(t *testing.T) {
 	dir, kdir := t.TempDir(), t.TempDir()
-	writeFiles(t, kdir, map[string]string{".config": "CONFIG_ACPI=y\nCONFIG_I2C=m\nCONFIG_CC_IS_CLANG=y\n" +
+	testenv.WriteFiles(t, kdir, map[string]string{".config": "CONFIG_ACPI=y\nCONFIG_I2C=m\nCONFIG_CC_IS_CLANG=y\n" +
 		"CONFIG_CC_VERSION_TEXT=\"bash (fake) 1.0\"\n"})
-	writeFiles(t, dir, map[string]string{"dkms.conf": `PACKAGE_NAME="demo"
+	testenv.WriteFiles(t, dir, map[string]string{"dkms.conf": `PACKAGE_NAME="demo"
 PACKAGE_VERSION="1.2"
 MAKE[0]="make   -C $kernel_source_dir    M=\$PWD KVER=$kernelver ARCH_=$arch T=$dkms_tree S=$source_tree MOD=$module"
 MAKE[1]="make new"
@@ -138,7 +121,7 @@ PRE_BUILD="configure.sh --with-kernel=$kernel_source_dir"
 	// the directory of dkms.conf here).
 	conf, _ := os.ReadFile(filepath.Join(dir, "dkms.conf"))
 	noMatch := strings.Replace(string(conf), `MAKE_MATCH[1]="^6\.[[:digit:]]+\."`, "", 1)
-	writeFiles(t, dir, map[string]string{"dkms.conf": noMatch})
+	testenv.WriteFiles(t, dir, map[string]string{"dkms.conf": noMatch})
 	c, err = ReadConf(context.Background(), filepath.Join(dir, "dkms.conf"), v)
 	if err != nil {
 		t.Fatal(err)
@@ -154,7 +137,7 @@ PRE_BUILD="configure.sh --with-kernel=$kernel_source_dir"
 // _KERNEL_MIN (DKMS's version order).
 func TestReadConfExclusions(t *testing.T) {
 	dir, kdir := t.TempDir(), t.TempDir()
-	writeFiles(t, dir, map[string]string{"dkms.conf": `PACKAGE_NAME="demo"
+	testenv.WriteFiles(t, dir, map[string]string{"dkms.conf": `PACKAGE_NAME="demo"
 PACKAGE_VERSION="1.2"
 DEST_MODULE_LOCATION[0]="/extra"
 BUILD_EXCLUSIVE_ARCH="x86_64|aarch64"
@@ -173,7 +156,7 @@ BUILD_EXCLUSIVE_KERNEL_MIN="6.1"
 		{Vars{KernelVer: "6.12.1", Arch: "x86_64"}, "CONFIG_ACPI=y\n# CONFIG_I2C is not set\n", "BUILD_EXCLUSIVE_CONFIG CONFIG_I2C: it is not set to y or m"},
 	} {
 		tc.v.KernelSourceDir = kdir
-		writeFiles(t, kdir, map[string]string{".config": tc.conf})
+		testenv.WriteFiles(t, kdir, map[string]string{".config": tc.conf})
 		c, err := ReadConf(context.Background(), filepath.Join(dir, "dkms.conf"), tc.v)
 		if err != nil {
 			t.Fatal(err)
@@ -224,7 +207,7 @@ BUILT_MODULE_LOCATION=../../..
 DEST_MODULE_LOCATION=/extra`, `BUILT_MODULE_LOCATION[0]="../../../" must be relative to the build directory`},
 	} {
 		dir := t.TempDir()
-		writeFiles(t, dir, map[string]string{"dkms.conf": tc.conf + "\n"})
+		testenv.WriteFiles(t, dir, map[string]string{"dkms.conf": tc.conf + "\n"})
 		_, err := ReadConf(context.Background(), filepath.Join(dir, "dkms.conf"), v)
 		if !errors.Is(err, ErrBadConf) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s:\nerror %v\nwant %q", tc.conf, err, tc.want)

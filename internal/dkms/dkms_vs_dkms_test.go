@@ -107,7 +107,7 @@ func TestDirectivesAsDKMS(t *testing.T) {
 	dkmsBin := testenv.Tool(t, "dkms")
 	base := t.TempDir()
 	kdir := filepath.Join(base, "kernel")
-	writeFiles(t, kdir, map[string]string{"Makefile": fakeKernelMakefile, ".config": "CONFIG_ACPI=y\nCONFIG_CC_VERSION_TEXT=\"gcc (Debian 12.2.0-14) 12.2.0\"\n", "include/.keep": ""})
+	testenv.WriteFiles(t, kdir, map[string]string{"Makefile": fakeKernelMakefile, ".config": "CONFIG_ACPI=y\nCONFIG_CC_VERSION_TEXT=\"gcc (Debian 12.2.0-14) 12.2.0\"\n", "include/.keep": ""})
 	const kver = "6.12.99-fake-WSL2"
 	names := make([]string, 0, len(directiveCases))
 	for n := range directiveCases {
@@ -117,7 +117,7 @@ func TestDirectivesAsDKMS(t *testing.T) {
 	for _, name := range names {
 		t.Run(name, func(t *testing.T) {
 			pkg := filepath.Join(base, "pkg", name)
-			writeFiles(t, pkg, directiveCases[name])
+			testenv.WriteFiles(t, pkg, directiveCases[name])
 			theirs := runDKMS(t, dkmsBin, pkg, kdir, kver, filepath.Join(base, "dkms", name))
 			ours := runOurs(t, pkg, kdir, kver, filepath.Join(base, "ours", name))
 			if theirs.status != ours.status {

@@ -100,12 +100,12 @@ func TestStockLikeVHD(t *testing.T) {
 	if out, err := exec.Command(testenv.Tool(t, "e2fsck"), "-fyD", raw).CombinedOutput(); err != nil && !strings.Contains(err.Error(), "exit status 1") {
 		t.Fatalf("e2fsck -fyD: %v\n%s", err, out)
 	}
-	if out := run(t, "debugfs", "-R", "htree /kernel/net/netfilter", raw); !strings.Contains(out, "Root node dump") {
+	if out := testenv.Run(t, "debugfs", "-R", "htree /kernel/net/netfilter", raw); !strings.Contains(out, "Root node dump") {
 		t.Fatalf("no hashed directory:\n%.300s", out)
 	}
-	run(t, "e2fsck", "-fn", raw)
+	testenv.Run(t, "e2fsck", "-fn", raw)
 	vhd := filepath.Join(dir, "modules.vhd")
-	run(t, "qemu-img", "convert", "-f", "raw", "-O", "vpc", "-o", "subformat=dynamic", raw, vhd)
+	testenv.Run(t, "qemu-img", "convert", "-f", "raw", "-O", "vpc", "-o", "subformat=dynamic", raw, vhd)
 	os.Remove(raw)
 	fsys, err := OpenFS(vhd)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/image/internal/sparse"
+	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
 	"github.com/wsl-modules/wsl-modules-action/internal/testenv/memlimit"
 )
 
@@ -32,9 +33,9 @@ func seedImages(f testing.TB) [][]byte {
 	var seeds [][]byte
 	src := f.TempDir()
 	md := filepath.Join(src, "lib/modules/6.6.0")
-	write(f, filepath.Join(md, "kernel/a.ko"), bytes.Repeat([]byte("module "), 700), 0o644)
-	write(f, filepath.Join(md, "kernel/sub/b.ko"), append(bytes.Repeat([]byte("b"), 100), make([]byte, 9000)...), 0o4755)
-	write(f, filepath.Join(md, "modules.order"), []byte("kernel/a.ko\n"), 0o644)
+	testenv.WriteFileMode(f, filepath.Join(md, "kernel/a.ko"), bytes.Repeat([]byte("module "), 700), 0o644)
+	testenv.WriteFileMode(f, filepath.Join(md, "kernel/sub/b.ko"), append(bytes.Repeat([]byte("b"), 100), make([]byte, 9000)...), 0o4755)
+	testenv.WriteFileMode(f, filepath.Join(md, "modules.order"), []byte("kernel/a.ko\n"), 0o644)
 	os.Symlink("kernel/a.ko", filepath.Join(md, "link"))
 	res, err := Build(context.Background(), Options{Source: src, Release: "6.6.0", SourceDateEpoch: sde}, filepath.Join(f.TempDir(), "m.vhdx"), nil)
 	if err != nil {

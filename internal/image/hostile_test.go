@@ -126,7 +126,7 @@ func (r *rawImg) inode(ino uint32) int64 {
 
 // ino returns the inode number of path p, from debugfs.
 func (r *rawImg) ino(t *testing.T, p string) uint32 {
-	out := debugfsOut(t, r.path, "stat "+p)
+	out := testenv.Debugfs(t, r.path, "stat "+p)
 	m := regexp.MustCompile(`Inode: (\d+)`).FindStringSubmatch(out)
 	if m == nil {
 		t.Fatalf("debugfs stat %s:\n%s", p, out)
@@ -137,21 +137,12 @@ func (r *rawImg) ino(t *testing.T, p string) uint32 {
 
 // block returns the physical block of logical block l of p, from debugfs.
 func (r *rawImg) block(t *testing.T, p string, l int) int64 {
-	out := strings.TrimSpace(debugfsOut(t, r.path, fmt.Sprintf("bmap %s %d", p, l)))
+	out := strings.TrimSpace(testenv.Debugfs(t, r.path, fmt.Sprintf("bmap %s %d", p, l)))
 	n, err := strconv.ParseInt(out, 10, 64)
 	if err != nil {
 		t.Fatalf("debugfs bmap %s %d: %q", p, l, out)
 	}
 	return n
-}
-
-func debugfsOut(t *testing.T, img, req string) string {
-	t.Helper()
-	out, err := exec.Command(testenv.Tool(t, "debugfs"), "-R", req, img).Output()
-	if err != nil {
-		t.Fatalf("debugfs -R %q: %v", req, err)
-	}
-	return string(out)
 }
 
 // walkAll opens img as a raw disk, walks it and reads every regular file
@@ -205,10 +196,10 @@ func wantCorrupt(t *testing.T, err error, want ...string) {
 
 func smallTree(t *testing.T) string {
 	src := t.TempDir()
-	write(t, filepath.Join(src, "d/xy"), []byte("xy"), 0o644)
-	write(t, filepath.Join(src, "d/z"), []byte("z"), 0o644)
-	write(t, filepath.Join(src, "d/keep.ko"), randBytes(9, 300_000), 0o644)
-	write(t, filepath.Join(src, "zz"), []byte("file"), 0o644)
+	testenv.WriteFileMode(t, filepath.Join(src, "d/xy"), []byte("xy"), 0o644)
+	testenv.WriteFileMode(t, filepath.Join(src, "d/z"), []byte("z"), 0o644)
+	testenv.WriteFileMode(t, filepath.Join(src, "d/keep.ko"), testenv.RandBytes(9, 300_000), 0o644)
+	testenv.WriteFileMode(t, filepath.Join(src, "zz"), []byte("file"), 0o644)
 	return src
 }
 
@@ -245,7 +236,7 @@ func TestHostileHugeGDT(t *testing.T) {
 	f.Truncate(1 << 40)
 	f.Close()
 	vhdPath := filepath.Join(dir, "big.vhd")
-	run(t, "qemu-img", "convert", "-f", "raw", "-O", "vpc", "-o", "subformat=dynamic", raw, vhdPath)
+	testenv.Run(t, "qemu-img", "convert", "-f", "raw", "-O", "vpc", "-o", "subformat=dynamic", raw, vhdPath)
 	os.Remove(raw)
 	if fi, _ := os.Stat(vhdPath); fi.Size() > 8<<20 {
 		t.Fatalf("VHD of %d bytes", fi.Size())
@@ -264,7 +255,7 @@ func extentNode(b []byte, entries, max, depth uint16) {
 // TestHostileExtentFanout: five index blocks, each pointing 340 times at
 // the next (no depth check or visited set: out of memory in seconds).
 func TestHostileExtentFanout(t *testing.T) {
-	r := ownRaw(t, dirNode("", &ext4img.Node{Name: "f", Mode: 0o644, Size: 8192, Data: randBytes(1, 8192)}), 1<<20)
+	r := ownRaw(t, dirNode("", &ext4img.Node{Name: "f", Mode: 0o644, Size: 8192, Data: testenv.RandBytes(1, 8192)}), 1<<20)
 	ino := r.ino(t, "/f")
 	data := r.block(t, "/f", 0)
 	fi, _ := r.f.Stat()
@@ -447,9 +438,9 @@ func TestExtractDropsSetuid(t *testing.T) {
 // sparse file costs no disk space), and the bytes are right.
 func TestExtractHoles(t *testing.T) {
 	src := t.TempDir()
-	data := append(append(randBytes(1, 5000), make([]byte, 8<<20)...), randBytes(2, 100)...)
+	data := append(append(testenv.RandBytes(1, 5000), make([]byte, 8<<20)...), testenv.RandBytes(2, 100)...)
 	data = append(data, make([]byte, 8<<20)...)
-	write(t, filepath.Join(src, "sparse.ko"), data, 0o644)
+	testenv.WriteFileMode(t, filepath.Join(src, "sparse.ko"), data, 0o644)
 	r := mkfsRaw(t, src, "32M", "-t", "ext4")
 	d, err := OpenDisk(r.path)
 	if err != nil {
@@ -464,7 +455,7 @@ func TestExtractHoles(t *testing.T) {
 	if !bytes.Equal(got, data) {
 		t.Fatal("content differs")
 	}
-	if out := run(t, "du", "-B1", filepath.Join(x, "sparse.ko")); !strings.HasPrefix(out, "1") || len(strings.Fields(out)[0]) > 6 {
+	if out := testenv.Run(t, "du", "-B1", filepath.Join(x, "sparse.ko")); !strings.HasPrefix(out, "1") || len(strings.Fields(out)[0]) > 6 {
 		t.Errorf("extracted file is not sparse: du says %s", strings.Fields(out)[0])
 	}
 	var buf bytes.Buffer

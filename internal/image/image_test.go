@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"math/rand"
 	"net"
 	"os"
 	"os/exec"
@@ -24,51 +23,23 @@ import (
 
 const sde = 1700000000
 
-func run(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(testenv.Tool(t, name), args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-func write(t testing.TB, p string, data []byte, mode os.FileMode) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, data, mode); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(p, mode); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func randBytes(seed int64, n int) []byte {
-	b := make([]byte, n)
-	rand.New(rand.NewSource(seed)).Read(b)
-	return b
-}
-
 // synthetic makes a staged tree root/lib/modules/<rel> with the cases a
 // module tree can hold: modules of several sizes, an empty file, unusual
 // modes, fast and slow symlinks, an empty directory, a directory with
 // hundreds of entries, and the build/source symlinks WSL must not see.
 func synthetic(t *testing.T, root, rel string) string {
 	md := filepath.Join(root, "lib", "modules", rel)
-	write(t, filepath.Join(md, "kernel/drivers/net/a.ko"), randBytes(1, 100_000), 0o644)
-	write(t, filepath.Join(md, "kernel/drivers/net/empty.ko"), nil, 0o644)
-	write(t, filepath.Join(md, "kernel/big.ko"), randBytes(2, 5<<20+123), 0o644)
-	write(t, filepath.Join(md, "modules.order"), []byte("kernel/drivers/net/a.ko\nkernel/big.ko\n"), 0o644)
-	write(t, filepath.Join(md, "extra/suid"), []byte("#!/bin/sh\n"), 0o4755|os.ModeSetuid)
-	write(t, filepath.Join(md, "extra/private"), []byte("x"), 0o600)
-	write(t, filepath.Join(md, "extra/readonly"), []byte("y"), 0o444)
-	write(t, filepath.Join(md, "closed/inner"), []byte("z"), 0o644)
+	testenv.WriteFileMode(t, filepath.Join(md, "kernel/drivers/net/a.ko"), testenv.RandBytes(1, 100_000), 0o644)
+	testenv.WriteFileMode(t, filepath.Join(md, "kernel/drivers/net/empty.ko"), nil, 0o644)
+	testenv.WriteFileMode(t, filepath.Join(md, "kernel/big.ko"), testenv.RandBytes(2, 5<<20+123), 0o644)
+	testenv.WriteFileMode(t, filepath.Join(md, "modules.order"), []byte("kernel/drivers/net/a.ko\nkernel/big.ko\n"), 0o644)
+	testenv.WriteFileMode(t, filepath.Join(md, "extra/suid"), []byte("#!/bin/sh\n"), 0o4755|os.ModeSetuid)
+	testenv.WriteFileMode(t, filepath.Join(md, "extra/private"), []byte("x"), 0o600)
+	testenv.WriteFileMode(t, filepath.Join(md, "extra/readonly"), []byte("y"), 0o444)
+	testenv.WriteFileMode(t, filepath.Join(md, "closed/inner"), []byte("z"), 0o644)
 	os.Chmod(filepath.Join(md, "closed"), 0o700)
 	for i := 0; i < 300; i++ {
-		write(t, filepath.Join(md, "many", fmt.Sprintf("module-with-a-rather-long-name-%03d.ko", i)), []byte(fmt.Sprint(i)), 0o644)
+		testenv.WriteFileMode(t, filepath.Join(md, "many", fmt.Sprintf("module-with-a-rather-long-name-%03d.ko", i)), []byte(fmt.Sprint(i)), 0o644)
 	}
 	os.MkdirAll(filepath.Join(md, "emptydir"), 0o755)
 	os.Symlink("drivers/net/a.ko", filepath.Join(md, "kernel/fast-link"))
@@ -179,9 +150,9 @@ func fileHash(t *testing.T, p string) string {
 func checkVHDX(t *testing.T, res *Result) string {
 	t.Helper()
 	dir := t.TempDir()
-	run(t, "qemu-img", "check", res.Path)
+	testenv.Run(t, "qemu-img", "check", res.Path)
 	raw := filepath.Join(dir, "raw.img")
-	run(t, "qemu-img", "convert", "-O", "raw", res.Path, raw)
+	testenv.Run(t, "qemu-img", "convert", "-O", "raw", res.Path, raw)
 	if h := fileHash(t, raw); h != res.RawSHA256 {
 		t.Errorf("raw sha256 %s, Result says %s", h, res.RawSHA256)
 	}
@@ -192,14 +163,14 @@ func checkVHDX(t *testing.T, res *Result) string {
 	if err != nil {
 		t.Fatalf("e2fsck -fn: %v\n%s", err, out)
 	}
-	if out := run(t, "qemu-img", "compare", "-f", "raw", "-F", "vhdx", raw, res.Path); !strings.Contains(out, "identical") {
+	if out := testenv.Run(t, "qemu-img", "compare", "-f", "raw", "-F", "vhdx", raw, res.Path); !strings.Contains(out, "identical") {
 		t.Fatalf("qemu-img compare: %s", out)
 	}
 	dump := filepath.Join(dir, "dump")
 	os.Mkdir(dump, 0o755)
-	run(t, "debugfs", "-R", "rdump / "+dump, raw)
+	testenv.Run(t, "debugfs", "-R", "rdump / "+dump, raw)
 	// Owner and times, as debugfs sees them.
-	st := run(t, "debugfs", "-R", "stat /", raw)
+	st := testenv.Run(t, "debugfs", "-R", "stat /", raw)
 	for _, f := range []string{"ctime", "atime", "mtime", "crtime"} {
 		if !strings.Contains(st, fmt.Sprintf("%s: 0x%08x:00000000", f, sde)) {
 			t.Errorf("debugfs stat /: no %s of %d:\n%s", f, sde, st)
@@ -259,11 +230,11 @@ func TestLayoutsAndContent(t *testing.T) {
 	src := t.TempDir()
 	md := synthetic(t, src, rel)
 	devel := filepath.Join(t.TempDir(), "devel")
-	write(t, filepath.Join(devel, "Makefile"), []byte("obj-m :=\n"), 0o644)
-	write(t, filepath.Join(devel, "scripts/mod/modpost"), randBytes(3, 4000), 0o755)
+	testenv.WriteFileMode(t, filepath.Join(devel, "Makefile"), []byte("obj-m :=\n"), 0o644)
+	testenv.WriteFileMode(t, filepath.Join(devel, "scripts/mod/modpost"), testenv.RandBytes(3, 4000), 0o755)
 	os.Symlink("../include", filepath.Join(devel, "scripts/inc"))
 	headers := filepath.Join(t.TempDir(), "headers")
-	write(t, filepath.Join(headers, "include/linux/types.h"), []byte("#define X\n"), 0o644)
+	testenv.WriteFileMode(t, filepath.Join(headers, "include/linux/types.h"), []byte("#define X\n"), 0o644)
 	dropped := func(r string) bool { return r == "build" || r == "source" }
 	out := t.TempDir()
 
@@ -281,8 +252,8 @@ func TestLayoutsAndContent(t *testing.T) {
 		compareTreesMode(t, md, dump, dropped, fs.ModeSetuid)
 		compareTrees(t, devel, filepath.Join(dump, "build"), nil)
 		raw := filepath.Join(t.TempDir(), "raw")
-		run(t, "qemu-img", "convert", "-O", "raw", res.Path, raw)
-		if st := run(t, "debugfs", "-R", "stat /extra/suid", raw); !strings.Contains(st, "Mode:  04755") {
+		testenv.Run(t, "qemu-img", "convert", "-O", "raw", res.Path, raw)
+		if st := testenv.Run(t, "debugfs", "-R", "stat /extra/suid", raw); !strings.Contains(st, "Mode:  04755") {
 			t.Errorf("setuid bit lost:\n%s", st)
 		}
 	})
@@ -391,7 +362,7 @@ func TestVHDRead(t *testing.T) {
 	}
 	// An mke2fs image of the same tree, with htree directories.
 	plain := filepath.Join(t.TempDir(), "plain")
-	run(t, "cp", "-a", md, plain)
+	testenv.Run(t, "cp", "-a", md, plain)
 	os.Remove(filepath.Join(plain, "build"))
 	os.Remove(filepath.Join(plain, "source"))
 	mk := filepath.Join(dir, "mk.img")
@@ -403,14 +374,14 @@ func TestVHDRead(t *testing.T) {
 	if out, err := exec.Command(testenv.Tool(t, "e2fsck"), "-fyD", mk).CombinedOutput(); err != nil && !strings.Contains(err.Error(), "exit status 1") {
 		t.Fatalf("e2fsck -D: %v\n%s", err, out)
 	}
-	if out := run(t, "debugfs", "-R", "htree /many", mk); !strings.Contains(out, "Root node dump") {
+	if out := testenv.Run(t, "debugfs", "-R", "htree /many", mk); !strings.Contains(out, "Root node dump") {
 		t.Fatalf("no htree directory in the mke2fs image:\n%.500s", out)
 	}
 	for _, in := range []struct{ name, file, fmt string }{{"ours", res.Path, "vhdx"}, {"mke2fs", mk, "raw"}} {
 		for _, sub := range []string{"fixed", "dynamic"} {
 			t.Run(in.name+"-"+sub, func(t *testing.T) {
 				v := filepath.Join(t.TempDir(), "m.vhd")
-				run(t, "qemu-img", "convert", "-f", in.fmt, "-O", "vpc", "-o", "subformat="+sub, in.file, v)
+				testenv.Run(t, "qemu-img", "convert", "-f", in.fmt, "-O", "vpc", "-o", "subformat="+sub, in.file, v)
 				d, err := OpenDisk(v)
 				if err != nil {
 					t.Fatal(err)
@@ -436,7 +407,7 @@ func TestVHDRead(t *testing.T) {
 func TestOver4GiB(t *testing.T) {
 	src := t.TempDir()
 	md := filepath.Join(src, "lib/modules/big")
-	write(t, filepath.Join(md, "a/small.ko"), randBytes(7, 70_000), 0o644)
+	testenv.WriteFileMode(t, filepath.Join(md, "a/small.ko"), testenv.RandBytes(7, 70_000), 0o644)
 	f, err := os.Create(filepath.Join(md, "a/huge.bin"))
 	if err != nil {
 		t.Fatal(err)
@@ -444,7 +415,7 @@ func TestOver4GiB(t *testing.T) {
 	const huge = 4<<30 + 300<<20
 	f.WriteAt([]byte("tail"), huge-4)
 	f.Close()
-	write(t, filepath.Join(md, "z/after.ko"), randBytes(8, 3<<20), 0o644)
+	testenv.WriteFileMode(t, filepath.Join(md, "z/after.ko"), testenv.RandBytes(8, 3<<20), 0o644)
 	res, err := Build(context.Background(), Options{Source: src, Release: "big", SourceDateEpoch: sde}, filepath.Join(t.TempDir(), "big.vhdx"), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -452,15 +423,15 @@ func TestOver4GiB(t *testing.T) {
 	if res.DiskSize <= 4<<30+300<<20 {
 		t.Fatalf("disk size %d", res.DiskSize)
 	}
-	run(t, "qemu-img", "check", res.Path)
+	testenv.Run(t, "qemu-img", "check", res.Path)
 	// The huge file spans dozens of block groups: its extents need a
 	// depth-1 extent tree, which e2fsck checks.
 	raw := filepath.Join(t.TempDir(), "raw")
-	run(t, "qemu-img", "convert", "-O", "raw", res.Path, raw)
+	testenv.Run(t, "qemu-img", "convert", "-O", "raw", res.Path, raw)
 	if out, err := exec.Command(testenv.Tool(t, "e2fsck"), "-fn", raw).CombinedOutput(); err != nil {
 		t.Fatalf("e2fsck -fn: %v\n%s", err, out)
 	}
-	if ex := run(t, "debugfs", "-R", "ex /a/huge.bin", raw); !strings.Contains(ex, "\n 1/ 1 ") {
+	if ex := testenv.Run(t, "debugfs", "-R", "ex /a/huge.bin", raw); !strings.Contains(ex, "\n 1/ 1 ") {
 		t.Errorf("huge.bin has no depth-1 extent tree:\n%.600s", ex)
 	}
 	os.Remove(raw)
@@ -531,7 +502,7 @@ func TestBadInput(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			src := t.TempDir()
 			md := filepath.Join(src, "lib/modules", rel)
-			write(t, filepath.Join(md, "kernel/a.ko"), []byte("ko"), 0o644)
+			testenv.WriteFileMode(t, filepath.Join(md, "kernel/a.ko"), []byte("ko"), 0o644)
 			prep(md)
 			out := t.TempDir()
 			err := build(src, filepath.Join(out, "m.vhdx"), false)
@@ -559,7 +530,7 @@ func TestBadInput(t *testing.T) {
 		}
 	}, "a named pipe")
 	bad("newline in a name", func(md string) {
-		write(t, filepath.Join(md, "kernel/bad\nname.ko"), []byte("x"), 0o644)
+		testenv.WriteFileMode(t, filepath.Join(md, "kernel/bad\nname.ko"), []byte("x"), 0o644)
 	}, "contains a newline")
 	t.Run("missing source", func(t *testing.T) {
 		out := t.TempDir()
@@ -571,7 +542,7 @@ func TestBadInput(t *testing.T) {
 	})
 	t.Run("no module tree", func(t *testing.T) {
 		src := t.TempDir()
-		write(t, filepath.Join(src, "README"), nil, 0o644)
+		testenv.WriteFileMode(t, filepath.Join(src, "README"), nil, 0o644)
 		out := t.TempDir()
 		if err := build(src, filepath.Join(out, "m.vhdx"), false); err == nil || !strings.Contains(err.Error(), "lib/modules/"+rel) {
 			t.Fatalf("err = %v", err)

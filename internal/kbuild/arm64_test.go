@@ -27,7 +27,6 @@ import (
 	"github.com/wsl-modules/wsl-modules-action/internal/kmodule"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
 	"github.com/wsl-modules/wsl-modules-action/internal/modbuild"
-	"github.com/wsl-modules/wsl-modules-action/internal/modlist"
 	"github.com/wsl-modules/wsl-modules-action/internal/modtree"
 	"github.com/wsl-modules/wsl-modules-action/internal/progress"
 	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
@@ -97,7 +96,7 @@ func TestArm64Kernel(t *testing.T) {
 		if m := elfMachineOf(t, p); m != elf.EM_AARCH64 {
 			t.Errorf("%s: ELF machine %s, want EM_AARCH64", e.Path, m)
 		}
-		if got := a64ToolOut(t, modinfo, "-F", "vermagic", p); got != strings.TrimSpace(vm) {
+		if got := strings.TrimSpace(testenv.Run(t, modinfo, "-F", "vermagic", p)); got != strings.TrimSpace(vm) {
 			t.Errorf("%s: modinfo vermagic %q, kernel's %q", e.Path, got, vm)
 		}
 	}
@@ -113,7 +112,7 @@ func TestArm64Kernel(t *testing.T) {
 	// The dependency chain, as kmod's modinfo reads it: vfat -> fat ->
 	// nls_base (NLS=m).
 	for mod, want := range map[string]string{"fat/vfat.ko": "fat,nls_base", "fat/fat.ko": "nls_base", "nls/nls_cp437.ko": "nls_base"} {
-		d := strings.Split(a64ToolOut(t, modinfo, "-F", "depends", filepath.Join(k.ModulesDir(), "kernel", "fs", mod)), ",")
+		d := strings.Split(strings.TrimSpace(testenv.Run(t, modinfo, "-F", "depends", filepath.Join(k.ModulesDir(), "kernel", "fs", mod))), ",")
 		sort.Strings(d)
 		if strings.Join(d, ",") != want {
 			t.Errorf("%s depends %q, want %s", mod, d, want)
@@ -187,7 +186,7 @@ func TestArm64Kernel(t *testing.T) {
 func TestArm64Run(t *testing.T) {
 	k := buildtest.TestKernelArm64(t)
 	rel := k.Meta.Release
-	l := a64Repo(t, `kernel:
+	l := buildtest.ModulesRepo(t, `kernel:
   arch: arm64
 modules:
   - name: consumer
@@ -195,7 +194,7 @@ modules:
     make: [ "KDIR={{.KernelDir}}" ]
   - name: provider
     path: modules/provider
-`)
+`, nil)
 	out := filepath.Join(t.TempDir(), "build")
 	o := buildtest.OptionsArm64(t)
 	res, err := modbuild.Run(context.Background(), modbuild.Options{KernelSource: o.Source, ConfigFile: o.ConfigFile,
@@ -243,11 +242,11 @@ modules:
 		if m := elfMachineOf(t, p); m != elf.EM_AARCH64 {
 			t.Errorf("%s: ELF machine %s, want EM_AARCH64", p, m)
 		}
-		if got := a64ToolOut(t, modinfo, "-F", "vermagic", p); got != strings.TrimSpace(k.Meta.Vermagic) {
+		if got := strings.TrimSpace(testenv.Run(t, modinfo, "-F", "vermagic", p)); got != strings.TrimSpace(k.Meta.Vermagic) {
 			t.Errorf("%s: vermagic %q, kernel's %q", p, got, k.Meta.Vermagic)
 		}
 	}
-	if d := a64ToolOut(t, modinfo, "-F", "depends", consumer); d != "wslt_provider" {
+	if d := strings.TrimSpace(testenv.Run(t, modinfo, "-F", "depends", consumer)); d != "wslt_provider" {
 		t.Errorf("consumer depends %q", d)
 	}
 
@@ -275,7 +274,7 @@ modules:
 	}
 	verRE := regexp.MustCompile(`^0x([0-9a-f]{8})\s+(\S+)$`)
 	for _, p := range []string{provider, consumer} {
-		dump := a64ToolOut(t, modprobe, "--dump-modversions", p)
+		dump := strings.TrimSpace(testenv.Run(t, modprobe, "--dump-modversions", p))
 		n := 0
 		for _, line := range strings.Split(dump, "\n") {
 			m := verRE.FindStringSubmatch(line)
@@ -329,7 +328,7 @@ modules:
 		}
 	}
 	conf := t.TempDir() // no depmod.d of this machine
-	kout := a64ToolOut(t, testenv.Tool(t, "depmod"), "-b", ref, "-C", conf, "-e", "-E", k.Symvers(), rel)
+	kout := strings.TrimSpace(testenv.Run(t, "depmod", "-b", ref, "-C", conf, "-e", "-E", k.Symvers(), rel))
 	if kout != "" {
 		t.Errorf("kmod depmod -e -E reports problems:\n%s", kout)
 	}
@@ -380,18 +379,10 @@ modules:
 	t.Logf("arm64 image: VHDX %s, content %s (devel %s), %d files", progress.Bytes(ires.Size),
 		progress.Bytes(ires.ContentBytes), progress.Bytes(ires.DevelBytes), ires.Files)
 	raw := filepath.Join(t.TempDir(), "raw.img")
-	a64ToolOut(t, testenv.Tool(t, "qemu-img"), "convert", "-O", "raw", img, raw)
-	a64ToolOut(t, testenv.Tool(t, "e2fsck"), "-fn", raw)
-	d, err := image.OpenDisk(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	x := filepath.Join(t.TempDir(), "x")
-	if _, err := image.Extract(context.Background(), d, x, false); err != nil {
-		t.Fatal(err)
-	}
-	if got, want := treeDigest(t, filepath.Join(x, "build")), treeDigest(t, k.TargetDevelDir()); got != want {
+	testenv.Run(t, "qemu-img", "convert", "-O", "raw", img, raw)
+	testenv.Run(t, "e2fsck", "-fn", raw)
+	x := buildtest.ExtractImage(t, img)
+	if got, want := testenv.TreeDigest(t, filepath.Join(x, "build")), testenv.TreeDigest(t, k.TargetDevelDir()); got != want {
 		t.Errorf("build/ in the image differs from kernel-devel-target")
 	}
 	for _, f := range append(written, "extra/consumer/wslt_consumer.ko", "kernel/fs/fat/vfat.ko") {
@@ -414,36 +405,6 @@ modules:
 	}
 	t.Logf("kernel-devel-target from the image: %d files, %s, %d host tools (glibc >= %s), warnings %v",
 		vrep.Files, progress.Bytes(vrep.Bytes), len(vrep.HostTools), vrep.GLIBC, vrep.Warnings)
-}
-
-// a64Repo makes a repository-like directory with the test modules and a
-// wsl-modules.yml with content yml.
-func a64Repo(t *testing.T, yml string) *modlist.List {
-	t.Helper()
-	dir := t.TempDir()
-	if err := atomicfile.CopyTree(context.Background(), buildtest.Testdata("modules"), filepath.Join(dir, "modules"), atomicfile.CopyOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(dir, modlist.FileName)
-	if err := os.WriteFile(p, []byte(yml), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	l, err := modlist.Load(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
-
-// a64ToolOut runs a tool and returns its trimmed combined output; it fails
-// the test when the tool fails.
-func a64ToolOut(t *testing.T, tool string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(tool, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %v: %v\n%s", tool, args, err, out)
-	}
-	return strings.TrimSpace(string(out))
 }
 
 func elfMachineOf(t *testing.T, p string) elf.Machine {
@@ -558,13 +519,4 @@ func a64Files(t *testing.T, dir string) []string {
 		}
 	}
 	return out
-}
-
-func treeDigest(t *testing.T, dir string) string {
-	t.Helper()
-	d, err := digest.Tree(context.Background(), dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d
 }

@@ -149,10 +149,7 @@ func TestTestKernelBzImage(t *testing.T) {
 // filter, against the Module.symvers of its linux-headers package.
 func TestDebianVmlinuz(t *testing.T) {
 	root, rel := testenv.DebianModules(t)
-	want := filepath.Join(testenv.CacheDir(), "debian-symvers", "Module.symvers")
-	if _, err := os.Stat(want); err != nil {
-		testenv.Missing(t, "%s", want)
-	}
+	want := testenv.DebianSymvers(t)
 	f, et := openExports(t, filepath.Join(root, "boot", "vmlinuz-"+rel))
 	if f.Format != kimage.FormatBzImage || f.Compression != kimage.XZ || f.Release() != rel {
 		t.Errorf("format %v, compression %v, release %q", f.Format, f.Compression, f.Release())

@@ -6,15 +6,13 @@ import (
 	"errors"
 	"math/rand/v2"
 	"reflect"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
 	"testing"
 
-	"github.com/klauspost/compress/gzip"
-
 	"github.com/wsl-modules/wsl-modules-action/internal/kimage"
+	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
 )
 
 // Synthetic kernels: export tables laid out the way
@@ -291,41 +289,14 @@ func exportsOf(data []byte) (*kimage.ExportTable, error) {
 	return f.Exports()
 }
 
-// zstdZeros returns a zstd frame of n zero bytes made of 128 KiB RLE
-// blocks (4 bytes each: a 4 GiB frame is 128 KiB).
-func zstdZeros(n int64) []byte {
-	out := []byte{0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x38} // magic, no FCS, window 128 KiB
-	const block = 128 << 10
-	for n > 0 {
-		size := min(n, block)
-		n -= size
-		h := uint32(size)<<3 | 1<<1 // RLE block
-		if n == 0 {
-			h |= 1 // last block
-		}
-		out = append(out, byte(h), byte(h>>8), byte(h>>16), 0)
-	}
-	return out
-}
-
-// allocDuring returns the bytes allocated while f runs.
-func allocDuring(f func()) uint64 {
-	var a, b runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&a)
-	f()
-	runtime.ReadMemStats(&b)
-	return b.TotalAlloc - a.TotalAlloc
-}
-
 // TestDecompressionBomb: a bzImage whose 128 KiB zstd payload expands to
 // 4 GiB, and a 300 MiB gzip'ed "vmlinux", are refused with ErrTooLarge at
 // the size limit, allocating a bounded amount on the way.
 func TestDecompressionBomb(t *testing.T) {
 	bz, _, _ := testVmlinux(t)
-	bomb := withPayload(bz, append(zstdZeros(4<<30), le32(0)...))
+	bomb := withPayload(bz, append(testenv.ZstdZeros(4<<30), le32(0)...))
 	var err error
-	alloc := allocDuring(func() { _, err = kimage.NewFile(bytes.NewReader(bomb), int64(len(bomb)), nil) })
+	alloc := testenv.Allocated(func() { _, err = kimage.NewFile(bytes.NewReader(bomb), int64(len(bomb)), nil) })
 	if !errors.Is(err, kimage.ErrTooLarge) {
 		t.Fatalf("4 GiB zstd payload: %v, want ErrTooLarge", err)
 	}
@@ -334,16 +305,10 @@ func TestDecompressionBomb(t *testing.T) {
 	}
 	t.Logf("4 GiB zstd bomb: %v; %d MiB allocated", err, alloc>>20)
 
-	var gz bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&gz, gzip.BestSpeed)
-	zeros := make([]byte, 1<<20)
-	for range 300 {
-		zw.Write(zeros)
-	}
-	zw.Close()
+	gz := testenv.GzipZeros(300 << 20)
 	const small = 16 << 20
-	alloc = allocDuring(func() {
-		_, err = kimage.NewFile(bytes.NewReader(gz.Bytes()), int64(gz.Len()), &kimage.Options{MaxSize: small})
+	alloc = testenv.Allocated(func() {
+		_, err = kimage.NewFile(bytes.NewReader(gz), int64(len(gz)), &kimage.Options{MaxSize: small})
 	})
 	if !errors.Is(err, kimage.ErrTooLarge) || alloc > 4*small {
 		t.Fatalf("300 MiB gzip, 16 MiB limit: %v, %d MiB allocated", err, alloc>>20)

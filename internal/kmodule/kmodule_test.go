@@ -8,11 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"runtime"
 	"strings"
 	"testing"
-
-	"github.com/klauspost/compress/gzip"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
 )
@@ -258,45 +255,17 @@ func btoi(b bool) int {
 	return 0
 }
 
-// zstdZeros returns a zstd frame of n zero bytes made of 128 KiB RLE
-// blocks (4 bytes each: 4 GiB take 128 KiB).
-func zstdZeros(n int64) []byte {
-	out := []byte{0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x38} // magic, no FCS, window 128 KiB
-	const block = 128 << 10
-	for n > 0 {
-		size := min(n, block)
-		n -= size
-		h := uint32(size)<<3 | 1<<1 // RLE block
-		if n == 0 {
-			h |= 1 // last block
-		}
-		out = append(out, byte(h), byte(h>>8), byte(h>>16), 0)
-	}
-	return out
-}
-
 // TestDecompressionBomb: a .ko.zst of 4 GiB of zeros and a .ko.gz of
 // 300 MiB are refused at MaxModuleSize with ErrTooLarge, naming the file,
 // and allocate a bounded amount on the way.
 func TestDecompressionBomb(t *testing.T) {
-	var gz bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&gz, gzip.BestSpeed)
-	zeros := make([]byte, 1<<20)
-	for range 300 {
-		zw.Write(zeros)
-	}
-	zw.Close()
-	for name, data := range map[string][]byte{"bomb.ko.zst": zstdZeros(4 << 30), "bomb.ko.gz": gz.Bytes()} {
+	for name, data := range map[string][]byte{"bomb.ko.zst": testenv.ZstdZeros(4 << 30), "bomb.ko.gz": testenv.GzipZeros(300 << 20)} {
 		p := filepath.Join(t.TempDir(), name)
 		if err := os.WriteFile(p, data, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		var a, b runtime.MemStats
-		runtime.GC()
-		runtime.ReadMemStats(&a)
-		_, err := ReadFile(p)
-		runtime.ReadMemStats(&b)
-		alloc := b.TotalAlloc - a.TotalAlloc
+		var err error
+		alloc := testenv.Allocated(func() { _, err = ReadFile(p) })
 		if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), p) {
 			t.Errorf("%s (%d bytes): %v, want ErrTooLarge naming the file", name, len(data), err)
 		}

@@ -14,13 +14,9 @@ import (
 // modules.order and modules.builtin files.
 func smallBase(t *testing.T) (dir, rel string) {
 	t.Helper()
-	root, rel := testenv.DebianModules(t)
-	src := filepath.Join(root, "lib", "modules", rel)
+	_, rel = testenv.DebianModules(t)
 	dir = filepath.Join(t.TempDir(), "base")
-	for _, f := range []string{"kernel/fs/fat/fat.ko", "kernel/fs/fat/vfat.ko", "kernel/fs/fat/msdos.ko", "modules.builtin", "modules.builtin.modinfo"} {
-		os.MkdirAll(filepath.Dir(filepath.Join(dir, f)), 0o755)
-		run(t, "cp", filepath.Join(src, f), filepath.Join(dir, f))
-	}
+	testenv.CopyDebianModules(t, dir, "kernel/fs/fat/fat.ko", "kernel/fs/fat/vfat.ko", "kernel/fs/fat/msdos.ko", "modules.builtin", "modules.builtin.modinfo")
 	os.WriteFile(filepath.Join(dir, "modules.order"), []byte("kernel/fs/fat/fat.ko\nkernel/fs/fat/vfat.ko\nkernel/fs/fat/msdos.ko\n"), 0o644)
 	return dir, rel
 }

@@ -8,10 +8,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/modtree"
@@ -27,46 +25,22 @@ import (
 	"github.com/wsl-modules/wsl-modules-action/internal/kbuild"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
 	"github.com/wsl-modules/wsl-modules-action/internal/modbuild"
-	"github.com/wsl-modules/wsl-modules-action/internal/modlist"
 	"github.com/wsl-modules/wsl-modules-action/internal/progress"
 	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
 )
-
-// run runs an external tool and returns its combined output.
-func run(t *testing.T, tool string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(testenv.Tool(t, tool), args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", tool, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-type tlog struct{ t *testing.T }
-
-func (w tlog) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
 
 // vhdOf makes what WSL ships: an mke2fs-made ext4 (hashed directories,
 // metadata_csum) of dir, converted by qemu-img to a VHD of subformat
 // fixed or dynamic.
 func vhdOf(t *testing.T, dir, sub string) string {
 	t.Helper()
-	var size int64
-	filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
-		if err == nil {
-			size += fi.Size() + 4096
-		}
-		return nil
-	})
+	size := testenv.ImageSize(dir)
 	tmp := t.TempDir()
 	raw := filepath.Join(tmp, "base.ext4")
-	run(t, "mke2fs", "-q", "-t", "ext4", "-O", "metadata_csum,dir_index", "-E", "root_owner=0:0", "-d", dir, raw,
+	testenv.Run(t, "mke2fs", "-q", "-t", "ext4", "-O", "metadata_csum,dir_index", "-E", "root_owner=0:0", "-d", dir, raw,
 		fmt.Sprintf("%dk", (size*5/4+(32<<20))>>10))
 	vhd := filepath.Join(tmp, "modules-"+sub+".vhd")
-	run(t, "qemu-img", "convert", "-f", "raw", "-O", "vpc", "-o", "subformat="+sub, raw, vhd)
+	testenv.Run(t, "qemu-img", "convert", "-f", "raw", "-O", "vpc", "-o", "subformat="+sub, raw, vhd)
 	return vhd
 }
 
@@ -75,21 +49,21 @@ func vhdOf(t *testing.T, dir, sub string) string {
 // root holding lib/modules/<release> (flat) or <release>/modules (nested).
 func unpackImage(t *testing.T, vhdx string) string {
 	t.Helper()
-	run(t, "qemu-img", "check", "-f", "vhdx", vhdx)
+	testenv.Run(t, "qemu-img", "check", "-f", "vhdx", vhdx)
 	tmp := t.TempDir()
 	raw := filepath.Join(tmp, "out.raw")
-	run(t, "qemu-img", "convert", "-f", "vhdx", "-O", "raw", vhdx, raw)
-	run(t, "e2fsck", "-fn", raw)
+	testenv.Run(t, "qemu-img", "convert", "-f", "vhdx", "-O", "raw", vhdx, raw)
+	testenv.Run(t, "e2fsck", "-fn", raw)
 	dest := filepath.Join(tmp, "fs")
 	os.Mkdir(dest, 0o755)
-	run(t, "debugfs", "-R", "rdump / "+dest, raw)
+	testenv.Run(t, "debugfs", "-R", "rdump / "+dest, raw)
 	return dest
 }
 
 // showDepends runs kmod's modprobe --show-depends on a module root.
 func showDepends(t *testing.T, root, release, module string) []string {
 	t.Helper()
-	out := run(t, "modprobe", "-d", root, "-S", release, "--show-depends", module)
+	out := testenv.Run(t, "modprobe", "-d", root, "-S", release, "--show-depends", module)
 	var mods []string
 	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
 		f := strings.Fields(l)
@@ -108,8 +82,8 @@ func sameAsKmod(t *testing.T, mdir, release string) {
 	root := t.TempDir()
 	copyDir := filepath.Join(root, "lib", "modules", release)
 	os.MkdirAll(filepath.Dir(copyDir), 0o755)
-	run(t, "cp", "-a", mdir, copyDir)
-	run(t, "depmod", "-b", root, release)
+	testenv.Run(t, "cp", "-a", mdir, copyDir)
+	testenv.Run(t, "depmod", "-b", root, release)
 	for _, f := range []string{"modules.dep", "modules.dep.bin", "modules.symbols", "modules.symbols.bin", "modules.alias", "modules.alias.bin", "modules.softdep", "modules.devname"} {
 		ours, err1 := os.ReadFile(filepath.Join(mdir, f))
 		theirs, err2 := os.ReadFile(filepath.Join(copyDir, f))
@@ -151,16 +125,8 @@ func builtPacks(t *testing.T) (k *kbuild.Kernel, packs map[string]string) {
 	if _, err := os.Stat(packs["v4l2loopback"]); err == nil {
 		return k, packs
 	}
-	lock, err := os.OpenFile(dir+".lock", os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		os.MkdirAll(filepath.Dir(dir), 0o755)
-		if lock, err = os.OpenFile(dir+".lock", os.O_CREATE|os.O_RDWR, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	defer lock.Close()
-	syscall.Flock(int(lock.Fd()), syscall.LOCK_EX)
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	unlock := buildtest.Lock(t, dir+".lock")
+	defer unlock()
 	if _, err := os.Stat(packs["v4l2loopback"]); err == nil {
 		return k, packs
 	}
@@ -174,14 +140,10 @@ func builtPacks(t *testing.T) (k *kbuild.Kernel, packs map[string]string) {
 	}
 	yml := "modules:\n  - name: consumer\n    path: modules/consumer\n    make: [ \"KDIR={{.KernelDir}}\" ]\n" +
 		"  - name: provider\n    path: modules/provider\n  - name: v4l2loopback\n    path: v4l2loopback\n"
-	os.WriteFile(filepath.Join(repo, modlist.FileName), []byte(yml), 0o644)
-	l, err := modlist.Load(filepath.Join(repo, modlist.FileName))
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := buildtest.ModuleList(t, repo, yml)
 	out := filepath.Join(t.TempDir(), "build")
 	res, err := modbuild.Run(ctx, modbuild.Options{KernelSource: buildtest.GitHubTarball(t),
-		List: l, Out: out, CacheDir: buildtest.CacheDir(), Progress: progress.New(tlog{t})})
+		List: l, Out: out, CacheDir: buildtest.CacheDir(), Progress: progress.New(testenv.LogWriter(t))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +194,7 @@ func TestMergeBuiltPacksOverStockVHD(t *testing.T) {
 			base := vhdOf(t, k.ModulesDir(), sub)
 			out := filepath.Join(t.TempDir(), "modules.vhdx")
 			o := Options{Base: base, Packs: []string{packs["consumer"], packs["provider"], packs["v4l2loopback"]},
-				Out: out, Slack: image.DefaultSlack, Progress: progress.New(tlog{t})}
+				Out: out, Slack: image.DefaultSlack, Progress: progress.New(testenv.LogWriter(t))}
 			if sub == "fixed" {
 				o.Symvers = k.Symvers() // every symbol and CRC checked
 			}
@@ -461,7 +423,7 @@ func debianBaseWithout(t *testing.T, drop ...string) (mdir, release string) {
 	root, rel := testenv.DebianModules(t)
 	src := filepath.Join(root, "lib", "modules", rel)
 	mdir = filepath.Join(t.TempDir(), rel)
-	run(t, "cp", "-al", src, mdir)
+	testenv.Run(t, "cp", "-al", src, mdir)
 	for _, d := range drop {
 		if err := os.Remove(filepath.Join(mdir, d)); err != nil {
 			t.Fatal(err)
@@ -471,14 +433,6 @@ func debianBaseWithout(t *testing.T, drop ...string) (mdir, release string) {
 	os.Remove(filepath.Join(mdir, "build"))
 	os.Remove(filepath.Join(mdir, "source"))
 	return mdir, rel
-}
-
-func debianSymvers(t *testing.T) string {
-	p := filepath.Join(testenv.CacheDir(), "debian-symvers", "Module.symvers")
-	if _, err := os.Stat(p); err != nil {
-		testenv.Missing(t, "%s (scripts/setup.sh)", p)
-	}
-	return p
 }
 
 // TestMergeDebianVHDNestedAndRemerge merges packs of real Debian modules
@@ -491,7 +445,7 @@ func TestMergeDebianVHDNestedAndRemerge(t *testing.T) {
 	mdir, rel := debianBaseWithout(t, fat...)
 	root, _ := testenv.DebianModules(t)
 	orig := filepath.Join(root, "lib", "modules", rel)
-	symvers := debianSymvers(t)
+	symvers := testenv.DebianSymvers(t)
 	ctx := context.Background()
 	base := vhdOf(t, mdir, "dynamic")
 	fatcore := mkPack(t, "fatcore", rel, map[string]string{"fat.ko": filepath.Join(orig, fat[0])})

@@ -58,6 +58,8 @@ func mkPack(t *testing.T, name, release string, mods map[string]string) string {
 	return out
 }
 
+// corruptVersion flips the CRC of the first real symbol in __versions and
+// returns the symbol's name.
 func corruptVersion(t *testing.T, data []byte) string {
 	t.Helper()
 	f, err := elf.NewFile(bytes.NewReader(data))
@@ -197,6 +199,3 @@ func TestPlanRefusals(t *testing.T) {
 		wantErr(t, err, `pack vm: extra/vm/vfat.ko: vermagic "`+other)
 	})
 }
-
-// corruptVersion flips the CRC of the first real symbol in __versions and
-// returns the symbol's name.

@@ -17,7 +17,6 @@ import (
 	"github.com/wsl-modules/wsl-modules-action/internal/kbuild"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
 	"github.com/wsl-modules/wsl-modules-action/internal/modbuild"
-	"github.com/wsl-modules/wsl-modules-action/internal/modlist"
 	"github.com/wsl-modules/wsl-modules-action/internal/progress"
 	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
 )
@@ -90,7 +89,7 @@ func addDKMSPatch(t *testing.T, src, dst, patch string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeTree(t, dst, map[string]string{"patches/" + filepath.Base(patch): string(b)})
+	testenv.WriteFiles(t, dst, map[string]string{"patches/" + filepath.Base(patch): string(b)})
 	f, err := os.OpenFile(filepath.Join(dst, "dkms.conf"), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -115,14 +114,7 @@ func buildCorpus(t *testing.T, k *kbuild.Kernel, srcs []corpusSource) (map[strin
 	for _, s := range srcs {
 		fmt.Fprintf(&yml, "  - name: %s\n    path: %s\n", s.name, s.dir)
 	}
-	p := filepath.Join(dir, modlist.FileName)
-	if err := os.WriteFile(p, []byte(yml.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	l, err := modlist.Load(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := buildtest.ModuleList(t, dir, yml.String())
 	mdir := filepath.Join(dir, "lib", "modules", k.Meta.Release)
 	start := time.Now()
 	res, err := modbuild.BuildModules(context.Background(), modbuild.ModulesOptions{Kernel: k, List: l,

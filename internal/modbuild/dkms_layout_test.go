@@ -11,7 +11,6 @@ import (
 	"github.com/wsl-modules/wsl-modules-action/internal/buildtest"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
 	"github.com/wsl-modules/wsl-modules-action/internal/modbuild"
-	"github.com/wsl-modules/wsl-modules-action/internal/modlist"
 	"github.com/wsl-modules/wsl-modules-action/internal/progress"
 	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
 )
@@ -67,22 +66,15 @@ MODULE_LICENSE("GPL");
 func TestDKMSLayout(t *testing.T) {
 	k := buildtest.TestKernel(t)
 	dir := t.TempDir()
-	writeTree(t, filepath.Join(dir, "pkgs", "dkmsdemo"), demoPackage)
-	writeTree(t, filepath.Join(dir, "pkgs", "excluded"), map[string]string{
+	testenv.WriteFiles(t, filepath.Join(dir, "pkgs", "dkmsdemo"), demoPackage)
+	testenv.WriteFiles(t, filepath.Join(dir, "pkgs", "excluded"), map[string]string{
 		"dkms.conf": "PACKAGE_NAME=excluded\nPACKAGE_VERSION=2\nBUILD_EXCLUSIVE_CONFIG=\"CONFIG_ACPI\"\nDEST_MODULE_LOCATION=/extra\n",
 		"Kbuild":    "obj-m := excluded.o\n", "excluded.c": "#include <linux/module.h>\nMODULE_LICENSE(\"GPL\");\n"})
-	writeTree(t, filepath.Join(dir, "pkgs", "wrongname"), map[string]string{
+	testenv.WriteFiles(t, filepath.Join(dir, "pkgs", "wrongname"), map[string]string{
 		"dkms.conf": "PACKAGE_NAME=wrongname\nPACKAGE_VERSION=3\nBUILT_MODULE_NAME=nosuch\nDEST_MODULE_LOCATION=/extra\n",
 		"Kbuild":    "obj-m := built.o\n", "built.c": "#include <linux/module.h>\nMODULE_LICENSE(\"GPL\");\n"})
 	yml := "modules:\n  - {name: dkmsdemo, path: pkgs/dkmsdemo}\n  - {name: excluded, path: pkgs/excluded}\n  - {name: wrongname, path: pkgs/wrongname}\n"
-	p := filepath.Join(dir, modlist.FileName)
-	if err := os.WriteFile(p, []byte(yml), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	l, err := modlist.Load(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := buildtest.ModuleList(t, dir, yml)
 	mdir := filepath.Join(dir, "lib", "modules", k.Meta.Release)
 	work := filepath.Join(dir, "work")
 	res, err := modbuild.BuildModules(context.Background(), modbuild.ModulesOptions{Kernel: k, List: l, WorkDir: work,
@@ -136,23 +128,6 @@ func TestDKMSLayout(t *testing.T) {
 	if w := byName["wrongname"]; w.Status != manifest.StatusFailed ||
 		!strings.Contains(w.Error, "dkms: Build of nosuch.ko failed for: "+k.Meta.Release+" (x86_64)") {
 		t.Errorf("wrongname: %s %q", w.Status, w.Error)
-	}
-}
-
-func writeTree(t *testing.T, dir string, files map[string]string) {
-	t.Helper()
-	for name, body := range files {
-		p := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		mode := os.FileMode(0o644)
-		if strings.HasSuffix(name, ".sh") {
-			mode = 0o755
-		}
-		if err := os.WriteFile(p, []byte(body), mode); err != nil {
-			t.Fatal(err)
-		}
 	}
 }
 

@@ -42,22 +42,11 @@ func debianTree(t *testing.T) (*Tree, string) {
 	return debian.tree, dir
 }
 
-// debianSymvers returns the path of the Debian kernel's Module.symvers
-// cached by scripts/setup.sh.
-func debianSymvers(t *testing.T) string {
-	t.Helper()
-	p := filepath.Join(testenv.CacheDir(), "debian-symvers", "Module.symvers")
-	if _, err := os.Stat(p); err != nil {
-		testenv.Missing(t, "%s", p)
-	}
-	return p
-}
-
 // alteredSymvers writes a copy of Module.symvers with crcSymbol's CRC
 // changed and removedSymbol's line deleted.
 func alteredSymvers(t *testing.T) string {
 	t.Helper()
-	good, err := os.ReadFile(debianSymvers(t))
+	good, err := os.ReadFile(testenv.DebianSymvers(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,9 +63,6 @@ func alteredSymvers(t *testing.T) string {
 	}
 	return p
 }
-
-// kmodWarning is one line of kmod depmod -e -E output.
-var kmodWarning = regexp.MustCompile(`^depmod: WARNING: (\S+) (needs unknown symbol|disagrees about version of symbol) (\S+)$`)
 
 // kmodChecks runs kmod's depmod -n -e -E symvers on the Debian tree (in
 // the background: start it before loading the tree) and returns the
@@ -96,24 +82,7 @@ func kmodChecks(t *testing.T, symvers string) func() (unresolved, crc []string) 
 		if err := cmd.Wait(); err != nil {
 			t.Fatalf("depmod: %v\n%s", err, stderr.String())
 		}
-		for _, l := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {
-			if l == "" {
-				continue
-			}
-			m := kmodWarning.FindStringSubmatch(l)
-			if m == nil {
-				t.Fatalf("unexpected depmod output %q", l)
-			}
-			r, err := filepath.Rel(dir, m[1])
-			if err != nil {
-				t.Fatal(err)
-			}
-			if m[2] == "needs unknown symbol" {
-				unresolved = append(unresolved, r+" "+m[3])
-			} else {
-				crc = append(crc, r+" "+m[3])
-			}
-		}
+		unresolved, crc = testenv.KmodProblems(t, stderr.String(), dir)
 		sort.Strings(unresolved)
 		sort.Strings(crc)
 		return unresolved, crc
@@ -210,7 +179,7 @@ func TestLoadDirErrors(t *testing.T) {
 }
 
 func TestReadSymvers(t *testing.T) {
-	p := debianSymvers(t)
+	p := testenv.DebianSymvers(t)
 	sv, err := ReadSymvers(p)
 	if err != nil {
 		t.Fatal(err)
@@ -245,7 +214,7 @@ func TestReadSymvers(t *testing.T) {
 }
 
 func TestReadSymversErrors(t *testing.T) {
-	good, err := os.ReadFile(debianSymvers(t))
+	good, err := os.ReadFile(testenv.DebianSymvers(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,10 +252,10 @@ func TestReadSymversErrors(t *testing.T) {
 func TestValidateAgainstKmod(t *testing.T) {
 	bad := alteredSymvers(t)
 	kmodBad := kmodChecks(t, bad)
-	kmodGood := kmodChecks(t, debianSymvers(t))
+	kmodGood := kmodChecks(t, testenv.DebianSymvers(t))
 	tree, _ := debianTree(t)
 
-	good, err := ReadSymvers(debianSymvers(t))
+	good, err := ReadSymvers(testenv.DebianSymvers(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -403,7 +372,7 @@ func TestValidateVermagic(t *testing.T) {
 // reported; the same symbol as a strong need is.
 func TestValidateWeak(t *testing.T) {
 	tree, _ := debianTree(t)
-	good, err := ReadSymvers(debianSymvers(t))
+	good, err := ReadSymvers(testenv.DebianSymvers(t))
 	if err != nil {
 		t.Fatal(err)
 	}

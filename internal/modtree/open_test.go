@@ -3,7 +3,6 @@ package modtree_test
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,13 +11,6 @@ import (
 	"github.com/wsl-modules/wsl-modules-action/internal/modtree"
 	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
 )
-
-func run(t *testing.T, name string, args ...string) {
-	t.Helper()
-	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
-		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
-	}
-}
 
 // TestOpenReleaseRule checks the one release rule on directories.
 func TestOpenReleaseRule(t *testing.T) {
@@ -59,9 +51,9 @@ func TestOpenReleaseRule(t *testing.T) {
 	}
 	// A tree of two kernels' modules is ambiguous.
 	mixed := filepath.Join(t.TempDir(), "mixed")
-	run(t, "cp", "-a", k.ModulesDir(), mixed)
+	testenv.Run(t, "cp", "-a", k.ModulesDir(), mixed)
 	root, drel := testenv.DebianModules(t)
-	run(t, "cp", filepath.Join(root, "lib", "modules", drel, "kernel", "fs", "fat", "vfat.ko"), filepath.Join(mixed, "kernel"))
+	testenv.Run(t, "cp", filepath.Join(root, "lib", "modules", drel, "kernel", "fs", "fat", "vfat.ko"), filepath.Join(mixed, "kernel"))
 	if _, err = open(mixed, ""); err == nil || !strings.Contains(err.Error(), "the modules' vermagic names several kernel releases") ||
 		!strings.Contains(err.Error(), "kernel/vfat.ko") || !strings.Contains(err.Error(), drel) {
 		t.Errorf("mixed: %v", err)
@@ -74,9 +66,9 @@ func TestOpenReleaseRule(t *testing.T) {
 	link := filepath.Join(t.TempDir(), "link")
 	os.Symlink(k.ModulesDir(), link)
 	withBuild := filepath.Join(t.TempDir(), "wb")
-	run(t, "cp", "-a", k.ModulesDir(), withBuild)
+	testenv.Run(t, "cp", "-a", k.ModulesDir(), withBuild)
 	os.MkdirAll(filepath.Join(withBuild, "build", "x"), 0o755)
-	run(t, "cp", filepath.Join(k.ModulesDir(), "kernel", "fs", "fat", "fat.ko"), filepath.Join(withBuild, "build", "x"))
+	testenv.Run(t, "cp", filepath.Join(k.ModulesDir(), "kernel", "fs", "fat", "fat.ko"), filepath.Join(withBuild, "build", "x"))
 	os.Symlink("/nonexistent", filepath.Join(withBuild, "source"))
 	for _, src := range []string{link, withBuild} {
 		if tr, err := open(src, ""); err != nil || len(tr.Modules) != n {

@@ -122,10 +122,7 @@ func TestBuildSymversArm64(t *testing.T) {
 // the x86 BCJ filter) and compares it with linux-headers' copy.
 func TestBuildSymversDebian(t *testing.T) {
 	root, rel := testenv.DebianModules(t)
-	want := filepath.Join(testenv.CacheDir(), "debian-symvers", "Module.symvers")
-	if _, err := os.Stat(want); err != nil {
-		testenv.Missing(t, "%s", want)
-	}
+	want := testenv.DebianSymvers(t)
 	got, _ := rebuildSymvers(t, filepath.Join(root, "boot", "vmlinuz-"+rel),
 		filepath.Join(root, "lib", "modules", rel), rel)
 	compareSymvers(t, got, want)

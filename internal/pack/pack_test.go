@@ -4,14 +4,12 @@ import (
 	"archive/tar"
 	"bytes"
 	"crypto/sha256"
-	"debug/elf"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
@@ -92,29 +90,6 @@ func TestCreateOpenRoundTripMatchesModinfo(t *testing.T) {
 	if !bytes.Equal(a, b) {
 		t.Fatal("pack is not reproducible")
 	}
-}
-
-func corruptVersion(t *testing.T, data []byte) string {
-	t.Helper()
-	f, err := elf.NewFile(bytes.NewReader(data))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := f.Section("__versions")
-	if s == nil {
-		t.Fatal("no __versions")
-	}
-	for off := uint64(0); off+64 <= s.Size; off += 64 {
-		e := data[s.Offset+off : s.Offset+off+64]
-		name := string(bytes.TrimRight(e[8:], "\x00"))
-		if name == "module_layout" {
-			continue
-		}
-		e[0] ^= 0xff
-		return name
-	}
-	t.Fatal("empty __versions")
-	return ""
 }
 
 func wantErr(t *testing.T, err error, substr string) {
@@ -218,16 +193,6 @@ func bombPack(t *testing.T, n int64, rightSum bool) string {
 	return p
 }
 
-// allocated returns the bytes fn allocates.
-func allocated(fn func()) uint64 {
-	var a, b runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&a)
-	fn()
-	runtime.ReadMemStats(&b)
-	return b.TotalAlloc - a.TotalAlloc
-}
-
 // A decompression bomb (a few KiB of pack holding a module of 2 GiB of
 // zeros) is refused with a clear error, within bounded memory: with the
 // right sha256 by the module size cap, with a wrong one before any
@@ -239,7 +204,7 @@ func TestOpenRefusesDecompressionBomb(t *testing.T) {
 			t.Fatalf("bomb pack is %d bytes", st.Size())
 		}
 		var err error
-		n := allocated(func() { _, err = Open(p) })
+		n := testenv.Allocated(func() { _, err = Open(p) })
 		if err == nil || !errors.Is(err, ErrCorrupt) {
 			t.Fatalf("right sha256 %v: %v", right, err)
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
+	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
 )
 
 // srcTree writes a module source tree with a subdirectory, an executable,
@@ -126,7 +127,7 @@ func TestPrepareDistSources(t *testing.T) {
 		t.Errorf("source for a git module: err = %v", err)
 	}
 	m, _ := manifest.Read(filepath.Join(dir, manifest.FileName))
-	m.Kernel.ConfigSHA256 = sha256File(t, cfg)
+	m.Kernel.ConfigSHA256 = testenv.SHA256File(t, cfg)
 	m.Write(filepath.Join(dir, manifest.FileName))
 	if _, err := PrepareDist(PrepareOptions{Dir: dir, Config: cfg, ModuleSources: map[string]string{"mydriver": src}, SourceDateEpoch: 1700000000}); err != nil {
 		t.Fatal(err)
@@ -158,13 +159,4 @@ func TestPrepareDistSources(t *testing.T) {
 	}
 	assertRelease(t, r.fake, rels[0], dir)
 	r.check(t)
-}
-
-func sha256File(t *testing.T, p string) string {
-	t.Helper()
-	out, err := exec.Command("sha256sum", p).Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.Fields(string(out))[0]
 }

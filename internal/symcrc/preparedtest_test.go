@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -66,7 +65,7 @@ func prepared(t testing.TB, arch string, config []byte) preparedTree {
 	if err := os.MkdirAll(base, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	unlock := lockFile(t, filepath.Join(base, key+".lock"))
+	unlock := buildtest.Lock(t, filepath.Join(base, key+".lock"))
 	defer unlock()
 	if _, err := os.Stat(done); err == nil {
 		return tree
@@ -138,23 +137,6 @@ func preparedKey(t testing.TB, args []string, config []byte) string {
 		bytes.SplitN(cc, []byte("\n"), 2)[0])
 	h.Write(config)
 	return hex.EncodeToString(h.Sum(nil))[:32]
-}
-
-// lockFile takes an exclusive flock on path; the result releases it.
-func lockFile(t testing.TB, path string) func() {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		t.Fatal(err)
-	}
-	return func() {
-		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-		f.Close()
-	}
 }
 
 // options returns the proof options for the tree.

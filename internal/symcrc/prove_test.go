@@ -14,6 +14,7 @@ import (
 	"github.com/wsl-modules/wsl-modules-action/internal/kbuild"
 	"github.com/wsl-modules/wsl-modules-action/internal/kmodule"
 	"github.com/wsl-modules/wsl-modules-action/internal/modtree"
+	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
 )
 
 // The real-kernel tests: the test kernel (buildtest.TestKernel, the
@@ -34,14 +35,6 @@ func readConfig(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
-}
-
-// tlog is a Log writer into the test log.
-type tlog struct{ t testing.TB }
-
-func (w tlog) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
 
 // stockImports returns the vmlinux symbols the kernel's stock modules
@@ -169,7 +162,7 @@ func TestProveTestKernel(t *testing.T) {
 	// Assembly exports (the asm-prototypes.h route) and a macro-made one.
 	sampleVmlinux(t, k, want, 300, "memcpy", "memset", "__put_user_4", "clear_page_erms", "param_ops_int")
 	t.Logf("proving %d symbols (%d imported by the stock modules)", len(want), n)
-	rep, err := Prove(context.Background(), tree.options(t, tlog{t}), want)
+	rep, err := Prove(context.Background(), tree.options(t, testenv.LogWriter(t)), want)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +204,7 @@ func TestProveWrongConfig(t *testing.T) {
 	}
 	want := stockImports(t, k, "fat", "vfat")
 	sampleVmlinux(t, k, want, 0, "iput", "mutex_lock", "kfree", "strlen")
-	rep, err := Prove(context.Background(), tree.options(t, tlog{t}), want)
+	rep, err := Prove(context.Background(), tree.options(t, testenv.LogWriter(t)), want)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,7 +272,7 @@ func TestProveArm64(t *testing.T) {
 	}
 	want := stockImports(t, k)
 	sampleVmlinux(t, k, want, 200, "memcpy", "memset")
-	rep, err := Prove(context.Background(), tree.options(t, tlog{t}), want)
+	rep, err := Prove(context.Background(), tree.options(t, testenv.LogWriter(t)), want)
 	if err != nil {
 		t.Fatal(err)
 	}

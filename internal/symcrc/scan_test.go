@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
 )
 
 // The export macros of the kernel headers the scan must see through, as
@@ -153,22 +155,6 @@ func TestEval(t *testing.T) {
 	}
 }
 
-// writeTree writes files (path → content) under a new directory.
-func writeTree(t *testing.T, files map[string]string) string {
-	t.Helper()
-	dir := t.TempDir()
-	for p, c := range files {
-		full := filepath.Join(dir, filepath.FromSlash(p))
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(full, []byte(c), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
-}
-
 func testTree(t *testing.T) string {
 	files := map[string]string{
 		"Makefile":                      "# kernel\n",
@@ -194,7 +180,9 @@ func testTree(t *testing.T) string {
 		"kernel/rcu/tree_plugin.h":      "void rcu_note_context_switch(bool p) { }\nEXPORT_SYMBOL_GPL(rcu_note_context_switch);\n",
 		"kernel/rcu/tree.c":             "#include <linux/export.h>\n  #  include \"tree_plugin.h\" /* the plugin */\n",
 	}
-	return writeTree(t, files)
+	dir := t.TempDir()
+	testenv.WriteFiles(t, dir, files)
+	return dir
 }
 
 func TestIndexLocate(t *testing.T) {

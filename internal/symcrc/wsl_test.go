@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/buildtest"
+	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
 )
 
 // wslConfig is Microsoft's x86 config of 6.6.87.1 (a third-party copy,
@@ -43,7 +44,7 @@ func TestProveWSLConfig(t *testing.T) {
 	logOptions(t, tree)
 	want := stockImports(t, k, "fat", "vfat")
 	sampleVmlinux(t, k, want, 0, "iput", "kfree", "memcpy")
-	rep, err := Prove(context.Background(), tree.options(t, tlog{t}), want)
+	rep, err := Prove(context.Background(), tree.options(t, testenv.LogWriter(t)), want)
 	if err != nil {
 		t.Fatal(err)
 	}

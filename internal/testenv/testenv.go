@@ -5,6 +5,11 @@
 // scripts/setup.sh prepares the corpora in CacheDir. When something is
 // missing, tests are skipped on a developer machine but fail under CI
 // (CI=true), so CI can never pass by skipping.
+//
+// It also holds the tests' generic helpers (running a tool, writing and
+// digesting trees, parsing kmod's warnings), so that no test package
+// keeps a copy of its own; helpers that need a built kernel or a module
+// list are in internal/buildtest.
 package testenv
 
 import (

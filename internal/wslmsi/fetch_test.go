@@ -16,6 +16,7 @@ import (
 	"github.com/wsl-modules/wsl-modules-action/internal/githubapi"
 	"github.com/wsl-modules/wsl-modules-action/internal/githubfake"
 	"github.com/wsl-modules/wsl-modules-action/internal/progress"
+	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
 )
 
 const fakeToken = "ghp_WSLMSI_test_token_0123456789"
@@ -117,7 +118,7 @@ func TestFetch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Compression != "LZX:21" || st.MSIName != "wsl.2.6.1.0.arm64.msi" || sha256File(t, st.Kernel) != sha256File(t, kernel) || sha256File(t, st.Modules) != sha256File(t, modules) {
+	if st.Compression != "LZX:21" || st.MSIName != "wsl.2.6.1.0.arm64.msi" || testenv.SHA256File(t, st.Kernel) != testenv.SHA256File(t, kernel) || testenv.SHA256File(t, st.Modules) != testenv.SHA256File(t, modules) {
 		t.Errorf("arm64: %+v", st)
 	}
 
@@ -131,7 +132,7 @@ func TestFetch(t *testing.T) {
 		t.Fatalf("digest %q still listed", a.Digest)
 	}
 	st, err = Fetch(context.Background(), c, rel, "x86_64", t.TempDir(), t.TempDir(), nil)
-	if err != nil || st.MSISHA256 != sha256File(t, stockMSI(t)) {
+	if err != nil || st.MSISHA256 != testenv.SHA256File(t, stockMSI(t)) {
 		t.Errorf("no digest: %+v, %v", st, err)
 	}
 	if strings.Contains(clog.String(), fakeToken) || strings.Contains(log.String(), fakeToken) {

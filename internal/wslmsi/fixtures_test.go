@@ -2,11 +2,8 @@ package wslmsi
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"fmt"
-	"github.com/wsl-modules/wsl-modules-action/internal/buildtest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +11,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/wsl-modules/wsl-modules-action/internal/buildtest"
 	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
 )
 
@@ -71,15 +69,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func run(t *testing.T, name string, args ...string) []byte {
-	t.Helper()
-	out, err := exec.Command(testenv.Tool(t, name), args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return out
-}
-
 // debianKernel is Debian's vmlinuz.
 func debianKernel(t *testing.T) string {
 	t.Helper()
@@ -96,17 +85,11 @@ func debianKernel(t *testing.T) string {
 // convert; -O vpc for a VHD).
 func makeVHD(t *testing.T, dir, out string) {
 	t.Helper()
-	var size int64
-	filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
-		if err == nil {
-			size += fi.Size() + 4096
-		}
-		return nil
-	})
+	size := testenv.ImageSize(dir)
 	img := out + ".img"
 	blocks := size/1024 + 8192
-	run(t, "mke2fs", "-q", "-F", "-L", "", "-d", dir, "-b", "1024", "-t", "ext4", img, fmt.Sprint(blocks))
-	run(t, "qemu-img", "convert", "-f", "raw", "-O", "vpc", img, out)
+	testenv.Run(t, "mke2fs", "-q", "-F", "-L", "", "-d", dir, "-b", "1024", "-t", "ext4", img, fmt.Sprint(blocks))
+	testenv.Run(t, "qemu-img", "convert", "-f", "raw", "-O", "vpc", img, out)
 	os.Remove(img)
 }
 
@@ -120,7 +103,7 @@ func debianModulesVHD(t *testing.T) string {
 		for _, p := range []string{"kernel/fs/fat", "kernel/fs/isofs", "kernel/fs/binfmt_misc.ko", "modules.order", "modules.builtin"} {
 			dst := filepath.Join(stage, p)
 			os.MkdirAll(filepath.Dir(dst), 0o755)
-			run(t, "cp", "-r", filepath.Join(src, p), dst)
+			testenv.Run(t, "cp", "-r", filepath.Join(src, p), dst)
 		}
 		makeVHD(t, stage, out)
 	})
@@ -217,7 +200,7 @@ func lzxMSI(t *testing.T) (msi, kernel, modules string) {
 		if b, err := c.CombinedOutput(); err != nil {
 			t.Fatalf("wixl: %v\n%s", err, b)
 		}
-		run(t, "msibuild", out, "-a", "cab1.cab", cabPath)
+		testenv.Run(t, "msibuild", out, "-a", "cab1.cab", cabPath)
 	})
 	members := filepath.Join(fixDir, "lzx-members")
 	return msi, filepath.Join(members, "IScript.dll"), filepath.Join(members, "IUser.dll")
@@ -227,7 +210,7 @@ func lzxMSI(t *testing.T) (msi, kernel, modules string) {
 // listing), so that the File table's sequence follows the cabinet.
 func cabOrder(t *testing.T, cab string, ents []os.DirEntry) []string {
 	t.Helper()
-	members, err := parseListing(run(t, "7z", "l", "-slt", "-tCab", cab))
+	members, err := parseListing([]byte(testenv.Run(t, "7z", "l", "-slt", "-tCab", cab)))
 	if err != nil || len(members) != len(ents) {
 		t.Fatalf("cabinet listing: %d members for %d files, %v", len(members), len(ents), err)
 	}
@@ -244,19 +227,9 @@ func modifyMSI(t *testing.T, msi string, queries ...string) string {
 	out := filepath.Join(t.TempDir(), filepath.Base(msi))
 	copyFile(t, msi, out)
 	for _, q := range queries {
-		run(t, "msibuild", out, "-q", q)
+		testenv.Run(t, "msibuild", out, "-q", q)
 	}
 	return out
-}
-
-func sha256File(t *testing.T, p string) string {
-	t.Helper()
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:])
 }
 
 // entries lists a directory ("" entries if it does not exist).

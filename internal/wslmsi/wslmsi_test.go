@@ -12,6 +12,7 @@ import (
 
 	"github.com/wsl-modules/wsl-modules-action/internal/buildtest"
 	"github.com/wsl-modules/wsl-modules-action/internal/progress"
+	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
 )
 
 // checkStock compares the extracted files with their sources and checks
@@ -21,10 +22,10 @@ func checkStock(t *testing.T, st *Stock, kernel, modules, modulesName string) {
 	if st.ModulesName != modulesName || filepath.Base(st.Modules) != modulesName || filepath.Base(st.Kernel) != KernelName {
 		t.Errorf("names: %+v", st)
 	}
-	if got, want := sha256File(t, st.Kernel), sha256File(t, kernel); got != want || st.KernelSHA256 != want {
+	if got, want := testenv.SHA256File(t, st.Kernel), testenv.SHA256File(t, kernel); got != want || st.KernelSHA256 != want {
 		t.Errorf("kernel sha256 %s (recorded %s), want %s", got, st.KernelSHA256, want)
 	}
-	if got, want := sha256File(t, st.Modules), sha256File(t, modules); got != want || st.ModulesSHA256 != want {
+	if got, want := testenv.SHA256File(t, st.Modules), testenv.SHA256File(t, modules); got != want || st.ModulesSHA256 != want {
 		t.Errorf("%s sha256 %s (recorded %s), want %s", modulesName, got, st.ModulesSHA256, want)
 	}
 	if got := strings.Join(entries(t, st.Dir), " "); got != strings.Join(sortedNames(KernelName, metaFile, modulesName), " ") {
@@ -71,7 +72,7 @@ func TestOpenMSZIP(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkStock(t, st, debianKernel(t), debianModulesVHD(t), ModulesVHD)
-	if st.Compression != "MSZip" || st.ProductVersion != "2.6.1.0" || st.MSISHA256 != sha256File(t, msi) || st.MSIName != filepath.Base(msi) || st.WSLVersion != "" {
+	if st.Compression != "MSZip" || st.ProductVersion != "2.6.1.0" || st.MSISHA256 != testenv.SHA256File(t, msi) || st.MSIName != filepath.Base(msi) || st.WSLVersion != "" {
 		t.Errorf("stock %+v", st)
 	}
 	if st.Dir != filepath.Join(cache, CacheSubdir, st.MSISHA256) {
@@ -82,7 +83,7 @@ func TestOpenMSZIP(t *testing.T) {
 		!strings.Contains(m.Extractor, "msiinfo") || !strings.Contains(m.Extractor, "7-Zip") {
 		t.Errorf("meta %+v", m)
 	}
-	if out := run(t, "qemu-img", "info", st.Modules); !strings.Contains(string(out), "file format: vpc") {
+	if out := testenv.Run(t, "qemu-img", "info", st.Modules); !strings.Contains(out, "file format: vpc") {
 		t.Errorf("qemu-img info:\n%s", out)
 	}
 	before, _ := os.Stat(st.Kernel)
@@ -102,7 +103,7 @@ func TestOpenMSZIP(t *testing.T) {
 // computed from gcab's output.
 func TestOpenLZX(t *testing.T) {
 	msi, kernel, modules := lzxMSI(t)
-	if out := string(run(t, "7z", "l", "-slt", msi)); !strings.Contains(out, "Method = LZX:21") {
+	if out := testenv.Run(t, "7z", "l", "-slt", msi); !strings.Contains(out, "Method = LZX:21") {
 		t.Fatalf("the fixture is not LZX:\n%s", out)
 	}
 	st, err := Open(context.Background(), msi, t.TempDir(), nil)
@@ -132,7 +133,7 @@ func TestOpenBadInputs(t *testing.T) {
 	text := filepath.Join(dir, "notes.msi")
 	os.WriteFile(text, []byte("this is not an installer\n"), 0o644)
 	empty := filepath.Join(dir, "empty.msi")
-	run(t, "msibuild", empty, "-s", "nothing") // a valid database without tables
+	testenv.Run(t, "msibuild", empty, "-s", "nothing") // a valid database without tables
 	b, _ := os.ReadFile(good)
 	trunc := func(n int) string {
 		p := filepath.Join(dir, fmt.Sprintf("trunc-%d.msi", n))
@@ -223,11 +224,11 @@ func TestOpenBuiltKernel(t *testing.T) {
 // replaceCab returns a copy of msi whose cab1.cab is changed by edit.
 func replaceCab(t *testing.T, msi string, edit func([]byte) []byte) string {
 	t.Helper()
-	cab := run(t, "msiinfo", "extract", msi, "cab1.cab")
+	cab := testenv.Run(t, "msiinfo", "extract", msi, "cab1.cab")
 	p := filepath.Join(t.TempDir(), "cab1.cab")
-	os.WriteFile(p, edit(cab), 0o644)
+	os.WriteFile(p, edit([]byte(cab)), 0o644)
 	out := modifyMSI(t, msi)
-	run(t, "msibuild", out, "-a", "cab1.cab", p)
+	testenv.Run(t, "msibuild", out, "-a", "cab1.cab", p)
 	return out
 }
 

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/image/internal/sparse"
+	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
 	"github.com/wsl-modules/wsl-modules-action/internal/testenv/memlimit"
 )
 
@@ -30,11 +31,11 @@ var limitOnce sync.Once
 // blocks of 1 KiB, fast and slow symlinks, nested and hashed directories.
 func fuzzTree(t testing.TB) string {
 	src := t.TempDir()
-	writeFile(t, filepath.Join(src, "a.ko"), text(300), 0o644)
-	writeFile(t, filepath.Join(src, "k/d/b.ko"), append(text(2000), make([]byte, 20_000)...), 0o4755)
-	writeFile(t, filepath.Join(src, "k/c.ko"), text(13_000), 0o600)
+	testenv.WriteFileMode(t, filepath.Join(src, "a.ko"), text(300), 0o644)
+	testenv.WriteFileMode(t, filepath.Join(src, "k/d/b.ko"), append(text(2000), make([]byte, 20_000)...), 0o4755)
+	testenv.WriteFileMode(t, filepath.Join(src, "k/c.ko"), text(13_000), 0o600)
 	for _, n := range []string{"m1", "m2", "m3", "m4", "m5", "m6"} {
-		writeFile(t, filepath.Join(src, "many", n), []byte(n), 0o644)
+		testenv.WriteFileMode(t, filepath.Join(src, "many", n), []byte(n), 0o644)
 	}
 	os.Symlink("a.ko", filepath.Join(src, "l"))
 	os.Symlink("k/d/../../very/long/target/path/beyond/sixty/bytes/in/length.ko", filepath.Join(src, "k/slow"))

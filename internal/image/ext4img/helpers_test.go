@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"io/fs"
-	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,25 +13,13 @@ import (
 	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
 )
 
+// runTool runs an external tool in the C locale and returns its combined
+// output; it fails the test if the tool fails.
 func runTool(t testing.TB, name string, args ...string) string {
 	t.Helper()
 	cmd := exec.Command(testenv.Tool(t, name), args...)
 	cmd.Env = append(os.Environ(), "LC_ALL=C")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-// debugfs runs one debugfs request on img and returns its output.
-func debugfs(t testing.TB, img, req string) string {
-	t.Helper()
-	out, err := exec.Command(testenv.Tool(t, "debugfs"), "-R", req, img).Output()
-	if err != nil {
-		t.Fatalf("debugfs -R %q: %v", req, err)
-	}
-	return string(out)
+	return testenv.RunCmd(t, cmd)
 }
 
 // mkfs makes an image of size (mke2fs syntax) from src with mke2fs -d.
@@ -50,25 +37,6 @@ func fsck(t testing.TB, img string) {
 	runTool(t, "e2fsck", "-fn", img)
 }
 
-func writeFile(t testing.TB, p string, data []byte, mode os.FileMode) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, data, mode); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(p, mode); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func randBytes(seed int64, n int) []byte {
-	b := make([]byte, n)
-	rand.New(rand.NewSource(seed)).Read(b)
-	return b
-}
-
 // sourceTree makes a tree with what the reader must handle: files of many
 // sizes (direct, single and double indirect blocks with 1 KiB blocks),
 // zero blocks that mke2fs stores as holes (in the middle and at the end),
@@ -76,15 +44,15 @@ func randBytes(seed int64, n int) []byte {
 // directory big enough to be hashed.
 func sourceTree(t testing.TB, withLinks bool) string {
 	src := t.TempDir()
-	writeFile(t, filepath.Join(src, "a.ko"), randBytes(1, 100_000), 0o644)
-	writeFile(t, filepath.Join(src, "empty"), nil, 0o644)
-	writeFile(t, filepath.Join(src, "kernel/drivers/net/big.ko"), randBytes(2, 900_000), 0o644)
-	holes := append(append(randBytes(3, 5000), make([]byte, 70_000)...), randBytes(4, 3000)...)
-	writeFile(t, filepath.Join(src, "kernel/holes.ko"), append(holes, make([]byte, 50_000)...), 0o644)
-	writeFile(t, filepath.Join(src, "suid"), []byte("#!/bin/sh\n"), 0o4755)
-	writeFile(t, filepath.Join(src, "private"), []byte("x"), 0o600)
+	testenv.WriteFileMode(t, filepath.Join(src, "a.ko"), testenv.RandBytes(1, 100_000), 0o644)
+	testenv.WriteFileMode(t, filepath.Join(src, "empty"), nil, 0o644)
+	testenv.WriteFileMode(t, filepath.Join(src, "kernel/drivers/net/big.ko"), testenv.RandBytes(2, 900_000), 0o644)
+	holes := append(append(testenv.RandBytes(3, 5000), make([]byte, 70_000)...), testenv.RandBytes(4, 3000)...)
+	testenv.WriteFileMode(t, filepath.Join(src, "kernel/holes.ko"), append(holes, make([]byte, 50_000)...), 0o644)
+	testenv.WriteFileMode(t, filepath.Join(src, "suid"), []byte("#!/bin/sh\n"), 0o4755)
+	testenv.WriteFileMode(t, filepath.Join(src, "private"), []byte("x"), 0o600)
 	for i := 0; i < 400; i++ {
-		writeFile(t, filepath.Join(src, "many", fmt.Sprintf("module-with-a-long-name-%03d.ko", i)), []byte(fmt.Sprint(i)), 0o644)
+		testenv.WriteFileMode(t, filepath.Join(src, "many", fmt.Sprintf("module-with-a-long-name-%03d.ko", i)), []byte(fmt.Sprint(i)), 0o644)
 	}
 	if err := os.MkdirAll(filepath.Join(src, "emptydir"), 0o755); err != nil {
 		t.Fatal(err)
@@ -121,7 +89,7 @@ type lsEntry struct {
 func debugfsLs(t testing.TB, img, dir string) map[string]lsEntry {
 	t.Helper()
 	out := map[string]lsEntry{}
-	for _, line := range strings.Split(debugfs(t, img, "ls -p /"+dir), "\n") {
+	for _, line := range strings.Split(testenv.Debugfs(t, img, "ls -p /"+dir), "\n") {
 		f := strings.Split(line, "/")
 		if len(f) != 8 || f[1] == "0" || f[5] == "." || f[5] == ".." {
 			continue

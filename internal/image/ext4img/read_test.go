@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"testing/fstest"
+
+	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
 )
 
 // mkfsVariants are mke2fs option sets covering the layouts the reader
@@ -329,7 +331,7 @@ func TestLazyGDT(t *testing.T) {
 // support, is a clear error naming the inode.
 func TestInlineDataRefused(t *testing.T) {
 	src := t.TempDir()
-	writeFile(t, filepath.Join(src, "tiny"), []byte("inline"), 0o644)
+	testenv.WriteFileMode(t, filepath.Join(src, "tiny"), []byte("inline"), 0o644)
 	img := mkfs(t, src, "8M", "-t", "ext4", "-O", "inline_data")
 	efs := openImg(t, img)
 	_, err := efs.ReadFile("tiny")
@@ -342,7 +344,7 @@ func TestInlineDataRefused(t *testing.T) {
 // with e2fsck and debugfs too.
 func TestOwnWriter(t *testing.T) {
 	root := &Node{Mode: fs.ModeDir | 0o755, Children: []*Node{
-		{Name: "a.ko", Mode: 0o644, Size: 70_000, Data: randBytes(5, 70_000)},
+		{Name: "a.ko", Mode: 0o644, Size: 70_000, Data: testenv.RandBytes(5, 70_000)},
 		{Name: "d", Mode: fs.ModeDir | 0o755, Children: []*Node{
 			{Name: "l", Mode: fs.ModeSymlink | 0o777, Target: "../a.ko"},
 			{Name: "e", Mode: 0o600, Size: 0, Data: []byte{}},
@@ -358,7 +360,7 @@ func TestOwnWriter(t *testing.T) {
 	checkListing(t, efs, img, ".")
 	checkListing(t, efs, img, "d")
 	got, err := efs.ReadFile("a.ko")
-	sameBytes(t, "a.ko", got, randBytes(5, 70_000))
+	sameBytes(t, "a.ko", got, testenv.RandBytes(5, 70_000))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -392,7 +394,7 @@ func TestBigDirectoryCache(t *testing.T) {
 	src := t.TempDir()
 	for _, d := range []string{"big1", "big2"} {
 		for i := 0; i < 2000; i++ {
-			writeFile(t, filepath.Join(src, d, fmt.Sprintf("entry-%04d", i)), nil, 0o644)
+			testenv.WriteFileMode(t, filepath.Join(src, d, fmt.Sprintf("entry-%04d", i)), nil, 0o644)
 		}
 	}
 	efs := openImg(t, mkfs(t, src, "16M", "-t", "ext4"))

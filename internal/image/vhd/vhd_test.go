@@ -6,7 +6,6 @@ import (
 	"errors"
 	"math/rand"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,15 +13,6 @@ import (
 	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
 	"github.com/wsl-modules/wsl-modules-action/internal/testenv/memlimit"
 )
-
-func run(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(testenv.Tool(t, name), args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
 
 // rawDisk writes a 10 MiB raw disk of random 64 KiB runs between zeros,
 // with a partial last sector run, and returns its path and bytes.
@@ -45,7 +35,7 @@ func rawDisk(t *testing.T) (string, []byte) {
 func convert(t *testing.T, raw, sub string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), sub+".vhd")
-	run(t, "qemu-img", "convert", "-f", "raw", "-O", "vpc", "-o", "subformat="+sub, raw, p)
+	testenv.Run(t, "qemu-img", "convert", "-f", "raw", "-O", "vpc", "-o", "subformat="+sub, raw, p)
 	return p
 }
 
@@ -70,12 +60,12 @@ func TestQemuAgrees(t *testing.T) {
 	for _, sub := range []string{"fixed", "dynamic"} {
 		t.Run(sub, func(t *testing.T) {
 			p := convert(t, raw, sub)
-			run(t, "qemu-img", "compare", "-f", "raw", "-F", "vpc", raw, p)
+			testenv.Run(t, "qemu-img", "compare", "-f", "raw", "-F", "vpc", raw, p)
 			d, _ := open(t, p)
 			var info struct {
 				VirtualSize int64 `json:"virtual-size"`
 			}
-			json.Unmarshal([]byte(run(t, "qemu-img", "info", "--output=json", p)), &info)
+			json.Unmarshal([]byte(testenv.Run(t, "qemu-img", "info", "--output=json", p)), &info)
 			// qemu-img reports a fixed disk's file size (footer included)
 			// as its virtual size; the footer's current size is 512 less.
 			if sub == "fixed" {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
 	"github.com/wsl-modules/wsl-modules-action/internal/testenv/memlimit"
 )
 
@@ -27,7 +28,7 @@ func TestQemuMade(t *testing.T) {
 	for _, o := range []string{"subformat=dynamic", "subformat=fixed", "subformat=dynamic,block_size=33554432"} {
 		t.Run(o, func(t *testing.T) {
 			p := filepath.Join(t.TempDir(), "q.vhdx")
-			run(t, "qemu-img", "convert", "-f", "raw", "-O", "vhdx", "-o", o, rawPath, p)
+			testenv.Run(t, "qemu-img", "convert", "-f", "raw", "-O", "vhdx", "-o", o, rawPath, p)
 			b, err := os.ReadFile(p)
 			if err != nil {
 				t.Fatal(err)

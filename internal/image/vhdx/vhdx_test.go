@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"hash/crc32"
-	"math/rand"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -48,20 +46,8 @@ func writeDisk(t testing.TB, path string, size int64, data map[int64][]byte) {
 	}
 }
 
-func run(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(testenv.Tool(t, name), args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-func pattern(seed int64) []byte {
-	b := make([]byte, mib)
-	rand.New(rand.NewSource(seed)).Read(b)
-	return b
-}
+// pattern is a MiB of pseudo-random bytes.
+func pattern(seed int64) []byte { return testenv.RandBytes(seed, mib) }
 
 // TestQemuAgrees writes a small disk with a mix of zero and data blocks
 // (and a partial last block), and checks it with qemu-img check and
@@ -83,11 +69,11 @@ func TestQemuAgrees(t *testing.T) {
 	if err := os.WriteFile(rawPath, raw, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	run(t, "qemu-img", "check", p)
-	if out := run(t, "qemu-img", "compare", "-f", "raw", "-F", "vhdx", rawPath, p); !strings.Contains(out, "identical") {
+	testenv.Run(t, "qemu-img", "check", p)
+	if out := testenv.Run(t, "qemu-img", "compare", "-f", "raw", "-F", "vhdx", rawPath, p); !strings.Contains(out, "identical") {
 		t.Fatalf("qemu-img compare: %s", out)
 	}
-	info := run(t, "qemu-img", "info", "--output=json", p)
+	info := testenv.Run(t, "qemu-img", "info", "--output=json", p)
 	if !strings.Contains(info, fmt.Sprintf(`"virtual-size": %d`, size)) || !strings.Contains(info, `"cluster-size": 1048576`) {
 		t.Fatalf("qemu-img info: %s", info)
 	}
@@ -112,10 +98,10 @@ func TestQemuAgrees(t *testing.T) {
 		t.Fatal("reader content differs from the raw disk")
 	}
 	// No holes: every 4 KiB of the file is allocated.
-	if out := run(t, "du", "-B1", "--apparent-size", p); !strings.HasPrefix(out, fmt.Sprint(fi.Size())) {
+	if out := testenv.Run(t, "du", "-B1", "--apparent-size", p); !strings.HasPrefix(out, fmt.Sprint(fi.Size())) {
 		t.Fatalf("du: %s", out)
 	}
-	if out := run(t, "du", "-B1", p); !strings.HasPrefix(out, fmt.Sprint(fi.Size())) {
+	if out := testenv.Run(t, "du", "-B1", p); !strings.HasPrefix(out, fmt.Sprint(fi.Size())) {
 		t.Errorf("file has holes: du reports %s for %d bytes", strings.Fields(out)[0], fi.Size())
 	}
 }
@@ -132,15 +118,15 @@ func TestOver4GiB(t *testing.T) {
 	}
 	p := filepath.Join(dir, "big.vhdx")
 	writeDisk(t, p, size, data)
-	run(t, "qemu-img", "check", p)
+	testenv.Run(t, "qemu-img", "check", p)
 	for _, b := range blocks {
 		cmd := fmt.Sprintf("read -P %d %d %d", b%251+1, b*mib, mib)
-		if out := run(t, "qemu-io", "-r", "-f", "vhdx", "-c", cmd, p); strings.Contains(out, "Pattern verification failed") {
+		if out := testenv.Run(t, "qemu-io", "-r", "-f", "vhdx", "-c", cmd, p); strings.Contains(out, "Pattern verification failed") {
 			t.Fatalf("block %d: %s", b, out)
 		}
 	}
 	// A zero block next to a bitmap slot.
-	if out := run(t, "qemu-io", "-r", "-f", "vhdx", "-c", fmt.Sprintf("read -P 0 %d %d", 4098*mib, mib), p); strings.Contains(out, "failed") {
+	if out := testenv.Run(t, "qemu-io", "-r", "-f", "vhdx", "-c", fmt.Sprintf("read -P 0 %d %d", 4098*mib, mib), p); strings.Contains(out, "failed") {
 		t.Fatal(out)
 	}
 	f, _ := os.Open(p)
@@ -185,7 +171,7 @@ func TestDamage(t *testing.T) {
 	}
 	q := filepath.Join(dir, "h1.vhdx")
 	os.WriteFile(q, h1, 0o644)
-	run(t, "qemu-img", "check", q) // qemu agrees header 2 is usable
+	testenv.Run(t, "qemu-img", "check", q) // qemu agrees header 2 is usable
 	both := bytes.Clone(h1)
 	both[header2Offset+0x100] ^= 0xFF
 	if err := open(both); err == nil || !strings.Contains(err.Error(), "both headers") {
