@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -230,6 +231,13 @@ func TestActionEndToEnd(t *testing.T) {
 	}
 	if !strings.Contains(summary, m.Kernel.Release) || !strings.Contains(summary, "| Module | Status | Size | Time |") {
 		t.Errorf("step summary:\n%s", summary)
+	}
+	// The timing table: every stage, the kernel row saying what served it.
+	for _, re := range []string{`(?m)^\| kernel \| [0-9.hms]+ \| (kernel cache hit|built: [0-9]+ kbuild steps) \|$`,
+		`(?m)^\| modules \| [0-9.hms]+ \|`, `(?m)^\| image \| [0-9.hms]+ \|`, `(?m)^\| \*\*total\*\* \| \*\*[0-9.hms]+\*\* \|`} {
+		if !regexp.MustCompile(re).MatchString(summary) {
+			t.Errorf("step summary has no line matching %s:\n%s", re, summary)
+		}
 	}
 	for _, mod := range []string{"provider", "consumer", "v4l2loopback"} {
 		if !strings.Contains(summary, "| "+mod+" | :white_check_mark: ok |") {

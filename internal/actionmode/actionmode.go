@@ -63,7 +63,7 @@ func Run(ctx context.Context, env Env) error {
 
 	res, err := pipeline.Run(ctx, o)
 	g.close()
-	writeActionResults(a, o, res, err)
+	writeActionResults(a, o, res, err, g.timings)
 	if err != nil {
 		msg := err.Error()
 		if tok != "" {

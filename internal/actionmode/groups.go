@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/sethvargo/go-githubactions"
 	"github.com/wsl-modules/wsl-modules-action/internal/compilelog"
@@ -26,6 +27,15 @@ type groups struct {
 	open      bool
 	// annotations counts the compiler error annotations written.
 	annotations int
+	// timings are the stages' wall times per kernel, in order.
+	timings map[string][]stageTiming
+}
+
+// stageTiming is one stage's wall time, for the step summary.
+type stageTiming struct {
+	stage  string
+	took   time.Duration
+	failed bool
 }
 
 func (g *groups) close() {
@@ -35,14 +45,20 @@ func (g *groups) close() {
 	}
 }
 
+// stage opens a stage's log group and times it.
 func (g *groups) stage(kernel, stage string) func(error) {
 	g.close()
 	g.a.Group(kernel + ": " + stage)
 	g.open = true
+	start := time.Now()
 	return func(err error) {
 		if err != nil {
 			fmt.Fprintf(g.out, "%s: %s failed: %v\n", kernel, stage, err)
 		}
+		if g.timings == nil {
+			g.timings = map[string][]stageTiming{}
+		}
+		g.timings[kernel] = append(g.timings[kernel], stageTiming{stage: stage, took: time.Since(start), failed: err != nil})
 		g.close()
 	}
 }

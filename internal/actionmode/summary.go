@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/sethvargo/go-githubactions"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
@@ -11,8 +12,9 @@ import (
 	"github.com/wsl-modules/wsl-modules-action/internal/progress"
 )
 
-// writeActionResults sets the outputs and writes the step summary.
-func writeActionResults(a *githubactions.Action, o pipeline.Options, res *pipeline.Result, runErr error) {
+// writeActionResults sets the outputs and writes the step summary, with
+// the stages' timings per kernel (work dir name).
+func writeActionResults(a *githubactions.Action, o pipeline.Options, res *pipeline.Result, runErr error, timings map[string][]stageTiming) {
 	if res == nil {
 		a.SetOutput("built", "false")
 		a.AddStepSummary(fmt.Sprintf("## WSL kernel modules\n\n:x: failed before building: %s\n", summaryText(runErr)))
@@ -23,7 +25,7 @@ func writeActionResults(a *githubactions.Action, o pipeline.Options, res *pipeli
 		return
 	}
 	setBuildOutputs(a, res)
-	a.AddStepSummary(stepSummary(res, runErr))
+	a.AddStepSummary(stepSummary(res, runErr, timings))
 }
 
 // setPlanOutputs sets the outputs known after planning: the resolved
@@ -71,7 +73,7 @@ func setBuildOutputs(a *githubactions.Action, res *pipeline.Result) {
 
 // stepSummary renders the step summary: the selection, a section per
 // kernel and runErr, if any.
-func stepSummary(res *pipeline.Result, runErr error) string {
+func stepSummary(res *pipeline.Result, runErr error, timings map[string][]stageTiming) string {
 	var b strings.Builder
 	b.WriteString("## WSL kernel modules\n\n")
 	if res.Plan != nil && res.Plan.Summary != "" {
@@ -81,7 +83,7 @@ func stepSummary(res *pipeline.Result, runErr error) string {
 		b.WriteString("Nothing to build.\n")
 	}
 	for _, k := range res.Kernels {
-		writeKernelSummary(&b, k)
+		writeKernelSummary(&b, k, timings[k.Name])
 	}
 	if runErr != nil {
 		fmt.Fprintf(&b, ":x: **Failed:** %s\n", summaryText(runErr))
@@ -90,7 +92,7 @@ func stepSummary(res *pipeline.Result, runErr error) string {
 }
 
 // writeKernelSummary writes the step summary's section of one kernel.
-func writeKernelSummary(b *strings.Builder, k *pipeline.KernelResult) {
+func writeKernelSummary(b *strings.Builder, k *pipeline.KernelResult, timings []stageTiming) {
 	fmt.Fprintf(b, "### %s\n\n", k.Tag)
 	switch {
 	case k.UpToDate:
@@ -115,7 +117,39 @@ func writeKernelSummary(b *strings.Builder, k *pipeline.KernelResult) {
 	if len(k.Modules) > 0 {
 		writeModuleTable(b, k.Modules)
 	}
+	if len(timings) > 0 {
+		writeTimingTable(b, k, timings)
+	}
 	b.WriteString("\n")
+}
+
+// writeTimingTable writes the table of a kernel's stage times; the kernel
+// stage says whether the cache served it or how many kbuild steps it ran.
+func writeTimingTable(b *strings.Builder, k *pipeline.KernelResult, timings []stageTiming) {
+	b.WriteString("\n| Stage | Time | |\n|---|---:|---|\n")
+	var total time.Duration
+	for _, t := range timings {
+		total += t.took
+		note := ""
+		switch {
+		case t.failed:
+			note = ":x: failed"
+		case t.stage == "kernel" && k.KernelCacheWritten && k.KernelSteps > 0:
+			note = fmt.Sprintf("%s: %d kbuild steps", kernelWork(k), k.KernelSteps)
+		case t.stage == "kernel" && !k.KernelCacheWritten:
+			note = "kernel cache hit"
+		}
+		fmt.Fprintf(b, "| %s | %s | %s |\n", t.stage, t.took.Round(100*time.Millisecond), note)
+	}
+	fmt.Fprintf(b, "| **total** | **%s** | |\n", total.Round(100*time.Millisecond))
+}
+
+// kernelWork names what the kernel stage did when it made a cache entry.
+func kernelWork(k *pipeline.KernelResult) string {
+	if k.Mode == pipeline.ModeStock {
+		return "modules_prepare"
+	}
+	return "built"
 }
 
 // writeModuleTable writes the table of a kernel's module builds.

@@ -127,7 +127,7 @@ func prepareStock(ctx context.Context, o StockOptions, in *inputs, stock *manife
 	if meta.Signing, err = stockSigning(final); err != nil {
 		return nil, err
 	}
-	if err := b.prepareModules(ctx, exports, tree, out.Tmp); err != nil {
+	if meta.BuildSteps, err = b.prepareModules(ctx, exports, tree, out.Tmp); err != nil {
 		return nil, err
 	}
 	if err := installStock(ctx, o, tree, out.Tmp, meta.ImageFile); err != nil {
@@ -205,39 +205,39 @@ func checkStockRelease(o StockOptions, imgRelease string, tree *modtree.Tree, re
 
 // prepareModules runs modules_prepare, writes the rebuilt Module.symvers
 // into the object tree and the entry, and makes kernel-devel and the UAPI
-// headers from it.
-func (b *kernelBuild) prepareModules(ctx context.Context, exports []kimage.Export, tree *modtree.Tree, dir string) error {
+// headers from it. It returns the number of kbuild steps of the make.
+func (b *kernelBuild) prepareModules(ctx context.Context, exports []kimage.Export, tree *modtree.Tree, dir string) (int64, error) {
 	jobs := b.o.Jobs
 	if jobs <= 0 {
 		jobs = runtime.NumCPU()
 	}
 	done := b.o.Progress.Step("kernel: stock mode: make -j%d modules_prepare", jobs)
-	_, err := b.countedMake(ctx, tree.Release, fmt.Sprintf("-j%d", jobs), "modules_prepare")
+	steps, err := b.countedMake(ctx, tree.Release, fmt.Sprintf("-j%d", jobs), "modules_prepare")
 	done()
 	if err != nil {
-		return fmt.Errorf("kernel: modules_prepare failed (log: %s): %w", filepath.Join(dir, "kernel.log"), err)
+		return 0, fmt.Errorf("kernel: modules_prepare failed (log: %s): %w", filepath.Join(dir, "kernel.log"), err)
 	}
 	lines, err := modtree.BuildSymvers(exports, tree)
 	if err != nil {
-		return fmt.Errorf("kernel: rebuilding Module.symvers: %w", err)
+		return 0, fmt.Errorf("kernel: rebuilding Module.symvers: %w", err)
 	}
 	var buf bytes.Buffer
 	if err := modtree.WriteSymvers(&buf, lines); err != nil {
-		return fmt.Errorf("kernel: %w", err)
+		return 0, fmt.Errorf("kernel: %w", err)
 	}
 	fmt.Fprintf(b.log, "==> Module.symvers rebuilt from the stock kernel and modules: %d lines\n", len(lines))
 	for _, p := range []string{filepath.Join(b.obj, "Module.symvers"), filepath.Join(dir, "Module.symvers")} {
 		if err := atomicfile.WriteFile(p, buf.Bytes(), 0o644); err != nil {
-			return fmt.Errorf("kernel: %w", err)
+			return 0, fmt.Errorf("kernel: %w", err)
 		}
 	}
 	if err := b.make(ctx, "headers_install", "INSTALL_HDR_PATH="+filepath.Join(dir, "headers")); err != nil {
-		return fmt.Errorf("kernel: %w", err)
+		return 0, fmt.Errorf("kernel: %w", err)
 	}
 	if err := atomicfile.CopyFile(filepath.Join(b.obj, ".config"), filepath.Join(dir, "config"), 0); err != nil {
-		return fmt.Errorf("kernel: %w", err)
+		return 0, fmt.Errorf("kernel: %w", err)
 	}
-	return b.develTrees(ctx, dir)
+	return steps, b.develTrees(ctx, dir)
 }
 
 // installStock copies Microsoft's kernel image bit for bit and the stock

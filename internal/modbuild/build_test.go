@@ -25,42 +25,11 @@ import (
 	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
 )
 
-// repo makes a repository-like directory with the test modules (and the
-// given extra directories) and a wsl-modules.yml with content yml.
-func repo(t *testing.T, yml string, extra map[string]string) *modlist.List {
-	t.Helper()
-	dir := t.TempDir()
-	if err := atomicfile.CopyTree(context.Background(), buildtest.Testdata("modules"), filepath.Join(dir, "modules"), atomicfile.CopyOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	for name, from := range extra {
-		if err := atomicfile.CopyTree(context.Background(), from, filepath.Join(dir, name), atomicfile.CopyOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	p := filepath.Join(dir, modlist.FileName)
-	if err := os.WriteFile(p, []byte(yml), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	l, err := modlist.Load(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
-
 func runOpts(t *testing.T, l *modlist.List, out string) modbuild.Options {
 	return modbuild.Options{
 		KernelSource: buildtest.GitHubTarball(t),
-		List:         l, Out: out, CacheDir: buildtest.CacheDir(), Progress: progress.New(&testLog{t: t}),
+		List:         l, Out: out, CacheDir: buildtest.CacheDir(), Progress: progress.New(testenv.LogWriter(t)),
 	}
-}
-
-type testLog struct{ t *testing.T }
-
-func (w *testLog) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
 
 const fullList = `# consumer is listed first: the order must come from the symbols
@@ -87,7 +56,7 @@ func TestRunModules(t *testing.T) {
 	if err := buildtest.PrepareV4L2Loopback(testenv.DKMSSource(t, "v4l2loopback"), v4l); err != nil {
 		t.Fatal(err)
 	}
-	l := repo(t, fullList, map[string]string{"v4l2loopback": v4l})
+	l := buildtest.ModulesRepo(t, fullList, map[string]string{"v4l2loopback": v4l})
 	out := filepath.Join(t.TempDir(), "build")
 	ctx := context.Background()
 
@@ -231,13 +200,10 @@ func TestRunModules(t *testing.T) {
 	}
 }
 
+// toolOut runs a checker and returns its trimmed output.
 func toolOut(t *testing.T, tool string, args ...string) string {
 	t.Helper()
-	out, err := exec.Command(tool, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %v: %v\n%s", tool, args, err, out)
-	}
-	return strings.TrimSpace(string(out))
+	return strings.TrimSpace(testenv.Run(t, tool, args...))
 }
 
 // TestRunModuleBadInput: a dependency cycle, a module dir without a
@@ -259,7 +225,7 @@ EXPORT_SYMBOL(cyc_%s_fn);
 MODULE_LICENSE("GPL");
 `, other, n, other, n)), 0o644)
 	}
-	l := repo(t, "modules:\n  - name: a\n    path: a\n  - name: b\n    path: b\n", map[string]string{"a": filepath.Join(cyc, "a"), "b": filepath.Join(cyc, "b")})
+	l := buildtest.ModulesRepo(t, "modules:\n  - name: a\n    path: a\n  - name: b\n    path: b\n", map[string]string{"a": filepath.Join(cyc, "a"), "b": filepath.Join(cyc, "b")})
 	out := filepath.Join(t.TempDir(), "out")
 	_, err := modbuild.Run(ctx, runOpts(t, l, out))
 	if err == nil || !strings.Contains(err.Error(), "dependency cycle: a -> b -> a") {
@@ -280,7 +246,7 @@ MODULE_LICENSE("GPL");
     git: https://example.invalid/x.git
     ref: v1
 `, tb, strings.Repeat("ab", 32))
-	l = repo(t, yml, nil)
+	l = buildtest.ModulesRepo(t, yml, nil)
 	o := runOpts(t, l, out)
 	o.Fetch = func(ctx context.Context, m modlist.Module, dest string) (manifest.Source, error) {
 		if m.Kind() == modlist.KindGit {
@@ -307,8 +273,8 @@ MODULE_LICENSE("GPL");
 	}
 
 	// With the right sha256 the tarball module builds.
-	sum := sha256File(t, tb)
-	l = repo(t, fmt.Sprintf("modules:\n  - name: tarball\n    url: file://%s\n    sha256: %s\n", tb, sum), nil)
+	sum := testenv.SHA256File(t, tb)
+	l = buildtest.ModulesRepo(t, fmt.Sprintf("modules:\n  - name: tarball\n    url: file://%s\n    sha256: %s\n", tb, sum), nil)
 	o = runOpts(t, l, filepath.Join(t.TempDir(), "out2"))
 	o.Fetch = modbuild.LocalFetcher
 	res, err = modbuild.Run(ctx, o)
@@ -320,7 +286,7 @@ MODULE_LICENSE("GPL");
 	}
 
 	// Without a fetcher, git sources fail clearly.
-	l = repo(t, "modules:\n  - name: gitmod\n    git: https://example.invalid/x.git\n    ref: v1\n", nil)
+	l = buildtest.ModulesRepo(t, "modules:\n  - name: gitmod\n    git: https://example.invalid/x.git\n    ref: v1\n", nil)
 	_, err = modbuild.Run(ctx, runOpts(t, l, filepath.Join(t.TempDir(), "out3")))
 	if err == nil || !strings.Contains(err.Error(), "git sources need a fetcher") {
 		t.Errorf("no fetcher: %v", err)
@@ -346,14 +312,6 @@ func writeTarGz(t *testing.T, dst, dir, top string) {
 	}
 }
 
-func sha256File(t *testing.T, p string) string {
-	out, err := exec.Command("sha256sum", p).Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.Fields(string(out))[0]
-}
-
 // TestRunRelativePaths runs a build with a relative module list, output and
 // cache directory, as a user typing "--out out" does: make -C changes
 // directory, so the paths given to it must have been made absolute.
@@ -377,7 +335,7 @@ func TestRunRelativePaths(t *testing.T) {
 		t.Fatal(err)
 	}
 	res, err := modbuild.Run(context.Background(), modbuild.Options{KernelSource: tarball, List: l, Out: "out",
-		CacheDir: "cache", Progress: progress.New(&testLog{t: t})})
+		CacheDir: "cache", Progress: progress.New(testenv.LogWriter(t))})
 	if err != nil {
 		t.Fatal(err)
 	}

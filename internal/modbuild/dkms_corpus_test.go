@@ -119,7 +119,7 @@ func buildCorpus(t *testing.T, k *kbuild.Kernel, srcs []corpusSource) (map[strin
 	start := time.Now()
 	res, err := modbuild.BuildModules(context.Background(), modbuild.ModulesOptions{Kernel: k, List: l,
 		WorkDir: filepath.Join(dir, "work"), ModulesDir: mdir, LogDir: filepath.Join(dir, "logs"), Jobs: nproc(),
-		Progress: progress.New(&testLog{t: t})})
+		Progress: progress.New(testenv.LogWriter(t))})
 	elapsed := time.Since(start)
 	if err != nil {
 		t.Fatal(err)

@@ -78,7 +78,7 @@ func TestDKMSLayout(t *testing.T) {
 	mdir := filepath.Join(dir, "lib", "modules", k.Meta.Release)
 	work := filepath.Join(dir, "work")
 	res, err := modbuild.BuildModules(context.Background(), modbuild.ModulesOptions{Kernel: k, List: l, WorkDir: work,
-		ModulesDir: mdir, LogDir: filepath.Join(dir, "logs"), Progress: progress.New(&testLog{t: t})})
+		ModulesDir: mdir, LogDir: filepath.Join(dir, "logs"), Progress: progress.New(testenv.LogWriter(t))})
 	if err != nil {
 		t.Fatal(err)
 	}

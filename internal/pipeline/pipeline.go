@@ -224,8 +224,11 @@ type KernelResult struct {
 	Manifest *manifest.Manifest
 	// Release is the publish result (nil if no package stage ran).
 	Publish *release.Result
-	// KernelCacheWritten is set when this run added a kernel cache entry.
+	// KernelCacheWritten is set when this run added a kernel cache entry;
+	// KernelSteps is then the number of kbuild steps its long make took
+	// (the kernel build, or modules_prepare in stock mode).
 	KernelCacheWritten bool
+	KernelSteps        int64
 	// Modules are the module reports of this run's module builds.
 	Modules []ModuleReport
 	// Mode is the kernel mode (ModeStock or ModeBuild) and ModeReason why

@@ -78,6 +78,9 @@ func (k *kernelJob) result() *KernelResult {
 	if k.inputs != nil {
 		kr.Arch = k.inputs.Arch
 	}
+	if k.kernel != nil && k.cacheWritten {
+		kr.KernelSteps = k.kernel.Meta.BuildSteps
+	}
 	if k.manifest != nil {
 		kr.Tag = k.manifest.Kernel.Tag
 		kr.KernelImage = filepath.Join(kr.DistDir, release.ImageFile(k.manifest))

@@ -137,17 +137,17 @@ func TestStockModeWrongConfig(t *testing.T) {
 	}
 	wrong := filepath.Join(ws, "config-wrong")
 	cfg = []byte(strings.Replace(string(cfg), "# CONFIG_DEBUG_SPINLOCK is not set", "CONFIG_DEBUG_SPINLOCK=y", 1))
-	writeFile(t, wrong, string(cfg))
-	writeFile(t, filepath.Join(ws, "locker", "Kbuild"), "obj-m := locker.o\n")
-	writeFile(t, filepath.Join(ws, "locker", "locker.c"), `#include <linux/module.h>
+	testenv.WriteFile(t, wrong, string(cfg))
+	testenv.WriteFile(t, filepath.Join(ws, "locker", "Kbuild"), "obj-m := locker.o\n")
+	testenv.WriteFile(t, filepath.Join(ws, "locker", "locker.c"), `#include <linux/module.h>
 #include <linux/mutex.h>
 static DEFINE_MUTEX(lock);
 static int __init locker_init(void) { mutex_lock(&lock); mutex_unlock(&lock); return 0; }
 module_init(locker_init);
 MODULE_LICENSE("GPL");
 `)
-	writeFile(t, filepath.Join(ws, "plain", "Kbuild"), "obj-m := plain.o\n")
-	writeFile(t, filepath.Join(ws, "plain", "plain.c"), `#include <linux/module.h>
+	testenv.WriteFile(t, filepath.Join(ws, "plain", "Kbuild"), "obj-m := plain.o\n")
+	testenv.WriteFile(t, filepath.Join(ws, "plain", "plain.c"), `#include <linux/module.h>
 #include <linux/slab.h>
 static void *p;
 static int __init plain_init(void) { kfree(p); pr_info("plain\n"); return 0; }
@@ -155,7 +155,7 @@ module_init(plain_init);
 MODULE_LICENSE("GPL");
 `)
 	list := filepath.Join(ws, "wsl-modules.yml")
-	writeFile(t, list, "modules:\n  - {name: locker, path: locker}\n  - {name: plain, path: plain}\n")
+	testenv.WriteFile(t, list, "modules:\n  - {name: locker, path: locker}\n  - {name: plain, path: plain}\n")
 	o := stockOptions(t, list, filepath.Join(ws, "work"))
 	o.ConfigFile = wrong
 	var reports []ModuleReport
@@ -176,15 +176,5 @@ MODULE_LICENSE("GPL");
 	if p := got["plain"]; p.Status != manifest.StatusFailed || !strings.Contains(p.Error, "module_layout: stock CRC 0x") ||
 		strings.Contains(p.Error, "kfree") {
 		t.Errorf("plain: %s %q", p.Status, p.Error)
-	}
-}
-
-func writeFile(t *testing.T, p, body string) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
-		t.Fatal(err)
 	}
 }
