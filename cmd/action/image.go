@@ -125,19 +125,19 @@ func runImageLs(ctx context.Context, env *cliEnv, args []string) error {
 	if len(pos) != 1 {
 		return usagef("image ls: want exactly one FILE argument, got %d", len(pos))
 	}
-	d, err := image.OpenDisk(pos[0])
+	fsys, err := image.OpenFS(pos[0])
 	if err != nil {
 		return err
 	}
-	defer d.Close()
+	defer fsys.Close()
 	// A merged image records which pack each added module came from.
-	rec, prefix, err := pack.ReadRecordImage(d)
+	rec, prefix, err := pack.FindRecord(fsys, pos[0])
 	if err != nil {
 		return naming(pos[0], err)
 	}
 	origins := rec.Origins()
 	n := 0
-	err = image.Walk(d, func(e image.Entry) error {
+	err = fsys.Walk(func(e image.Entry) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -151,7 +151,7 @@ func runImageLs(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return naming(pos[0], err)
 	}
-	fmt.Fprintf(env.Stderr, "%s: %s, virtual disk %s, %d entries\n", pos[0], d.Format, progress.Bytes(d.Size()), n)
+	fmt.Fprintf(env.Stderr, "%s: %s, virtual disk %s, %d entries\n", pos[0], fsys.Format, progress.Bytes(fsys.Disk().Size()), n)
 	return nil
 }
 

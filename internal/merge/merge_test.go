@@ -244,14 +244,14 @@ func TestMergeBuiltPacksOverStockVHD(t *testing.T) {
 				}
 			}
 			// Our reader finds the same record in the image.
-			d, err := image.OpenDisk(out)
+			fsys, err := image.OpenFS(out)
 			if err != nil {
 				t.Fatal(err)
 			}
-			rec2, prefix, err := pack.ReadRecordImage(d)
-			d.Close()
+			rec2, prefix, err := pack.FindRecord(fsys, out)
+			fsys.Close()
 			if err != nil || prefix != "" || !bytes.Equal(rec2.Encode(), rec.Encode()) {
-				t.Errorf("ReadRecordImage: %v prefix %q", err, prefix)
+				t.Errorf("FindRecord: %v prefix %q", err, prefix)
 			}
 
 			// Same inputs in another order: the same bytes.
@@ -476,6 +476,16 @@ func TestMergeDebianVHDNestedAndRemerge(t *testing.T) {
 		}
 	}
 	sameAsKmod(t, filepath.Join(mroot, "lib", "modules", rel), rel)
+	// The record is found in the nested image, under <release>/modules.
+	fsys, err := image.OpenFS(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, prefix, err := pack.FindRecord(fsys, out)
+	fsys.Close()
+	if err != nil || prefix != rel+"/modules" || rec == nil || rec.Origins()["extra/vfat/vfat.ko"].Name != "vfat" {
+		t.Errorf("FindRecord in the nested image: %v, prefix %q, record %+v", err, prefix, rec)
+	}
 
 	// The merged image as a base: the nested layout and release are read
 	// from the image, the record tells which pack each module came from.
@@ -509,7 +519,7 @@ func TestMergeDebianVHDNestedAndRemerge(t *testing.T) {
 			t.Errorf("%s present: %v, want %v", p, err == nil, want)
 		}
 	}
-	rec, err := pack.ReadRecordDir(m2)
+	rec, err = pack.ReadRecordDir(m2)
 	if err != nil || rec == nil {
 		t.Fatalf("record: %v", err)
 	}

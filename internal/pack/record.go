@@ -5,13 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
 	"sort"
-
-	"github.com/wsl-modules/wsl-modules-action/internal/image"
 )
 
 // RecordFile is the name of the pack record merge writes at the root of the
@@ -101,6 +100,10 @@ func ReadRecordDir(moduleDir string) (*Record, error) {
 	return ReadRecordFS(os.DirFS(moduleDir), moduleDir)
 }
 
+// maxRecordSize bounds a record read from an image (untrusted): a real
+// one lists a few hundred modules in some KiB.
+const maxRecordSize = 64 << 20
+
 // ReadRecordFS reads the record of a module directory given as a file
 // system (a tree's Files); name is used in messages. It returns nil, nil
 // when there is none.
@@ -108,50 +111,47 @@ func ReadRecordFS(fsys fs.FS, name string) (*Record, error) {
 	if fsys == nil {
 		return nil, nil
 	}
-	b, err := fs.ReadFile(fsys, RecordFile)
+	f, err := fsys.Open(RecordFile)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	return DecodeRecord(filepath.Join(name, RecordFile), b)
+	defer f.Close()
+	p := filepath.Join(name, RecordFile)
+	if st, err := f.Stat(); err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
+	} else if !st.Mode().IsRegular() || st.Size() > maxRecordSize {
+		return nil, fmt.Errorf("%s: not a regular file of at most %d bytes", p, maxRecordSize)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxRecordSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	return DecodeRecord(p, b)
 }
 
-// ReadRecordImage finds and reads the record in an image: at the root of a
-// flat image or in <release>/modules/ of a nested one. prefix is the path
-// of the module tree inside the image ("" for flat, "<release>/modules"
-// for nested). It returns a nil record when the image has none.
-func ReadRecordImage(d *image.Disk) (rec *Record, prefix string, err error) {
-	var found []image.Entry
-	err = image.Walk(d, func(e image.Entry) error {
-		if e.Mode.IsRegular() && path.Base(e.Path) == RecordFile {
-			dir := path.Dir(e.Path)
-			if dir == "." || (path.Base(dir) == "modules" && path.Dir(path.Dir(dir)) == ".") {
-				found = append(found, e)
-			}
-		}
-		return nil
-	})
-	if err != nil || len(found) == 0 {
+// FindRecord finds and reads the record in an image's file system
+// (image.OpenFS): at the root of a flat image or in <release>/modules/ of
+// a nested one (the first by name when there are several). prefix is the
+// module tree's path inside the image ("" for flat, "<release>/modules"
+// for nested); name is used in messages. It returns a nil record when the
+// image has none.
+func FindRecord(fsys fs.FS, name string) (rec *Record, prefix string, err error) {
+	if rec, err := ReadRecordFS(fsys, name); err != nil || rec != nil {
+		return rec, "", err
+	}
+	nested, err := fs.Glob(fsys, "*/modules/"+RecordFile)
+	if err != nil || len(nested) == 0 {
 		return nil, "", err
 	}
-	sort.Slice(found, func(i, j int) bool { return found[i].Path < found[j].Path })
-	e := found[0]
-	if e.Size > 64<<20 {
-		return nil, "", fmt.Errorf("/%s: too large (%d bytes)", e.Path, e.Size)
-	}
-	var buf bytes.Buffer
-	if _, err := e.WriteTo(&buf); err != nil {
-		return nil, "", fmt.Errorf("/%s: %w", e.Path, err)
-	}
-	rec, err = DecodeRecord("/"+e.Path, buf.Bytes())
+	sort.Strings(nested)
+	prefix = path.Dir(nested[0])
+	sub, err := fs.Sub(fsys, prefix)
 	if err != nil {
 		return nil, "", err
 	}
-	prefix = path.Dir(e.Path)
-	if prefix == "." {
-		prefix = ""
-	}
-	return rec, prefix, nil
+	rec, err = ReadRecordFS(sub, name+"/"+prefix)
+	return rec, prefix, err
 }
