@@ -48,9 +48,15 @@ func TestPackMergeImageLsCLI(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("merge: %d\n%s%s", code, stdout, stderr)
 	}
+	// image ls reads the image in place: nothing goes to TMPDIR.
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
 	code, stdout, stderr = runCLI("image", "ls", out)
 	if code != 0 {
 		t.Fatalf("image ls: %d\n%s", code, stderr)
+	}
+	if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
+		t.Errorf("image ls wrote %s to TMPDIR", ents[0].Name())
 	}
 	tagged := map[string]string{}
 	for _, l := range strings.Split(stdout, "\n") {

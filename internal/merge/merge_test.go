@@ -579,3 +579,25 @@ func open(t *testing.T, p string) *pack.Pack {
 	}
 	return pk
 }
+
+// TestMergeReadsImageInPlace: merging over a VHD reads it in place:
+// nothing is written to the temporary directory (TMPDIR), and the output
+// directory holds only the output afterwards.
+func TestMergeReadsImageInPlace(t *testing.T) {
+	mdir, rel := debianBaseWithout(t, "kernel/fs/fat/vfat.ko")
+	root, _ := testenv.DebianModules(t)
+	base := vhdOf(t, mdir, "dynamic")
+	vfat := mkPack(t, "vfat", rel, map[string]string{"vfat.ko": filepath.Join(root, "lib", "modules", rel, "kernel/fs/fat/vfat.ko")})
+	tmp, outDir := t.TempDir(), t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	out := filepath.Join(outDir, "modules.vhdx")
+	if _, err := Merge(context.Background(), Options{Base: base, Packs: []string{vfat}, Out: out, Symvers: testenv.DebianSymvers(t)}); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
+		t.Errorf("merge wrote %s to TMPDIR", ents[0].Name())
+	}
+	if ents, _ := os.ReadDir(outDir); len(ents) != 1 || ents[0].Name() != "modules.vhdx" {
+		t.Errorf("output directory holds %v", ents)
+	}
+}

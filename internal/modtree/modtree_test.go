@@ -337,6 +337,39 @@ func TestValidateWithoutSymvers(t *testing.T) {
 	if ps := tree.Validate(ValidateOptions{}); len(ps) != 0 {
 		t.Errorf("%d problems, first %s", len(ps), ps[0])
 	}
+	// Without Module.symvers the modules still check each other: a vfat
+	// whose CRC for one of fat's exports is wrong is found, naming fat as
+	// the provider; with fat gone, its symbols could be vmlinux's, so
+	// nothing is reported.
+	var vfat *Entry
+	for _, e := range tree.Modules {
+		if e.Path == "kernel/fs/fat/vfat.ko" {
+			vfat = e
+		}
+	}
+	if vfat == nil {
+		t.Fatal("no vfat.ko in the Debian tree")
+	}
+	mod := *vfat.Module
+	mod.Needs = append([]kmodule.Need(nil), vfat.Needs...)
+	sym := ""
+	for i, n := range mod.Needs {
+		if n.Name == "fat_attach" && n.HasCRC {
+			mod.Needs[i].CRC ^= 1
+			sym = n.Name
+		}
+	}
+	if sym == "" {
+		t.Fatal("vfat.ko does not import fat_attach with a CRC")
+	}
+	bad := &Entry{Path: vfat.Path, Module: &mod}
+	ps := tree.Overlay([]*Entry{bad}, nil).Validate(ValidateOptions{})
+	if len(ps) != 1 || ps[0].Kind != CRCMismatch || ps[0].Symbol != sym || ps[0].Provider != "kernel/fs/fat/fat.ko" {
+		t.Errorf("altered CRC: %v", ps)
+	}
+	if ps := tree.Overlay(nil, map[string]bool{"kernel/fs/fat/fat.ko": true}).Validate(ValidateOptions{}); len(ps) != 0 {
+		t.Errorf("without fat.ko and Module.symvers: %v", ps)
+	}
 }
 
 func TestValidateVermagic(t *testing.T) {
