@@ -364,6 +364,12 @@ func (f *elfFile) versions(d []byte, m *Module) {
 	if f.class == elf.ELFCLASS32 {
 		crcSize = 4
 	}
+	// Entries only __versions has (module_layout) are collected apart and
+	// added at the end with one exact allocation: appending to Needs
+	// (allocated to its exact size) would double it for nearly every
+	// module of a tree.
+	base := len(m.Needs)
+	var extra []Need
 	for off := 0; off+entry <= len(d); off += entry {
 		e := d[off : off+entry]
 		var crc uint64
@@ -380,12 +386,21 @@ func (f *elfFile) versions(d []byte, m *Module) {
 			continue
 		}
 		if i, ok := idx[string(nb)]; ok {
-			m.Needs[i].CRC, m.Needs[i].HasCRC = crc, true
+			if i < base {
+				m.Needs[i].CRC, m.Needs[i].HasCRC = crc, true
+			} else {
+				extra[i-base].CRC = crc
+			}
 			continue
 		}
 		n := string(nb)
-		idx[n] = len(m.Needs)
-		m.Needs = append(m.Needs, Need{Symbol: Symbol{Name: n, CRC: crc, HasCRC: true}, VersionsOnly: true})
+		idx[n] = base + len(extra)
+		extra = append(extra, Need{Symbol: Symbol{Name: n, CRC: crc, HasCRC: true}, VersionsOnly: true})
+	}
+	if len(extra) > 0 {
+		all := make([]Need, base, base+len(extra))
+		copy(all, m.Needs)
+		m.Needs = append(all, extra...)
 	}
 }
 
