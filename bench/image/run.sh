@@ -8,17 +8,8 @@
 #
 # Usage: bench/image/run.sh [RUNS]
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-export PATH=$PATH:/usr/local/go/bin:/usr/sbin:/sbin
-runs=${1:-3}
-cache=${WSLMOD_TEST_CACHE:-/var/cache/wsl-modules-ci}
-root=$cache/debian-image
-release=$(ls "$root/lib/modules")
-moddir=$root/lib/modules/$release
-[ -x /usr/bin/time ] || { echo "bench: /usr/bin/time missing (apt-get install time)" >&2; exit 1; }
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-go build -o "$tmp/action" ./cmd/action
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/../lib.sh" "$@"
 
 # Warm the page cache so neither side pays for the first read.
 cat $(find "$moddir" -type f) >/dev/null
@@ -36,20 +27,16 @@ ref() {
     "mke2fs -q -t ext4 -d '$moddir' '$tmp/ref.img' ${size}k && qemu-img convert -O vhdx '$tmp/ref.img' '$tmp/ref.vhdx'" >/dev/null
   cat "$tmp/t"
 }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-
-ow=(); orss=(); rw=(); rrss=()
-for i in $(seq "$runs"); do
-  read -r w m < <(ours); ow+=("$w"); orss+=("$m")
+# The reference makes a disk of the virtual size (in KiB) ours picked.
+size_from_ours() {
   if [ -z "$size" ]; then
     size=$(( $(qemu-img info --output=json "$tmp/ours.vhdx" | sed -n 's/.*"virtual-size": \([0-9]*\).*/\1/p') / 1024 ))
   fi
-  read -r w m < <(ref); rw+=("$w"); rrss+=("$m")
-done
+}
+
+alternate size_from_ours
 osize=$(stat -c %s "$tmp/ours.vhdx")
 rsize=$(stat -c %s "$tmp/ref.vhdx")
-ow_m=$(printf '%s\n' "${ow[@]}" | median); rw_m=$(printf '%s\n' "${rw[@]}" | median)
-or_m=$(printf '%s\n' "${orss[@]}" | median); rr_m=$(printf '%s\n' "${rrss[@]}" | median)
 files=$(find "$moddir" -type f | wc -l)
 echo "tree: $moddir ($files files, $(du -sb "$moddir" | cut -f1) bytes), virtual disk $((size / 1024)) MiB, $runs runs, medians"
 echo "ours walls: ${ow[*]}   reference walls: ${rw[*]}"

@@ -18,17 +18,8 @@
 #
 # Usage: bench/merge/run.sh [RUNS]
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-export PATH=$PATH:/usr/local/go/bin:/usr/sbin:/sbin
-runs=${1:-3}
-cache=${WSLMOD_TEST_CACHE:-/var/cache/wsl-modules-ci}
-root=$cache/debian-image
-release=$(ls "$root/lib/modules")
-moddir=$root/lib/modules/$release
-[ -x /usr/bin/time ] || { echo "bench: /usr/bin/time missing (apt-get install time)" >&2; exit 1; }
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-go build -o "$tmp/action" ./cmd/action
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/../lib.sh" "$@"
 
 # The base: the tree without fat, vfat and msdos, as an mke2fs ext4 in a VHD.
 cp -al "$moddir" "$tmp/basetree"
@@ -67,13 +58,7 @@ ref() {
   " >/dev/null
   cat "$tmp/t"
 }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-
-ow=(); orss=(); rw=(); rrss=()
-for i in $(seq "$runs"); do
-  read -r w m < <(ours); ow+=("$w"); orss+=("$m")
-  read -r w m < <(ref); rw+=("$w"); rrss+=("$m")
-done
+alternate
 # Both results must resolve vfat across packs the same way.
 mkdir -p "$tmp/chk/lib/modules"
 qemu-img convert -O raw "$tmp/ours.vhdx" "$tmp/ours.raw"
@@ -87,9 +72,7 @@ for f in modules.dep modules.dep.bin modules.alias.bin modules.symbols.bin; do
 done
 
 osize=$(stat -c %s "$tmp/ours.vhdx"); rsize=$(stat -c %s "$tmp/ref.vhdx")
-mow=$(printf '%s\n' "${ow[@]}" | median); mrw=$(printf '%s\n' "${rw[@]}" | median)
-mom=$(printf '%s\n' "${orss[@]}" | median); mrm=$(printf '%s\n' "${rrss[@]}" | median)
 echo "runs: $runs (median)"
-printf 'wall:     ours %6.2f s   reference %6.2f s   ratio %.2f\n' "$mow" "$mrw" "$(echo "$mow / $mrw" | bc -l)"
-printf 'peak RSS: ours %6d KiB reference %6d KiB ratio %.2f (reference: largest single process)\n' "$mom" "$mrm" "$(echo "$mom / $mrm" | bc -l)"
+printf 'wall:     ours %6.2f s   reference %6.2f s   ratio %.2f\n' "$ow_m" "$rw_m" "$(echo "$ow_m / $rw_m" | bc -l)"
+printf 'peak RSS: ours %6d KiB reference %6d KiB ratio %.2f (reference: largest single process)\n' "$or_m" "$rr_m" "$(echo "$or_m / $rr_m" | bc -l)"
 printf 'size:     ours %d B reference %d B ratio %.2f\n' "$osize" "$rsize" "$(echo "$osize / $rsize" | bc -l)"

@@ -196,7 +196,7 @@ func gitBlobSHA(b []byte) string {
 func etagMatches(inm, etag string) bool {
 	for _, v := range strings.Split(inm, ",") {
 		v = strings.TrimSpace(v)
-		if v == "*" || strings.TrimPrefix(v, "W/") == strings.TrimPrefix(etag, "W/") {
+		if v == "*" || sameETag(v, etag) {
 			return true
 		}
 	}
@@ -206,16 +206,7 @@ func etagMatches(inm, etag string) bool {
 // writeRaw answers a raw file with a strong ETag; a matching
 // If-None-Match gets a 304 that, as on GitHub, costs no rate limit.
 func (s *Server) writeRaw(w http.ResponseWriter, r *http.Request, b []byte) {
-	etag := `"` + gitBlobSHA(b) + `"`
-	w.Header().Set("ETag", etag)
-	w.Header().Set("Cache-Control", "private, max-age=60, s-maxage=60")
-	w.Header().Set("Vary", "Accept, Authorization, Cookie, X-GitHub-OTP")
-	if inm := r.Header.Get("If-None-Match"); inm != "" && etagMatches(inm, etag) {
-		s.mu.Lock()
-		s.rlRemain++
-		s.setRateHeadersLocked(w.Header())
-		s.mu.Unlock()
-		w.WriteHeader(http.StatusNotModified)
+	if s.notModified(w, r, `"`+gitBlobSHA(b)+`"`, etagMatches) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/vnd.github.raw; charset=utf-8")

@@ -7,10 +7,11 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"testing"
 
@@ -40,7 +41,7 @@ func KernelTarball(t testing.TB, tag string, extra map[string][]byte) string {
 	}
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\x00%d\x00%d\x00%s\x00", filepath.Base(src), st.Size(), st.ModTime().UnixNano(), tag)
-	for _, name := range sortedKeys(extra) {
+	for _, name := range slices.Sorted(maps.Keys(extra)) {
 		s := sha256.Sum256(extra[name])
 		fmt.Fprintf(h, "%s\x00%x\x00", name, s)
 	}
@@ -171,7 +172,7 @@ func copyRetopped(tw *tar.Writer, tr *tar.Reader, src, top string, extra map[str
 
 // writeExtraFiles writes the extra files under top, in name order.
 func writeExtraFiles(tw *tar.Writer, top string, extra map[string][]byte) error {
-	for _, name := range sortedKeys(extra) {
+	for _, name := range slices.Sorted(maps.Keys(extra)) {
 		b := extra[name]
 		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: top + "/" + name, Mode: 0o644, Size: int64(len(b))}); err != nil {
 			return err
@@ -181,13 +182,4 @@ func writeExtraFiles(tw *tar.Writer, top string, extra map[string][]byte) error 
 		}
 	}
 	return nil
-}
-
-func sortedKeys(m map[string][]byte) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

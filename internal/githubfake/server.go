@@ -264,14 +264,10 @@ func New(o Options) *Server {
 	s.route(apiMux, HostAPI, RouteAsset, s.handleGetAsset)
 	s.route(apiMux, HostAPI, RouteDeleteAsset, s.handleDeleteAsset)
 	s.route(apiMux, HostAPI, RouteContents, s.handleContents)
-	s.route(apiMux, HostAPI, "/", func(w http.ResponseWriter, r *http.Request) {
-		s.errorJSON(w, r, http.StatusNotFound, "Not Found", nil)
-	})
+	s.route(apiMux, HostAPI, "/", s.notFound)
 	upMux := http.NewServeMux()
 	s.route(upMux, HostUploads, RouteUpload, s.handleUpload)
-	s.route(upMux, HostUploads, "/", func(w http.ResponseWriter, r *http.Request) {
-		s.errorJSON(w, r, http.StatusNotFound, "Not Found", nil)
-	})
+	s.route(upMux, HostUploads, "/", s.notFound)
 	top := http.NewServeMux()
 	top.Handle("/api/v3/", http.StripPrefix("/api/v3", apiMux))
 	top.Handle("/api/uploads/", http.StripPrefix("/api/uploads", upMux))
@@ -516,10 +512,10 @@ func (s *Server) changedLocked(name string) {
 // AssetBytes returns the stored bytes of an asset.
 func (s *Server) AssetBytes(repoName string, id int64) ([]byte, error) {
 	s.mu.Lock()
-	a := s.findAssetLocked(repoName, id)
+	a, err := s.assetByIDLocked(repoName, id)
 	s.mu.Unlock()
-	if a == nil {
-		return nil, fmt.Errorf("githubfake: no asset %d in %s", id, repoName)
+	if err != nil {
+		return nil, err
 	}
 	return os.ReadFile(a.path)
 }
@@ -527,17 +523,13 @@ func (s *Server) AssetBytes(repoName string, id int64) ([]byte, error) {
 // Fail makes the next n requests on route answer status (e.g. 502) with
 // GitHub's error page, without doing anything.
 func (s *Server) Fail(route string, n, status int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.faults = append(s.faults, &fault{route: route, n: n, status: status, drop: -1})
+	s.addFault(&fault{route: route, n: n, status: status, drop: -1})
 }
 
 // SecondaryRateLimit makes the next n requests on route answer GitHub's
 // 403 secondary rate limit with a Retry-After header.
 func (s *Server) SecondaryRateLimit(route string, n int, retryAfter time.Duration) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.faults = append(s.faults, &fault{route: route, n: n, status: http.StatusForbidden, drop: -1, retryAfter: retryAfter})
+	s.addFault(&fault{route: route, n: n, status: http.StatusForbidden, drop: -1, retryAfter: retryAfter})
 }
 
 // DropAfter makes the next request on route lose its connection after k
@@ -545,18 +537,21 @@ func (s *Server) SecondaryRateLimit(route string, n int, retryAfter time.Duratio
 // request body for uploads (then, like GitHub, a broken asset in state
 // "starter" is left behind).
 func (s *Server) DropAfter(route string, k int64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.faults = append(s.faults, &fault{route: route, n: 1, drop: k})
+	s.addFault(&fault{route: route, n: 1, drop: k})
 }
 
 // DropUpload makes the next n uploads of the asset named name lose their
 // connection after k bytes of the request body, leaving a broken
 // "starter" asset as GitHub does.
 func (s *Server) DropUpload(name string, n int, k int64) {
+	s.addFault(&fault{route: RouteUpload, n: n, drop: k, asset: name})
+}
+
+// addFault queues f for takeFault.
+func (s *Server) addFault(f *fault) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.faults = append(s.faults, &fault{route: RouteUpload, n: n, drop: k, asset: name})
+	s.faults = append(s.faults, f)
 }
 
 // ClearFaults removes every pending Fail, DropAfter, DropUpload and
@@ -675,9 +670,7 @@ func (s *Server) route(mux *http.ServeMux, host, pattern string, h http.HandlerF
 		if host == HostBytes {
 			if r.Header.Get("Authorization") != "" {
 				// Like S3 with a presigned URL.
-				sw.Header().Set("Content-Type", "application/xml")
-				sw.WriteHeader(http.StatusBadRequest)
-				io.WriteString(sw, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>InvalidArgument</Code><Message>Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature query string parameter or the Authorization header should be specified</Message></Error>`)
+				writeText(sw, http.StatusBadRequest, "application/xml", `<?xml version="1.0" encoding="UTF-8"?><Error><Code>InvalidArgument</Code><Message>Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature query string parameter or the Authorization header should be specified</Message></Error>`)
 				return
 			}
 		} else {
@@ -687,9 +680,7 @@ func (s *Server) route(mux *http.ServeMux, host, pattern string, h http.HandlerF
 				return
 			}
 			if !s.rateLimitHeaders(sw) {
-				sw.Header().Set("Content-Type", "application/json; charset=utf-8")
-				sw.WriteHeader(http.StatusForbidden)
-				io.WriteString(sw, `{"message":"API rate limit exceeded for 127.0.0.1. (But here's the good news: Authenticated requests get a higher rate limit. Check out the documentation for more details.)","documentation_url":"https://docs.github.com/rest/overview/resources-in-the-rest-api#rate-limiting"}`)
+				writeText(sw, http.StatusForbidden, "application/json; charset=utf-8", `{"message":"API rate limit exceeded for 127.0.0.1. (But here's the good news: Authenticated requests get a higher rate limit. Check out the documentation for more details.)","documentation_url":"https://docs.github.com/rest/overview/resources-in-the-rest-api#rate-limiting"}`)
 				return
 			}
 			if r.Method != http.MethodGet && s.opts.Token != "" && !s.validAuth(auth) {
@@ -704,15 +695,20 @@ func (s *Server) route(mux *http.ServeMux, host, pattern string, h http.HandlerF
 				return
 			}
 			if f.drop < 0 {
-				sw.Header().Set("Content-Type", "text/html")
-				sw.WriteHeader(f.status)
-				fmt.Fprintf(sw, "<html><body><h1>%d %s</h1></body></html>\n", f.status, http.StatusText(f.status))
+				writeText(sw, f.status, "text/html", fmt.Sprintf("<html><body><h1>%d %s</h1></body></html>\n", f.status, http.StatusText(f.status)))
 				return
 			}
 			st.drop = f.drop
 		}
 		h(sw, r)
 	})
+}
+
+// writeText answers status with body, a complete document of contentType.
+func writeText(w http.ResponseWriter, status int, contentType, body string) {
+	w.Header().Set("Content-Type", contentType)
+	w.WriteHeader(status)
+	io.WriteString(w, body)
 }
 
 func (s *Server) validAuth(auth string) bool {
@@ -775,16 +771,7 @@ func (s *Server) writeJSON(w http.ResponseWriter, r *http.Request, status int, v
 	}
 	if r.Method == http.MethodGet && status == http.StatusOK {
 		sum := sha256.Sum256(b)
-		etag := `W/"` + hex.EncodeToString(sum[:16]) + `"`
-		w.Header().Set("ETag", etag)
-		w.Header().Set("Cache-Control", "private, max-age=60, s-maxage=60")
-		w.Header().Set("Vary", "Accept, Authorization, Cookie, X-GitHub-OTP")
-		if inm := r.Header.Get("If-None-Match"); inm != "" && (inm == etag || strings.TrimPrefix(inm, "W/") == strings.TrimPrefix(etag, "W/")) {
-			s.mu.Lock()
-			s.rlRemain++
-			s.setRateHeadersLocked(w.Header())
-			s.mu.Unlock()
-			w.WriteHeader(http.StatusNotModified)
+		if s.notModified(w, r, `W/"`+hex.EncodeToString(sum[:16])+`"`, sameETag) {
 			return
 		}
 	}
@@ -792,19 +779,59 @@ func (s *Server) writeJSON(w http.ResponseWriter, r *http.Request, status int, v
 	s.writeBody(w, r, status, b)
 }
 
+// sameETag reports whether an If-None-Match value is etag, weak or strong.
+func sameETag(inm, etag string) bool {
+	return strings.TrimPrefix(inm, "W/") == strings.TrimPrefix(etag, "W/")
+}
+
+// notModified sets the ETag (etag) and caching headers of an answer and,
+// when the request's If-None-Match matches etag as match says, answers
+// 304, which (as on GitHub) gives back the request's rate-limit charge,
+// and returns true.
+func (s *Server) notModified(w http.ResponseWriter, r *http.Request, etag string, match func(inm, etag string) bool) bool {
+	h := w.Header()
+	h.Set("ETag", etag)
+	h.Set("Cache-Control", "private, max-age=60, s-maxage=60")
+	h.Set("Vary", "Accept, Authorization, Cookie, X-GitHub-OTP")
+	inm := r.Header.Get("If-None-Match")
+	if inm == "" || !match(inm, etag) {
+		return false
+	}
+	s.mu.Lock()
+	s.rlRemain++
+	s.setRateHeadersLocked(h)
+	s.mu.Unlock()
+	w.WriteHeader(http.StatusNotModified)
+	return true
+}
+
 // writeBody writes b, honouring a DropAfter fault for the request.
 func (s *Server) writeBody(w http.ResponseWriter, r *http.Request, status int, b []byte) {
-	st, _ := r.Context().Value(ctxKey{}).(*reqState)
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)
-	if st != nil && st.drop >= 0 && st.drop < int64(len(b)) {
-		w.Write(b[:st.drop])
-		if f, ok := w.(http.Flusher); ok {
-			f.Flush()
-		}
-		panic(http.ErrAbortHandler)
+	if drop := dropAt(r); drop >= 0 && drop < int64(len(b)) {
+		w.Write(b[:drop])
+		breakOff(w)
 	}
 	w.Write(b)
+}
+
+// dropAt returns the number of body bytes after which a DropAfter fault
+// breaks off the request, or -1.
+func dropAt(r *http.Request) int64 {
+	if st, _ := r.Context().Value(ctxKey{}).(*reqState); st != nil {
+		return st.drop
+	}
+	return -1
+}
+
+// breakOff sends what w has buffered and aborts the handler, so that the
+// client sees the response break off.
+func breakOff(w http.ResponseWriter) {
+	if f, ok := w.(http.Flusher); ok {
+		f.Flush()
+	}
+	panic(http.ErrAbortHandler)
 }
 
 type apiError struct {
@@ -875,43 +902,102 @@ func (s *Server) paginate(w http.ResponseWriter, r *http.Request, total int) (lo
 
 func repoName(r *http.Request) string { return r.PathValue("owner") + "/" + r.PathValue("repo") }
 
-// getRepo returns the repository or nil (caller answers 404).
+// getRepoLocked returns the request's repository or nil.
 func (s *Server) getRepoLocked(r *http.Request) *repo {
 	return s.repos[strings.ToLower(repoName(r))]
+}
+
+// pathID returns the {id} path value, or 0 (the ID of nothing) when it is
+// not a number.
+func pathID(r *http.Request) int64 {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil {
+		return 0
+	}
+	return id
+}
+
+// lockRepo locks s.mu and returns the request's repository, for the
+// caller to unlock s.mu. When there is none, it unlocks s.mu, answers 404
+// and returns nil.
+func (s *Server) lockRepo(w http.ResponseWriter, r *http.Request) *repo {
+	s.mu.Lock()
+	return foundLocked(s, w, r, s.getRepoLocked(r))
+}
+
+// lockRelease is lockRepo for the release findReleaseLocked finds (and
+// its repository).
+func (s *Server) lockRelease(w http.ResponseWriter, r *http.Request) (*repo, *release) {
+	s.mu.Lock()
+	rp, rel := s.findReleaseLocked(r)
+	return rp, foundLocked(s, w, r, rel)
+}
+
+// lockAsset is lockRepo for the asset findAssetReqLocked finds (and its
+// release).
+func (s *Server) lockAsset(w http.ResponseWriter, r *http.Request) (*release, *asset) {
+	s.mu.Lock()
+	rel, a := s.findAssetReqLocked(r)
+	return rel, foundLocked(s, w, r, a)
+}
+
+// foundLocked returns v; when v is nil it unlocks s.mu and answers 404.
+func foundLocked[T any](s *Server, w http.ResponseWriter, r *http.Request, v *T) *T {
+	if v == nil {
+		s.mu.Unlock()
+		s.notFound(w, r)
+	}
+	return v
+}
+
+// replyFound answers the JSON object that find, called with s.mu held,
+// returns, or 404 when it returns nil.
+func (s *Server) replyFound(w http.ResponseWriter, r *http.Request, find func() map[string]any) {
+	s.mu.Lock()
+	out := find()
+	s.mu.Unlock()
+	if out == nil {
+		s.notFound(w, r)
+		return
+	}
+	s.writeJSON(w, r, http.StatusOK, out)
+}
+
+// pageJSON returns the JSON objects, as object makes them, of the page of
+// items the request asks for, and sets the Link header (see paginate).
+func pageJSON[T any](s *Server, w http.ResponseWriter, r *http.Request, items []T, object func(T) map[string]any) []map[string]any {
+	lo, hi := s.paginate(w, r, len(items))
+	out := []map[string]any{}
+	for _, it := range items[lo:hi] {
+		out = append(out, object(it))
+	}
+	return out
 }
 
 func (s *Server) apiBase(r *http.Request) string { return "http://" + r.Host + "/api/v3" }
 
 func (s *Server) handleTags(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	rp := s.getRepoLocked(r)
+	rp := s.lockRepo(w, r)
 	if rp == nil {
-		s.mu.Unlock()
-		s.notFound(w, r)
 		return
 	}
-	lo, hi := s.paginate(w, r, len(rp.tags))
 	base := s.apiBase(r) + "/repos/" + repoName(r)
-	out := []map[string]any{}
-	for _, t := range rp.tags[lo:hi] {
-		out = append(out, map[string]any{
+	out := pageJSON(s, w, r, rp.tags, func(t Tag) map[string]any {
+		return map[string]any{
 			"name":        t.Name,
 			"zipball_url": base + "/zipball/refs/tags/" + t.Name,
 			"tarball_url": base + "/tarball/refs/tags/" + t.Name,
 			"commit":      map[string]any{"sha": t.Commit, "url": base + "/commits/" + t.Commit},
 			"node_id":     "REF_" + t.Name,
-		})
-	}
+		}
+	})
 	s.mu.Unlock()
 	s.writeJSON(w, r, http.StatusOK, out)
 }
 
 func (s *Server) handleMatchingRefs(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	rp := s.getRepoLocked(r)
+	rp := s.lockRepo(w, r)
 	if rp == nil {
-		s.mu.Unlock()
-		s.notFound(w, r)
 		return
 	}
 	prefix := "refs/" + r.PathValue("ref")
@@ -945,11 +1031,8 @@ func (s *Server) resolveRef(rp *repo, ref string) (string, bool) {
 }
 
 func (s *Server) handleCommit(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	rp := s.getRepoLocked(r)
+	rp := s.lockRepo(w, r)
 	if rp == nil {
-		s.mu.Unlock()
-		s.notFound(w, r)
 		return
 	}
 	sha, ok := s.resolveRef(rp, r.PathValue("ref"))
@@ -972,33 +1055,34 @@ func (s *Server) handleCommit(w http.ResponseWriter, r *http.Request) {
 	s.writeJSON(w, r, http.StatusOK, map[string]any{"sha": sha, "url": s.apiBase(r) + "/repos/" + repoName(r) + "/commits/" + sha})
 }
 
-func (s *Server) handleTarball(w http.ResponseWriter, r *http.Request) {
+// tarballRef is the {ref} path value of a tarball request, without
+// refs/tags/.
+func tarballRef(r *http.Request) string { return strings.TrimPrefix(r.PathValue("ref"), "refs/tags/") }
+
+// tarball returns the file SetTarball set for the request's repository
+// and tarballRef; ok is false when there is none.
+func (s *Server) tarball(r *http.Request) (path string, ok bool) {
 	s.mu.Lock()
-	rp := s.getRepoLocked(r)
-	var ok bool
-	if rp != nil {
-		ref := strings.TrimPrefix(r.PathValue("ref"), "refs/tags/")
-		_, ok = rp.tarballs[ref]
+	defer s.mu.Unlock()
+	if rp := s.getRepoLocked(r); rp != nil {
+		path, ok = rp.tarballs[tarballRef(r)]
 	}
-	s.mu.Unlock()
-	if !ok {
+	return path, ok
+}
+
+func (s *Server) handleTarball(w http.ResponseWriter, r *http.Request) {
+	if _, ok := s.tarball(r); !ok {
 		s.notFound(w, r)
 		return
 	}
-	loc := s.bytesURL + "/" + repoName(r) + "/legacy.tar.gz/refs/tags/" + strings.TrimPrefix(r.PathValue("ref"), "refs/tags/")
+	loc := s.bytesURL + "/" + repoName(r) + "/legacy.tar.gz/refs/tags/" + tarballRef(r)
 	w.Header().Set("Location", loc)
 	w.Header().Set("Content-Length", "0")
 	w.WriteHeader(http.StatusFound)
 }
 
 func (s *Server) handleTarballBytes(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	rp := s.getRepoLocked(r)
-	var path string
-	if rp != nil {
-		path = rp.tarballs[strings.TrimPrefix(r.PathValue("ref"), "refs/tags/")]
-	}
-	s.mu.Unlock()
+	path, _ := s.tarball(r)
 	if path == "" {
 		http.NotFound(w, r)
 		return
@@ -1023,13 +1107,9 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, path string) 
 	}
 	w.Header().Set("Content-Length", strconv.FormatInt(st.Size(), 10))
 	w.WriteHeader(http.StatusOK)
-	rs, _ := r.Context().Value(ctxKey{}).(*reqState)
-	if rs != nil && rs.drop >= 0 && rs.drop < st.Size() {
-		io.CopyN(w, f, rs.drop)
-		if fl, ok := w.(http.Flusher); ok {
-			fl.Flush()
-		}
-		panic(http.ErrAbortHandler)
+	if drop := dropAt(r); drop >= 0 && drop < st.Size() {
+		io.CopyN(w, f, drop)
+		breakOff(w)
 	}
 	io.Copy(w, f)
 }
@@ -1099,104 +1179,101 @@ func (s *Server) assetJSON(r *http.Request, rel *release, a *asset) map[string]a
 	return m
 }
 
-// visibleReleases returns the releases the request may see, newest first.
+// visibleTo returns whether the request may see a release: a draft only
+// with a valid token.
+func (s *Server) visibleTo(r *http.Request) func(*release) bool {
+	return func(rel *release) bool { return !rel.Draft || s.authed(r) }
+}
+
+// visibleReleasesLocked returns the releases the request may see, newest
+// first.
 func (s *Server) visibleReleasesLocked(r *http.Request, rp *repo) []*release {
+	visible := s.visibleTo(r)
 	var out []*release
 	for i := len(rp.releases) - 1; i >= 0; i-- {
-		rel := rp.releases[i]
-		if rel.Draft && !s.authed(r) {
-			continue
+		if rel := rp.releases[i]; visible(rel) {
+			out = append(out, rel)
 		}
-		out = append(out, rel)
 	}
 	return out
 }
 
-func (s *Server) handleListReleases(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	rp := s.getRepoLocked(r)
-	if rp == nil {
-		s.mu.Unlock()
-		s.notFound(w, r)
-		return
-	}
-	rels := s.visibleReleasesLocked(r, rp)
-	lo, hi := s.paginate(w, r, len(rels))
-	out := []map[string]any{}
-	for _, rel := range rels[lo:hi] {
-		out = append(out, s.releaseJSON(r, rel))
-	}
-	s.mu.Unlock()
-	s.writeJSON(w, r, http.StatusOK, out)
-}
-
-func (s *Server) handleReleaseByTag(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	rp := s.getRepoLocked(r)
-	var out map[string]any
-	if rp != nil {
-		for _, rel := range s.visibleReleasesLocked(r, rp) {
-			if !rel.Draft && rel.Tag == r.PathValue("tag") {
-				out = s.releaseJSON(r, rel)
-				break
-			}
-		}
-	}
-	s.mu.Unlock()
-	if out == nil {
-		s.notFound(w, r)
-		return
-	}
-	s.writeJSON(w, r, http.StatusOK, out)
-}
-
-// findReleaseLocked finds a release by the {id} path value.
-func (s *Server) findReleaseLocked(r *http.Request) (*repo, *release) {
-	rp := s.getRepoLocked(r)
-	if rp == nil {
-		return nil, nil
-	}
-	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
-	if err != nil {
-		return rp, nil
-	}
-	for _, rel := range rp.releases {
-		if rel.ID == id && (!rel.Draft || s.authed(r)) {
-			return rp, rel
-		}
-	}
-	return rp, nil
-}
-
-func (s *Server) findAssetLocked(repoName string, id int64) *asset {
-	rp := s.repos[strings.ToLower(repoName)]
+// release returns the release of rp with ID id among those show admits
+// (nil: all), or nil (also when rp is nil).
+func (rp *repo) release(id int64, show func(*release) bool) *release {
 	if rp == nil {
 		return nil
 	}
 	for _, rel := range rp.releases {
-		for _, a := range rel.assets {
-			if a.ID == id {
-				return a
-			}
+		if rel.ID == id && (show == nil || show(rel)) {
+			return rel
 		}
 	}
 	return nil
 }
 
-func (s *Server) handleLatestRelease(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	var out map[string]any
-	if rp := s.getRepoLocked(r); rp != nil {
-		if rel := rp.latestLocked(); rel != nil {
-			out = s.releaseJSON(r, rel)
+// asset returns the asset of rp with ID id, and its release, among the
+// releases show admits (nil: all), or nils (also when rp is nil).
+func (rp *repo) asset(id int64, show func(*release) bool) (*release, *asset) {
+	if rp == nil {
+		return nil, nil
+	}
+	for _, rel := range rp.releases {
+		if show != nil && !show(rel) {
+			continue
+		}
+		for _, a := range rel.assets {
+			if a.ID == id {
+				return rel, a
+			}
 		}
 	}
-	s.mu.Unlock()
-	if out == nil {
-		s.notFound(w, r)
+	return nil, nil
+}
+
+func (s *Server) handleListReleases(w http.ResponseWriter, r *http.Request) {
+	rp := s.lockRepo(w, r)
+	if rp == nil {
 		return
 	}
+	out := pageJSON(s, w, r, s.visibleReleasesLocked(r, rp), func(rel *release) map[string]any {
+		return s.releaseJSON(r, rel)
+	})
+	s.mu.Unlock()
 	s.writeJSON(w, r, http.StatusOK, out)
+}
+
+func (s *Server) handleReleaseByTag(w http.ResponseWriter, r *http.Request) {
+	s.replyFound(w, r, func() map[string]any {
+		rp := s.getRepoLocked(r)
+		if rp == nil {
+			return nil
+		}
+		for _, rel := range s.visibleReleasesLocked(r, rp) {
+			if !rel.Draft && rel.Tag == r.PathValue("tag") {
+				return s.releaseJSON(r, rel)
+			}
+		}
+		return nil
+	})
+}
+
+// findReleaseLocked finds the release the {id} path value names, if the
+// request may see it, and returns it with the request's repository.
+func (s *Server) findReleaseLocked(r *http.Request) (*repo, *release) {
+	rp := s.getRepoLocked(r)
+	return rp, rp.release(pathID(r), s.visibleTo(r))
+}
+
+func (s *Server) handleLatestRelease(w http.ResponseWriter, r *http.Request) {
+	s.replyFound(w, r, func() map[string]any {
+		if rp := s.getRepoLocked(r); rp != nil {
+			if rel := rp.latestLocked(); rel != nil {
+				return s.releaseJSON(r, rel)
+			}
+		}
+		return nil
+	})
 }
 
 // checkMakeLatest validates a make_latest value for a release that will
@@ -1219,18 +1296,12 @@ func checkMakeLatest(v *string, draft, prerelease bool) []apiError {
 }
 
 func (s *Server) handleGetRelease(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	_, rel := s.findReleaseLocked(r)
-	var out map[string]any
-	if rel != nil {
-		out = s.releaseJSON(r, rel)
-	}
-	s.mu.Unlock()
-	if out == nil {
-		s.notFound(w, r)
-		return
-	}
-	s.writeJSON(w, r, http.StatusOK, out)
+	s.replyFound(w, r, func() map[string]any {
+		if _, rel := s.findReleaseLocked(r); rel != nil {
+			return s.releaseJSON(r, rel)
+		}
+		return nil
+	})
 }
 
 type releaseInput struct {
@@ -1241,6 +1312,26 @@ type releaseInput struct {
 	Draft      *bool   `json:"draft"`
 	Prerelease *bool   `json:"prerelease"`
 	MakeLatest *string `json:"make_latest"`
+}
+
+// apply sets the fields of rel that in gives, except the tag and the
+// draft state (an empty target_commitish is ignored).
+func (in *releaseInput) apply(rel *release) {
+	if in.Target != nil && *in.Target != "" {
+		rel.Target = *in.Target
+	}
+	if in.Name != nil {
+		rel.Name = *in.Name
+	}
+	if in.Body != nil {
+		rel.Body = *in.Body
+	}
+	if in.Prerelease != nil {
+		rel.Prerelease = *in.Prerelease
+	}
+	if in.MakeLatest != nil {
+		rel.Latest = *in.MakeLatest
+	}
 }
 
 func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) bool {
@@ -1271,11 +1362,8 @@ func (s *Server) handleCreateRelease(w http.ResponseWriter, r *http.Request) {
 	if !s.decode(w, r, &in) {
 		return
 	}
-	s.mu.Lock()
-	rp := s.getRepoLocked(r)
+	rp := s.lockRepo(w, r)
 	if rp == nil {
-		s.mu.Unlock()
-		s.notFound(w, r)
 		return
 	}
 	if in.TagName == nil || *in.TagName == "" {
@@ -1284,20 +1372,8 @@ func (s *Server) handleCreateRelease(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rel := &release{Release: Release{ID: s.id(), Tag: *in.TagName, Created: s.opts.Now(), Target: "main"}}
-	if in.Target != nil && *in.Target != "" {
-		rel.Target = *in.Target
-	}
-	if in.Name != nil {
-		rel.Name = *in.Name
-	}
-	if in.Body != nil {
-		rel.Body = *in.Body
-	}
+	in.apply(rel)
 	rel.Draft = in.Draft != nil && *in.Draft
-	rel.Prerelease = in.Prerelease != nil && *in.Prerelease
-	if in.MakeLatest != nil {
-		rel.Latest = *in.MakeLatest
-	}
 	errs := checkMakeLatest(in.MakeLatest, rel.Draft, rel.Prerelease)
 	if errs == nil && !rel.Draft {
 		errs = tagConflictLocked(rp, nil, rel.Tag)
@@ -1327,11 +1403,8 @@ func (s *Server) handleUpdateRelease(w http.ResponseWriter, r *http.Request) {
 	if !s.decode(w, r, &in) {
 		return
 	}
-	s.mu.Lock()
-	rp, rel := s.findReleaseLocked(r)
+	rp, rel := s.lockRelease(w, r)
 	if rel == nil {
-		s.mu.Unlock()
-		s.notFound(w, r)
 		return
 	}
 	tag := rel.Tag
@@ -1363,21 +1436,7 @@ func (s *Server) handleUpdateRelease(w http.ResponseWriter, r *http.Request) {
 	}
 	publishing := rel.Draft && !draft
 	rel.Tag = tag
-	if in.Name != nil {
-		rel.Name = *in.Name
-	}
-	if in.Body != nil {
-		rel.Body = *in.Body
-	}
-	if in.Target != nil && *in.Target != "" {
-		rel.Target = *in.Target
-	}
-	if in.Prerelease != nil {
-		rel.Prerelease = *in.Prerelease
-	}
-	if in.MakeLatest != nil {
-		rel.Latest = *in.MakeLatest
-	}
+	in.apply(rel)
 	if publishing {
 		rel.Published = s.opts.Now()
 		rel.Immutable = s.opts.Immutable
@@ -1398,11 +1457,8 @@ func (s *Server) handleUpdateRelease(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleDeleteRelease(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	rp, rel := s.findReleaseLocked(r)
+	rp, rel := s.lockRelease(w, r)
 	if rel == nil {
-		s.mu.Unlock()
-		s.notFound(w, r)
 		return
 	}
 	if rel.Immutable {
@@ -1426,57 +1482,30 @@ func (s *Server) handleDeleteRelease(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleListAssets(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	_, rel := s.findReleaseLocked(r)
+	_, rel := s.lockRelease(w, r)
 	if rel == nil {
-		s.mu.Unlock()
-		s.notFound(w, r)
 		return
 	}
-	lo, hi := s.paginate(w, r, len(rel.assets))
-	out := []map[string]any{}
-	for _, a := range rel.assets[lo:hi] {
-		out = append(out, s.assetJSON(r, rel, a))
-	}
+	out := pageJSON(s, w, r, rel.assets, func(a *asset) map[string]any {
+		return s.assetJSON(r, rel, a)
+	})
 	s.mu.Unlock()
 	s.writeJSON(w, r, http.StatusOK, out)
 }
 
-// findAssetReqLocked finds the asset named by the {id} path value.
+// findAssetReqLocked finds the asset named by the {id} path value in a
+// release the request may see.
 func (s *Server) findAssetReqLocked(r *http.Request) (*release, *asset) {
-	rp := s.getRepoLocked(r)
-	if rp == nil {
-		return nil, nil
-	}
-	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
-	if err != nil {
-		return nil, nil
-	}
-	for _, rel := range rp.releases {
-		if rel.Draft && !s.authed(r) {
-			continue
-		}
-		for _, a := range rel.assets {
-			if a.ID == id {
-				return rel, a
-			}
-		}
-	}
-	return nil, nil
+	return s.getRepoLocked(r).asset(pathID(r), s.visibleTo(r))
 }
 
 func (s *Server) handleGetAsset(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	rel, a := s.findAssetReqLocked(r)
-	var out map[string]any
-	if a != nil {
-		out = s.assetJSON(r, rel, a)
-	}
-	s.mu.Unlock()
+	rel, a := s.lockAsset(w, r)
 	if a == nil {
-		s.notFound(w, r)
 		return
 	}
+	out := s.assetJSON(r, rel, a)
+	s.mu.Unlock()
 	if strings.Contains(r.Header.Get("Accept"), "application/octet-stream") {
 		// A presigned URL on another host, as objects.githubusercontent.com.
 		w.Header().Set("Location", fmt.Sprintf("%s/release-assets/%d?X-Amz-Signature=%s", s.bytesURL, a.ID, fakeSHA(r.PathValue("id"))[:16]))
@@ -1487,17 +1516,13 @@ func (s *Server) handleGetAsset(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleAssetBytes(w http.ResponseWriter, r *http.Request) {
-	id, _ := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	id := pathID(r)
 	s.mu.Lock()
 	var path string
 	for _, rp := range s.repos {
-		for _, rel := range rp.releases {
-			for _, a := range rel.assets {
-				if a.ID == id {
-					path = a.path
-					w.Header().Set("Content-Type", a.ContentType)
-				}
-			}
+		if _, a := rp.asset(id, nil); a != nil {
+			path = a.path
+			w.Header().Set("Content-Type", a.ContentType)
 		}
 	}
 	s.mu.Unlock()
@@ -1509,11 +1534,8 @@ func (s *Server) handleAssetBytes(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleDeleteAsset(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	rel, a := s.findAssetReqLocked(r)
+	rel, a := s.lockAsset(w, r)
 	if a == nil {
-		s.mu.Unlock()
-		s.notFound(w, r)
 		return
 	}
 	if rel.Immutable {
@@ -1567,29 +1589,23 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 // exist, name is empty, the release is immutable or the upload has no
 // Content-Length.
 func (s *Server) uploadRelease(w http.ResponseWriter, r *http.Request, name string) *release {
-	s.mu.Lock()
-	_, rel := s.findReleaseLocked(r)
+	_, rel := s.lockRelease(w, r)
 	if rel == nil {
-		s.mu.Unlock()
-		s.notFound(w, r)
 		return nil
 	}
-	if name == "" {
-		s.mu.Unlock()
-		s.validation(w, r, apiError{Resource: "ReleaseAsset", Code: "missing_field", Field: "name"})
-		return nil
-	}
-	if rel.Immutable {
-		s.mu.Unlock()
-		s.errorJSON(w, r, http.StatusUnprocessableEntity, "Cannot upload assets to an immutable release.", nil)
-		return nil
-	}
+	immutable := rel.Immutable
 	s.mu.Unlock()
-	if r.ContentLength < 0 {
+	switch {
+	case name == "":
+		s.validation(w, r, apiError{Resource: "ReleaseAsset", Code: "missing_field", Field: "name"})
+	case immutable:
+		s.errorJSON(w, r, http.StatusUnprocessableEntity, "Cannot upload assets to an immutable release.", nil)
+	case r.ContentLength < 0:
 		s.errorJSON(w, r, http.StatusBadRequest, "Bad Content-Length", nil)
-		return nil
+	default:
+		return rel
 	}
-	return rel
+	return nil
 }
 
 // receiveAsset stores the upload's body in a new file of the server's
@@ -1605,10 +1621,10 @@ func (s *Server) receiveAsset(r *http.Request, a *asset) (sum string, complete, 
 	a.path = f.Name()
 	h := sha256.New()
 	var body io.Reader = r.Body
-	st, _ := r.Context().Value(ctxKey{}).(*reqState)
-	dropping = st != nil && st.drop >= 0
+	drop := dropAt(r)
+	dropping = drop >= 0
 	if dropping {
-		body = io.LimitReader(r.Body, st.drop)
+		body = io.LimitReader(r.Body, drop)
 	}
 	n, copyErr := io.Copy(io.MultiWriter(f, h), body)
 	f.Close()

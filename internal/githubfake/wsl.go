@@ -4,7 +4,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"time"
 )
@@ -38,10 +40,10 @@ func (s *Server) AddAsset(repoName string, releaseID int64, name string, data []
 	sum := sha256.Sum256(data)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rel := s.releaseByIDLocked(repoName, releaseID)
-	if rel == nil {
+	rel, err := s.releaseByIDLocked(repoName, releaseID)
+	if err != nil {
 		os.Remove(f.Name())
-		return Asset{}, fmt.Errorf("githubfake: no release %d in %s", releaseID, repoName)
+		return Asset{}, err
 	}
 	a := &asset{Asset: Asset{ID: s.id(), Name: name, State: "uploaded", ContentType: "application/octet-stream",
 		Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:])}, path: f.Name(), releaseID: releaseID, created: rel.Created}
@@ -54,9 +56,9 @@ func (s *Server) AddAsset(repoName string, releaseID int64, name string, data []
 func (s *Server) SetAssetDigest(repoName string, id int64, sha256Hex string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	a := s.findAssetLocked(repoName, id)
-	if a == nil {
-		return fmt.Errorf("githubfake: no asset %d in %s", id, repoName)
+	a, err := s.assetByIDLocked(repoName, id)
+	if err != nil {
+		return err
 	}
 	a.SHA256 = sha256Hex
 	return nil
@@ -67,9 +69,9 @@ func (s *Server) SetAssetDigest(repoName string, id int64, sha256Hex string) err
 func (s *Server) SetReleaseTime(repoName string, id int64, t time.Time) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rel := s.releaseByIDLocked(repoName, id)
-	if rel == nil {
-		return fmt.Errorf("githubfake: no release %d in %s", id, repoName)
+	rel, err := s.releaseByIDLocked(repoName, id)
+	if err != nil {
+		return err
 	}
 	rel.Created = t
 	if !rel.Draft {
@@ -81,17 +83,22 @@ func (s *Server) SetReleaseTime(repoName string, id int64, t time.Time) error {
 	return nil
 }
 
-func (s *Server) releaseByIDLocked(repoName string, id int64) *release {
-	rp := s.repos[strings.ToLower(repoName)]
-	if rp == nil {
-		return nil
+// releaseByIDLocked returns release id of repository repoName, drafts
+// included, or an error naming it.
+func (s *Server) releaseByIDLocked(repoName string, id int64) (*release, error) {
+	if rel := s.repos[strings.ToLower(repoName)].release(id, nil); rel != nil {
+		return rel, nil
 	}
-	for _, rel := range rp.releases {
-		if rel.ID == id {
-			return rel
-		}
+	return nil, fmt.Errorf("githubfake: no release %d in %s", id, repoName)
+}
+
+// assetByIDLocked returns asset id of repository repoName, or an error
+// naming it.
+func (s *Server) assetByIDLocked(repoName string, id int64) (*asset, error) {
+	if _, a := s.repos[strings.ToLower(repoName)].asset(id, nil); a != nil {
+		return a, nil
 	}
-	return nil
+	return nil, fmt.Errorf("githubfake: no asset %d in %s", id, repoName)
 }
 
 // WSLRelease describes a release of microsoft/WSL for AddWSLReleases.
@@ -176,7 +183,7 @@ func (s *Server) AddWSLReleases(repoName string, rels ...WSLRelease) ([]Release,
 		if assets == nil {
 			assets = WSLAssets(w.Version)
 		}
-		for _, n := range sortedKeys(assets) {
+		for _, n := range slices.Sorted(maps.Keys(assets)) {
 			if _, err := s.AddAsset(repoName, rel.ID, n, assets[n]); err != nil {
 				return nil, err
 			}

@@ -3,6 +3,8 @@ package merge
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 
@@ -155,12 +157,7 @@ func (pl *planner) place(packs []*pack.Pack) {
 			byName[e.Name] = append(byName[e.Name], Placement{Pack: p.Meta.Name, File: file, Dest: e.Path, Entry: e})
 		}
 	}
-	names := make([]string, 0, len(byName))
-	for n := range byName {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
+	for _, n := range slices.Sorted(maps.Keys(byName)) {
 		pls := byName[n]
 		var winners []Placement
 		for _, x := range pls {

@@ -28,6 +28,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/kmodule"
+	"github.com/wsl-modules/wsl-modules-action/internal/pack"
 )
 
 // Entry is one module file in a tree.
@@ -120,7 +121,7 @@ func (t *Tree) Entry(p string) *Entry {
 // ...), from the first module; "" for an empty tree.
 func (t *Tree) Arch() string {
 	for _, e := range t.Modules {
-		return ArchOf(e.Machine)
+		return pack.ArchOf(e.Machine)
 	}
 	return ""
 }

@@ -3,7 +3,6 @@ package modtree
 import (
 	"bytes"
 	"context"
-	"debug/elf"
 	"fmt"
 	"io/fs"
 	"os"
@@ -302,16 +301,4 @@ func (t *Tree) checkRelease() error {
 		return fmt.Errorf("modtree: %s: kernel release %s (from %s), but the modules' vermagic says %s", src, t.Release, t.Source.ReleaseFrom, describe())
 	}
 	return nil
-}
-
-// ArchOf maps an ELF machine to the kernel's arch name (x86_64, arm64, or
-// the lower-case machine name).
-func ArchOf(m elf.Machine) string {
-	switch m {
-	case elf.EM_X86_64:
-		return "x86_64"
-	case elf.EM_AARCH64:
-		return "arm64"
-	}
-	return strings.ToLower(strings.TrimPrefix(m.String(), "EM_"))
 }

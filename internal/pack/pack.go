@@ -91,7 +91,8 @@ var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$`)
 // ValidName reports whether s can be a pack name (it becomes a directory).
 func ValidName(s string) bool { return nameRE.MatchString(s) && s != "." && s != ".." }
 
-// ArchOf maps an ELF machine to the kernel arch name used in packs.
+// ArchOf maps an ELF machine to the kernel's arch name (x86_64, arm64, or
+// the lower-case machine name), as packs and module trees name it.
 func ArchOf(m elf.Machine) string {
 	switch m {
 	case elf.EM_X86_64:

@@ -14,8 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/klauspost/compress/gzip"
-
 	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
 	"github.com/wsl-modules/wsl-modules-action/internal/digest"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
@@ -110,13 +108,9 @@ type PrepareOptions struct {
 // is written, and each file is written atomically. It returns the
 // manifest.
 func PrepareDist(o PrepareOptions) (*manifest.Manifest, error) {
-	mpath := filepath.Join(o.Dir, manifest.FileName)
-	m, err := manifest.Read(mpath)
+	m, _, err := readDistManifest(o.Dir)
 	if err != nil {
-		return nil, fmt.Errorf("release: %w", err)
-	}
-	if m.Kernel.Tag == "" {
-		return nil, fmt.Errorf("release: %s: kernel.tag is empty", mpath)
+		return nil, err
 	}
 	if err := checkPrepare(o, m); err != nil {
 		return nil, err
@@ -164,6 +158,20 @@ func PrepareDist(o PrepareOptions) (*manifest.Manifest, error) {
 		return nil, fmt.Errorf("release: %w", err)
 	}
 	return m, nil
+}
+
+// readDistManifest reads the build-manifest.json of the dist directory
+// dir, at mpath, which must name the kernel's tag.
+func readDistManifest(dir string) (m *manifest.Manifest, mpath string, err error) {
+	mpath = filepath.Join(dir, manifest.FileName)
+	m, err = manifest.Read(mpath)
+	if err != nil {
+		return nil, mpath, fmt.Errorf("release: %w", err)
+	}
+	if m.Kernel.Tag == "" {
+		return nil, mpath, fmt.Errorf("release: %s: kernel.tag is empty", mpath)
+	}
+	return m, mpath, nil
 }
 
 // checkPrepare checks the sources PrepareDist was given: every
@@ -366,26 +374,19 @@ func writeLogs(logsDir, dst string, secrets []string) error {
 		return fmt.Errorf("build logs: %w", err)
 	}
 	sort.Strings(files)
-	out, err := atomicfile.Create(dst, true)
+	err = writeTarGz(dst, func(tw *tar.Writer) error {
+		for _, p := range files {
+			rel, _ := filepath.Rel(logsDir, p)
+			if err := writeLog(tw, "logs/"+filepath.ToSlash(rel), p, secrets); err != nil {
+				return fmt.Errorf("%s: %w", p, err)
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("build logs: %w", err)
 	}
-	defer out.Abort()
-	zw := gzip.NewWriter(out)
-	tw := tar.NewWriter(zw)
-	for _, p := range files {
-		rel, _ := filepath.Rel(logsDir, p)
-		if err := writeLog(tw, "logs/"+filepath.ToSlash(rel), p, secrets); err != nil {
-			return fmt.Errorf("build logs: %s: %w", p, err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return fmt.Errorf("build logs: %w", err)
-	}
-	if err := zw.Close(); err != nil {
-		return fmt.Errorf("build logs: %w", err)
-	}
-	return out.Commit(0o644)
+	return nil
 }
 
 // writeLog adds one redacted log file to tw.

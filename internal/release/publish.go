@@ -152,13 +152,9 @@ func makePlan(o Options) (*plan, error) {
 	if err := CheckPrefix(o.Prefix); err != nil {
 		return nil, fmt.Errorf("release: %w", err)
 	}
-	mpath := filepath.Join(o.Dir, manifest.FileName)
-	m, err := manifest.Read(mpath)
+	m, mpath, err := readDistManifest(o.Dir)
 	if err != nil {
-		return nil, fmt.Errorf("release: %w", err)
-	}
-	if m.Kernel.Tag == "" {
-		return nil, fmt.Errorf("release: %s: kernel.tag is empty", mpath)
+		return nil, err
 	}
 	if _, ok := ParseTagName(TagName(m.Kernel.Tag, m.Kernel.Arch, o.Prefix), o.Prefix); !ok {
 		return nil, fmt.Errorf("release: %s: kernel.tag %q is not linux-msft-wsl-<a>.<b>.<c>.<d>", mpath, m.Kernel.Tag)

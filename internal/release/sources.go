@@ -153,6 +153,12 @@ func moduleSource(x manifest.Module) string {
 		return fmt.Sprintf("%s: %s, sha256 %s", name, s.URL, backtick(s.SHA256))
 	case s.Kind == "path":
 		return fmt.Sprintf("%s: path `%s` of the module list's repository (**not attached**: its source is not in this release)", name, s.Path)
+	case s.Kind == "in-tree":
+		out := fmt.Sprintf("%s: directory `%s/` of the kernel source above", name, s.Path)
+		if len(x.Config) > 0 {
+			out += ", built as modules with " + backtick(strings.Join(x.Config, " "))
+		}
+		return out
 	case x.Pack != "":
 		return fmt.Sprintf("%s: from the pack `%s` (its source is not recorded in this release)", name, x.Pack)
 	}

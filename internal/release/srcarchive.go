@@ -36,29 +36,42 @@ func WriteSourceArchive(dst string, dirs map[string]string, epoch int64) error {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	out, err := atomicfile.Create(dst, true)
+	mtime := time.Unix(epoch, 0)
+	err := writeTarGz(dst, func(tw *tar.Writer) error {
+		for _, n := range names {
+			if err := archiveTree(tw, n, dirs[n], mtime); err != nil {
+				return fmt.Errorf("module %s: %w", n, err)
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("release: source archive: %w", err)
+	}
+	return nil
+}
+
+// writeTarGz writes dst atomically (mode 0644) as a gzip-compressed tar
+// archive of the entries add writes; the gzip header has no name and no
+// mtime.
+func writeTarGz(dst string, add func(tw *tar.Writer) error) error {
+	out, err := atomicfile.Create(dst, true)
+	if err != nil {
+		return err
 	}
 	defer out.Abort()
 	zw := gzip.NewWriter(out)
 	tw := tar.NewWriter(zw)
-	mtime := time.Unix(epoch, 0)
-	for _, n := range names {
-		if err := archiveTree(tw, n, dirs[n], mtime); err != nil {
-			return fmt.Errorf("release: source archive: module %s: %w", n, err)
-		}
+	if err := add(tw); err != nil {
+		return err
 	}
 	if err := tw.Close(); err != nil {
-		return fmt.Errorf("release: source archive: %w", err)
+		return err
 	}
 	if err := zw.Close(); err != nil {
-		return fmt.Errorf("release: source archive: %w", err)
+		return err
 	}
-	if err := out.Commit(0o644); err != nil {
-		return fmt.Errorf("release: source archive: %w", err)
-	}
-	return nil
+	return out.Commit(0o644)
 }
 
 // treeEntry is one entry of a source tree.

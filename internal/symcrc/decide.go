@@ -1,7 +1,8 @@
 package symcrc
 
 import (
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 )
 
@@ -21,12 +22,7 @@ var kindRank = map[string]int{"vmlinux": 0, "module": 1}
 // decide fills the report from the files' results.
 func (r *Report) decide(want map[string]uint32, cands map[string][]string, results map[string]*fileResult, logf func(string, ...any)) {
 	failed := map[string][]string{}
-	syms := make([]string, 0, len(cands))
-	for s := range cands {
-		syms = append(syms, s)
-	}
-	sort.Strings(syms)
-	for _, sym := range syms {
+	for _, sym := range slices.Sorted(maps.Keys(cands)) {
 		stock := want[sym]
 		found, broken := answers(sym, cands[sym], results)
 		best := preferred(found)

@@ -6,6 +6,8 @@ import (
 	"io"
 	"io/fs"
 	"sort"
+
+	"github.com/wsl-modules/wsl-modules-action/internal/image/internal/diskio"
 )
 
 // copyChunk is the largest read CopyContent makes at once; cancellation is
@@ -54,13 +56,7 @@ func (c *content) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("%sinode %d: negative offset %d", c.f.where(), c.ino, off)
 	}
-	if off >= c.size {
-		return 0, io.EOF
-	}
-	var eof error
-	if int64(len(p)) > c.size-off {
-		p, eof = p[:c.size-off], io.EOF
-	}
+	p, eof := diskio.Clip(p, off, c.size)
 	done := 0
 	for done < len(p) {
 		n, disk := c.segment(off)
@@ -68,7 +64,7 @@ func (c *content) ReadAt(p []byte, off int64) (int, error) {
 		q := p[done : done+int(n)]
 		if disk < 0 {
 			clear(q)
-		} else if err := readFull(c.f.r, q, disk); err != nil {
+		} else if err := diskio.ReadFull(c.f.r, q, disk); err != nil {
 			return done, fmt.Errorf("%sinode %d: reading at offset %d: %w", c.f.where(), c.ino, off, err)
 		}
 		done += int(n)

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"unicode/utf8"
+
+	"github.com/wsl-modules/wsl-modules-action/internal/image/internal/diskio"
 )
 
 // dirCacheMax bounds the memory the directory cache holds (about the name
@@ -120,7 +122,7 @@ func (f *FS) parseDir(in *Inode) (*dirData, error) {
 		if disk < 0 || n < f.bs {
 			return nil, f.corrupt("directory inode %d: hole or unwritten extent at block %d", in.Ino, off/f.bs)
 		}
-		if err := readFull(f.r, blk, disk); err != nil {
+		if err := diskio.ReadFull(f.r, blk, disk); err != nil {
 			return nil, fmt.Errorf("%sdirectory inode %d: reading block %d: %w", f.where(), in.Ino, off/f.bs, err)
 		}
 		if err := p.block(blk, off/f.bs); err != nil {

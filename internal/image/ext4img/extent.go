@@ -1,6 +1,10 @@
 package ext4img
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/wsl-modules/wsl-modules-action/internal/image/internal/diskio"
+)
 
 const (
 	// maxRuns bounds the block runs (extents, or merged block-map entries)
@@ -103,7 +107,7 @@ func (m *mapper) block(blk uint64, level int, what string) ([]byte, error) {
 		m.bufs[level] = make([]byte, f.bs)
 	}
 	b := m.bufs[level]
-	if err := readFull(f.r, b, int64(blk)*f.bs); err != nil {
+	if err := diskio.ReadFull(f.r, b, int64(blk)*f.bs); err != nil {
 		return nil, fmt.Errorf("%sinode %d: reading %s block %d: %w", f.where(), m.ino, what, blk, err)
 	}
 	return b, nil

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+
+	"github.com/wsl-modules/wsl-modules-action/internal/image/internal/diskio"
 )
 
 // ErrCorrupt is wrapped by every error about a malformed or unsupported
@@ -116,7 +118,7 @@ func openFS(r io.ReaderAt, size int64, name string, gdtMax uint64) (*FS, error) 
 		return nil, f.corrupt("disk of %d bytes is too small to hold an ext4 superblock (not a VHDX, VHD or ext4 image?)", size)
 	}
 	sb := make([]byte, 1024)
-	if err := readFull(r, sb, 1024); err != nil {
+	if err := diskio.ReadFull(r, sb, 1024); err != nil {
 		return nil, fmt.Errorf("%sreading the superblock: %w", f.where(), err)
 	}
 	if le.Uint16(sb[0x38:]) != 0xEF53 {
@@ -149,19 +151,6 @@ func (f *FS) where() string {
 
 func (f *FS) corrupt(format string, a ...any) error {
 	return fmt.Errorf("%s%s: %w", f.where(), fmt.Sprintf(format, a...), ErrCorrupt)
-}
-
-// readFull reads exactly len(p) bytes at off; io.EOF together with a full
-// read is success (io.ReaderAt allows it at the end of the input).
-func readFull(r io.ReaderAt, p []byte, off int64) error {
-	n, err := r.ReadAt(p, off)
-	if n == len(p) {
-		return nil
-	}
-	if err == nil || err == io.EOF {
-		err = io.ErrUnexpectedEOF
-	}
-	return err
 }
 
 // parseSuper decodes and checks the superblock fields the reader uses.
@@ -243,7 +232,7 @@ func (f *FS) readGDT(max uint64) error {
 		return nil
 	}
 	f.gdt = make([]byte, n)
-	if err := readFull(f.r, f.gdt, f.gdtOff); err != nil {
+	if err := diskio.ReadFull(f.r, f.gdt, f.gdtOff); err != nil {
 		return fmt.Errorf("%sreading the group descriptors: %w", f.where(), err)
 	}
 	return nil
@@ -256,7 +245,7 @@ func (f *FS) inodeTable(g uint64) (uint64, error) {
 		d = f.gdt[g*uint64(f.descSize):]
 	} else {
 		d = make([]byte, f.descSize)
-		if err := readFull(f.r, d, f.gdtOff+int64(g)*f.descSize); err != nil {
+		if err := diskio.ReadFull(f.r, d, f.gdtOff+int64(g)*f.descSize); err != nil {
 			return 0, fmt.Errorf("%sreading group descriptor %d: %w", f.where(), g, err)
 		}
 	}
@@ -309,7 +298,7 @@ func (f *FS) ReadInode(ino uint32) (*Inode, error) {
 	}
 	b := make([]byte, f.inodeSize)
 	off := int64(table)*f.bs + int64(uint64(ino-1)%uint64(f.ipg))*f.inodeSize
-	if err := readFull(f.r, b, off); err != nil {
+	if err := diskio.ReadFull(f.r, b, off); err != nil {
 		return nil, fmt.Errorf("%sreading inode %d: %w", f.where(), ino, err)
 	}
 	in := &Inode{Ino: ino, raw: b, Size: int64(uint64(le.Uint32(b[4:])) | uint64(le.Uint32(b[0x6C:]))<<32)}

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/wsl-modules/wsl-modules-action/internal/image/internal/diskio"
 )
 
 const (
@@ -91,13 +93,13 @@ func Open(r io.ReaderAt, fileSize int64) (*Disk, error) {
 		return nil, formatErr("file is %d bytes, shorter than a footer", fileSize)
 	}
 	foot := make([]byte, footerSize)
-	if err := readFull(r, foot, fileSize-footerSize); err != nil {
+	if err := diskio.ReadFull(r, foot, fileSize-footerSize); err != nil {
 		return nil, fmt.Errorf("vhd: reading footer: %w", err)
 	}
 	ferr := parseFooter(foot)
 	if ferr != nil {
 		// Dynamic disks keep a copy of the footer at offset 0.
-		if err := readFull(r, foot, 0); err != nil {
+		if err := diskio.ReadFull(r, foot, 0); err != nil {
 			return nil, fmt.Errorf("vhd: reading footer copy: %w", err)
 		}
 		if parseFooter(foot) != nil || be.Uint32(foot[60:]) != typeDynamic {
@@ -129,25 +131,13 @@ func Open(r io.ReaderAt, fileSize int64) (*Disk, error) {
 	}
 }
 
-// readFull reads exactly len(p) bytes at off.
-func readFull(r io.ReaderAt, p []byte, off int64) error {
-	n, err := r.ReadAt(p, off)
-	if n == len(p) {
-		return nil
-	}
-	if err == nil || err == io.EOF {
-		err = io.ErrUnexpectedEOF
-	}
-	return err
-}
-
 func (d *Disk) openDynamic(hdrOff, fileSize uint64) error {
 	d.dynamic = true
 	if hdrOff < footerSize || hdrOff > fileSize || fileSize-hdrOff < dynHeaderSize {
 		return formatErr("dynamic header offset %d outside the file (%d bytes; truncated?)", hdrOff, fileSize)
 	}
 	h := make([]byte, dynHeaderSize)
-	if err := readFull(d.r, h, int64(hdrOff)); err != nil {
+	if err := diskio.ReadFull(d.r, h, int64(hdrOff)); err != nil {
 		return fmt.Errorf("vhd: reading dynamic header: %w", err)
 	}
 	if string(h[:8]) != "cxsparse" {
@@ -172,7 +162,7 @@ func (d *Disk) openDynamic(hdrOff, fileSize uint64) error {
 	}
 	d.bitmap = (d.blockSize/sectorSize/8 + sectorSize - 1) / sectorSize * sectorSize
 	raw := make([]byte, need*4)
-	if err := readFull(d.r, raw, int64(tableOff)); err != nil {
+	if err := diskio.ReadFull(d.r, raw, int64(tableOff)); err != nil {
 		return fmt.Errorf("vhd: reading block table: %w", err)
 	}
 	d.bat = make([]uint32, need)
@@ -201,36 +191,22 @@ func (d *Disk) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, errors.New("vhd: negative offset")
 	}
-	if off >= d.size {
-		return 0, io.EOF
-	}
-	var err error
-	if int64(len(p)) > d.size-off {
-		p = p[:d.size-off]
-		err = io.EOF
-	}
 	if !d.dynamic {
-		if rerr := readFull(d.r, p, off); rerr != nil {
-			return 0, fmt.Errorf("vhd: reading at offset %d: %w", off, rerr)
+		p, eof := diskio.Clip(p, off, d.size)
+		if err := diskio.ReadFull(d.r, p, off); err != nil {
+			return 0, fmt.Errorf("vhd: reading at offset %d: %w", off, err)
 		}
-		return len(p), err
+		return len(p), eof
 	}
-	n := 0
 	var bm []byte
-	for len(p) > 0 {
-		blk := off / d.blockSize
-		in := off % d.blockSize
-		k := min(int64(len(p)), d.blockSize-in)
+	return diskio.ReadBlocks(p, off, d.size, d.blockSize, func(q []byte, blk, in int64) error {
 		if e := d.bat[blk]; e == unallocated {
-			clear(p[:k])
-		} else if rerr := d.readBlock(p[:k], int64(e)*sectorSize, in, &bm); rerr != nil {
-			return n, fmt.Errorf("vhd: block %d: %w", blk, rerr)
+			clear(q)
+		} else if err := d.readBlock(q, int64(e)*sectorSize, in, &bm); err != nil {
+			return fmt.Errorf("vhd: block %d: %w", blk, err)
 		}
-		p = p[k:]
-		n += int(k)
-		off += k
-	}
-	return n, err
+		return nil
+	})
 }
 
 // readBlock reads p from offset in of the block stored at base, zeroing
@@ -243,10 +219,10 @@ func (d *Disk) readBlock(p []byte, base, in int64, bm *[]byte) error {
 		*bm = make([]byte, last-first+1)
 	}
 	b := (*bm)[:last-first+1]
-	if err := readFull(d.r, b, base+first); err != nil {
+	if err := diskio.ReadFull(d.r, b, base+first); err != nil {
 		return fmt.Errorf("reading its sector bitmap: %w", err)
 	}
-	if err := readFull(d.r, p, base+d.bitmap+in); err != nil {
+	if err := diskio.ReadFull(d.r, p, base+d.bitmap+in); err != nil {
 		return err
 	}
 	for s := in / sectorSize; s*sectorSize < in+k; s++ {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"unicode/utf16"
+
+	"github.com/wsl-modules/wsl-modules-action/internal/image/internal/diskio"
 )
 
 // Disk is an opened VHDX file. It reads the virtual disk through ReadAt.
@@ -43,7 +45,7 @@ func Open(r io.ReaderAt, fileSize int64) (*Disk, error) {
 		return nil, formatErr("file is %d bytes, too short for a VHDX", fileSize)
 	}
 	head := make([]byte, 5*regionSize)
-	if err := readFull(r, head, 0); err != nil {
+	if err := diskio.ReadFull(r, head, 0); err != nil {
 		return nil, fmt.Errorf("vhdx: reading headers: %w", err)
 	}
 	if string(head[:8]) != fileSignature {
@@ -64,18 +66,6 @@ func Open(r io.ReaderAt, fileSize int64) (*Disk, error) {
 		return nil, err
 	}
 	return d, nil
-}
-
-// readFull reads exactly len(p) bytes at off.
-func readFull(r io.ReaderAt, p []byte, off int64) error {
-	n, err := r.ReadAt(p, off)
-	if n == len(p) {
-		return nil
-	}
-	if err == nil || err == io.EOF {
-		err = io.ErrUnexpectedEOF
-	}
-	return err
 }
 
 // creator decodes the UTF-16 creator string of the file type identifier.
@@ -184,7 +174,7 @@ var metaItems = []struct {
 // and the items the reader needs.
 func (d *Disk) readMetadata(meta span) error {
 	m := make([]byte, regionSize)
-	if err := readFull(d.r, m, int64(meta.off)); err != nil {
+	if err := diskio.ReadFull(d.r, m, int64(meta.off)); err != nil {
 		return fmt.Errorf("vhdx: reading the metadata table: %w", err)
 	}
 	if string(m[:8]) != metaSignature {
@@ -213,7 +203,7 @@ func (d *Disk) readMetadata(meta span) error {
 			if x.g == g {
 				known = true
 				b := make([]byte, min(l, uint64(x.l)))
-				if err := readFull(d.r, b, int64(meta.off+o)); err != nil {
+				if err := diskio.ReadFull(d.r, b, int64(meta.off+o)); err != nil {
 					return fmt.Errorf("vhdx: reading metadata item %q: %w", x.name, err)
 				}
 				found[g] = b
@@ -266,7 +256,7 @@ func (d *Disk) readBAT(bat, meta span, fileSize uint64) error {
 		return formatErr("BAT region of %d bytes is too small for %d entries", bat.len, entries)
 	}
 	d.bat = make([]byte, entries*8)
-	if err := readFull(d.r, d.bat, int64(bat.off)); err != nil {
+	if err := diskio.ReadFull(d.r, d.bat, int64(bat.off)); err != nil {
 		return fmt.Errorf("vhdx: reading the BAT: %w", err)
 	}
 	for i := uint64(0); i < blocks; i++ {
@@ -315,31 +305,13 @@ func (d *Disk) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, errors.New("vhdx: negative offset")
 	}
-	if off >= d.size {
-		return 0, io.EOF
-	}
-	var err error
-	if int64(len(p)) > d.size-off {
-		p = p[:d.size-off]
-		err = io.EOF
-	}
-	n := 0
-	bs := int64(d.blockSize)
-	for len(p) > 0 {
-		blk := uint64(off / bs)
-		in := off % bs
-		k := min(int64(len(p)), bs-in)
-		e := le.Uint64(d.bat[8*batIndex(blk, d.ratio):])
-		if e&7 == stateFullyPresent {
-			if _, rerr := d.r.ReadAt(p[:k], int64(e>>20<<20)+in); rerr != nil {
-				return n, fmt.Errorf("vhdx: reading block %d: %w", blk, rerr)
-			}
-		} else {
-			clear(p[:k])
+	return diskio.ReadBlocks(p, off, d.size, int64(d.blockSize), func(q []byte, blk, in int64) error {
+		e := le.Uint64(d.bat[8*batIndex(uint64(blk), d.ratio):])
+		if e&7 != stateFullyPresent {
+			clear(q)
+		} else if _, err := d.r.ReadAt(q, int64(e>>20<<20)+in); err != nil {
+			return fmt.Errorf("vhdx: reading block %d: %w", blk, err)
 		}
-		p = p[k:]
-		n += int(k)
-		off += k
-	}
-	return n, err
+		return nil
+	})
 }

@@ -13,8 +13,9 @@ package sparse
 import (
 	"encoding/binary"
 	"errors"
-	"io"
 	"sort"
+
+	"github.com/wsl-modules/wsl-modules-action/internal/image/internal/diskio"
 )
 
 // minGap is the shortest run of zeros Encode turns into a gap.
@@ -106,13 +107,7 @@ func (im *Image) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, errors.New("sparse: negative offset")
 	}
-	if off >= im.size {
-		return 0, io.EOF
-	}
-	var eof error
-	if int64(len(p)) > im.size-off {
-		p, eof = p[:im.size-off], io.EOF
-	}
+	p, eof := diskio.Clip(p, off, im.size)
 	clear(p)
 	end := off + int64(len(p))
 	i := sort.Search(len(im.chunks), func(i int) bool {
