@@ -624,19 +624,27 @@ func fakeSHA(s string) string {
 type statusWriter struct {
 	http.ResponseWriter
 	status int
+	// decided, if set, is called once with the status, before any of the
+	// response goes out.
+	decided func(status int)
+}
+
+func (w *statusWriter) decide(code int) {
+	if w.status == 0 {
+		w.status = code
+		if w.decided != nil {
+			w.decided(code)
+		}
+	}
 }
 
 func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
+	w.decide(code)
 	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *statusWriter) Write(p []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
+	w.decide(http.StatusOK)
 	return w.ResponseWriter.Write(p)
 }
 
@@ -654,13 +662,23 @@ func (s *Server) route(mux *http.ServeMux, host, pattern string, h http.HandlerF
 		rec := Request{Host: host, Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery,
 			Authorization: r.Header.Get("Authorization"), IfNoneMatch: r.Header.Get("If-None-Match")}
 		rec.Route = routeName(pattern, r)
-		sw := &statusWriter{ResponseWriter: w}
-		st := &reqState{req: &rec, drop: -1}
-		defer func() {
-			rec.Status = sw.status
+		// The request is logged as soon as its status is decided, before
+		// the client can see any of the response (a test reading the log
+		// right after its call returns finds it), or at the end with
+		// status 0 for a connection dropped before a status.
+		logged := false
+		logIt := func(status int) {
+			rec.Status, logged = status, true
 			s.mu.Lock()
 			s.log = append(s.log, rec)
 			s.mu.Unlock()
+		}
+		sw := &statusWriter{ResponseWriter: w, decided: logIt}
+		st := &reqState{req: &rec, drop: -1}
+		defer func() {
+			if !logged {
+				logIt(0)
+			}
 			if s.AfterRequest != nil {
 				s.AfterRequest(rec)
 			}
