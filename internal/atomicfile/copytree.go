@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"time"
 )
 
 // LinkPolicy says what a tree copy does with symbolic links.
@@ -56,6 +57,9 @@ type CopyOptions struct {
 	// Skip, if set, is called with each slash-separated path below the
 	// root; true leaves the entry (with a directory's contents) out.
 	Skip func(p string, d fs.DirEntry) bool
+	// Times keeps the modification times of files and directories (for
+	// copies make must find up to date, like a kernel object tree).
+	Times bool
 }
 
 // CopyTree copies the host directory src into dst (see CopyFS). src is
@@ -87,8 +91,9 @@ func CopyFS(ctx context.Context, fsys fs.FS, dst string, o CopyOptions) error {
 }
 
 type dirPerm struct {
-	name string
-	perm fs.FileMode
+	name  string
+	perm  fs.FileMode
+	mtime time.Time
 }
 
 func copyFS(ctx context.Context, fsys fs.FS, host, dst string, o CopyOptions) error {
@@ -110,8 +115,14 @@ func copyFS(ctx context.Context, fsys fs.FS, host, dst string, o CopyOptions) er
 	// Directory modes last, deepest first, so read-only directories do
 	// not stop their own filling.
 	for i := len(c.dirs) - 1; i >= 0; i-- {
-		if err := root.Chmod(c.dirs[i].name, c.dirs[i].perm); err != nil {
-			return fmt.Errorf("copy: %s: %w", filepath.Join(dst, c.dirs[i].name), err)
+		d := c.dirs[i]
+		if err := root.Chmod(d.name, d.perm); err != nil {
+			return fmt.Errorf("copy: %s: %w", filepath.Join(dst, d.name), err)
+		}
+		if o.Times {
+			if err := root.Chtimes(d.name, d.mtime, d.mtime); err != nil {
+				return fmt.Errorf("copy: %s: %w", filepath.Join(dst, d.name), err)
+			}
 		}
 	}
 	return nil
@@ -175,7 +186,7 @@ func (c *copier) dir(p string, d fs.DirEntry) error {
 	} else if c.o.Merge {
 		return nil
 	}
-	c.dirs = append(c.dirs, dirPerm{p, perm})
+	c.dirs = append(c.dirs, dirPerm{p, perm, info.ModTime()})
 	return nil
 }
 
@@ -227,6 +238,11 @@ func (c *copier) file(p string, d fs.DirEntry) error {
 	}
 	if err := c.root.Chmod(p, perm); err != nil {
 		return fmt.Errorf("copy: %s: %w", filepath.Join(c.dst, p), err)
+	}
+	if c.o.Times {
+		if err := c.root.Chtimes(p, info.ModTime(), info.ModTime()); err != nil {
+			return fmt.Errorf("copy: %s: %w", filepath.Join(c.dst, p), err)
+		}
 	}
 	return nil
 }

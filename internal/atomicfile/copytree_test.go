@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // tree makes a source tree with files, modes, a subdirectory, a relative
@@ -139,5 +140,35 @@ func TestCopyTreeCancelled(t *testing.T) {
 	cancel()
 	if err := CopyTree(ctx, tree(t), filepath.Join(t.TempDir(), "c"), CopyOptions{}); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled copy: %v", err)
+	}
+}
+
+// TestCopyTreeTimes: with Times, files and directories keep their
+// modification times (make must find a copied object tree up to date);
+// without, they get the time of the copy.
+func TestCopyTreeTimes(t *testing.T) {
+	src := t.TempDir()
+	old := time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
+	os.MkdirAll(filepath.Join(src, "d"), 0o755)
+	os.WriteFile(filepath.Join(src, "d", "f.o"), []byte("x"), 0o644)
+	for _, p := range []string{"d/f.o", "d"} {
+		if err := os.Chtimes(filepath.Join(src, p), old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, keep := range []bool{true, false} {
+		dst := filepath.Join(t.TempDir(), "copy")
+		if err := CopyTree(context.Background(), src, dst, CopyOptions{Times: keep}); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range []string{"d/f.o", "d"} {
+			st, err := os.Stat(filepath.Join(dst, p))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.ModTime().Equal(old) != keep {
+				t.Errorf("Times %v: %s has mtime %v", keep, p, st.ModTime())
+			}
+		}
 	}
 }

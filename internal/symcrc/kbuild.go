@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
 	"github.com/wsl-modules/wsl-modules-action/internal/safeenv"
 )
 
@@ -185,7 +186,9 @@ func runKbuild(ctx context.Context, o *Options, files []string) (map[string]*fil
 		return nil, 0, fmt.Errorf("symcrc: temporary directory %q has characters make cannot take", tmp)
 	}
 	k := &kbuildRun{o: o, tmp: tmp, shadow: filepath.Join(tmp, "obj"), dirMk: filepath.Join(tmp, "dir.mk")}
-	if err := copyTree(o.Obj, k.shadow); err != nil {
+	// Modes and modification times kept: make must find the copy exactly
+	// as up to date as the original.
+	if err := atomicfile.CopyTree(ctx, o.Obj, k.shadow, atomicfile.CopyOptions{Times: true, Irregular: atomicfile.IrregularSkip}); err != nil {
 		return nil, 0, fmt.Errorf("symcrc: copying the object tree: %w", err)
 	}
 	if err := os.WriteFile(k.dirMk, []byte(dirMakefile), 0o644); err != nil {
