@@ -229,7 +229,7 @@ func TestActionEndToEnd(t *testing.T) {
 			t.Errorf("output %s (%s) differs from the published %s", k, out[k], name)
 		}
 	}
-	if !strings.Contains(summary, m.Kernel.Release) || !strings.Contains(summary, "| Module | Status | Size | Time |") {
+	if !strings.Contains(summary, m.Kernel.Release) || !strings.Contains(summary, "| Module | Status | Size | Time | kbuild steps |") {
 		t.Errorf("step summary:\n%s", summary)
 	}
 	// The timing table: every stage, the kernel row saying what served it.

@@ -9,6 +9,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/wsl-modules/wsl-modules-action/internal/modtree"
 	"github.com/wsl-modules/wsl-modules-action/internal/runenv"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/image"
@@ -44,8 +45,8 @@ func runImage(ctx context.Context, env *cliEnv, args []string) error {
 	c := commands["image"]
 	fs := newFlagSet(env, c)
 	var o image.Options
-	var out, layout, slack, sde string
-	fs.StringVar(&o.Source, "source", "", "root holding lib/modules/REL (like depmod -b), or the module directory itself")
+	var src, out, layout, slack, sde string
+	fs.StringVar(&src, "source", "", "root holding lib/modules/REL (like depmod -b), or the module directory itself")
 	fs.StringVar(&o.Release, "kernel-release", "", "kernel release (uname -r)")
 	fs.StringVar(&out, "out", "", "output .vhdx file")
 	fs.StringVar(&layout, "layout", "flat", "image layout: flat (every released WSL) or nested (<release>/modules, newer WSL)")
@@ -61,8 +62,11 @@ func runImage(ctx context.Context, env *cliEnv, args []string) error {
 	if len(pos) != 0 {
 		return usagef("image: unexpected argument %q (see 'image --help')", pos[0])
 	}
-	if o.Source == "" || o.Release == "" || out == "" {
+	if src == "" || o.Release == "" || out == "" {
 		return usagef("image: --source, --kernel-release and --out are required (see 'image --help')")
+	}
+	if o.ModuleDir, _, err = modtree.FindModuleDir(src, o.Release); err != nil {
+		return fmt.Errorf("image: %w", err)
 	}
 	o.Layout = image.Layout(layout)
 	if o.Slack, err = parseSize(slack); err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -112,7 +113,7 @@ func TestImageExtractSIGTERM(t *testing.T) {
 		t.Fatal(err)
 	}
 	img := filepath.Join(dir, "big.vhdx")
-	if _, err := image.Build(context.Background(), image.Options{Source: src, Release: "6.6.0"}, img, nil); err != nil {
+	if _, err := image.Build(context.Background(), image.Options{ModuleDir: filepath.Join(src, "lib", "modules", "6.6.0"), Release: "6.6.0"}, img, nil); err != nil {
 		t.Fatal(err)
 	}
 	os.RemoveAll(src)
@@ -180,4 +181,37 @@ func treeBytes(dir string) int64 {
 		return nil
 	})
 	return total
+}
+
+// TestImageSource: --source takes a root or a module directory, by the
+// module-dir rule of modtree (the same images either way), and a
+// directory that is neither is refused by name with nothing written.
+func TestImageSource(t *testing.T) {
+	root := t.TempDir()
+	md := filepath.Join(root, "lib", "modules", "6.6.0")
+	testenv.WriteFile(t, filepath.Join(md, "kernel", "a.ko"), "module a")
+	testenv.WriteFile(t, filepath.Join(md, "modules.order"), "kernel/a.ko\n")
+	out := t.TempDir()
+	var sums []string
+	for i, src := range []string{root, md} {
+		img := filepath.Join(out, fmt.Sprintf("m%d.vhdx", i))
+		code, _, stderr := runCLI("image", "--source", src, "--kernel-release", "6.6.0", "--out", img, "--source-date-epoch", "1")
+		if code != 0 {
+			t.Fatalf("--source %s: exit %d: %s", src, code, stderr)
+		}
+		sums = append(sums, testenv.SHA256File(t, img))
+	}
+	if sums[0] != sums[1] {
+		t.Errorf("root and module dir give different images: %v", sums)
+	}
+	plain := t.TempDir()
+	testenv.WriteFile(t, filepath.Join(plain, "README"), "x")
+	bad := filepath.Join(out, "bad.vhdx")
+	code, _, stderr := runCLI("image", "--source", plain, "--kernel-release", "6.6.0", "--out", bad)
+	if code == 0 || !strings.Contains(stderr, plain+": neither a root with lib/modules/<release> nor a module directory") {
+		t.Errorf("exit %d: %s", code, stderr)
+	}
+	if _, err := os.Stat(bad); err == nil {
+		t.Error("an image was written for a bad source")
+	}
 }

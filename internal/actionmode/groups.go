@@ -65,7 +65,7 @@ func (g *groups) stage(kernel, stage string) func(error) {
 
 func (g *groups) module(r pipeline.ModuleReport) {
 	g.close()
-	g.a.Group(fmt.Sprintf("module %s: %s (%s, %.1fs)", r.Name, r.Status, progress.Bytes(r.Bytes), r.Seconds))
+	g.a.Group(fmt.Sprintf("module %s: %s (%s, %.1fs, %d kbuild steps)", r.Name, r.Status, progress.Bytes(r.Bytes), r.Seconds, r.Steps))
 	if f, err := os.Open(r.LogPath); err == nil {
 		g.printLog(f, r.LogPath)
 		f.Close()

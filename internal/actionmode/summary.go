@@ -154,7 +154,7 @@ func kernelWork(k *pipeline.KernelResult) string {
 
 // writeModuleTable writes the table of a kernel's module builds.
 func writeModuleTable(b *strings.Builder, mods []pipeline.ModuleReport) {
-	b.WriteString("\n| Module | Status | Size | Time |\n|---|---|---:|---:|\n")
+	b.WriteString("\n| Module | Status | Size | Time | kbuild steps |\n|---|---|---:|---:|---:|\n")
 	for _, m := range mods {
 		status := m.Status
 		switch m.Status {
@@ -163,7 +163,7 @@ func writeModuleTable(b *strings.Builder, mods []pipeline.ModuleReport) {
 		case manifest.StatusFailed:
 			status = ":x: failed: " + strings.ReplaceAll(m.Error, "|", "\\|")
 		}
-		fmt.Fprintf(b, "| %s | %s | %s | %.1f s |\n", m.Name, status, progress.Bytes(m.Bytes), m.Seconds)
+		fmt.Fprintf(b, "| %s | %s | %s | %.1f s | %d |\n", m.Name, status, progress.Bytes(m.Bytes), m.Seconds, m.Steps)
 	}
 }
 

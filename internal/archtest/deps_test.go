@@ -23,6 +23,8 @@ var forbidden = map[string][]string{
 	"internal/depmod":  {"internal/stage", "internal/merge", "internal/pipeline"},
 	"internal/release": {"internal/pipeline", "internal/kbuild", "internal/modbuild"},
 	"internal/symcrc":  {"internal/modbuild", "internal/pipeline"},
+	"internal/intree":  {"internal/modbuild", "internal/pipeline", "internal/release"},
+	"internal/csource": {"internal/symcrc", "internal/intree", "internal/kbuild", "internal/pipeline"},
 }
 
 // TestDependencies runs go list -deps on each package and fails on any

@@ -21,7 +21,7 @@ func TestBootStockModules(t *testing.T) {
 	for _, layout := range []image.Layout{image.LayoutFlat, image.LayoutNested} {
 		t.Run(string(layout), func(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "modules.vhdx")
-			if _, err := image.Build(context.Background(), image.Options{Source: k.ModulesRoot(), Release: k.Meta.Release, Layout: layout}, out, nil); err != nil {
+			if _, err := image.Build(context.Background(), image.Options{ModuleDir: k.ModulesDir(), Release: k.Meta.Release, Layout: layout}, out, nil); err != nil {
 				t.Fatal(err)
 			}
 			res, err := Boot(context.Background(), Config{Kernel: k.Image(), Disk: out, Format: "vhdx",

@@ -49,6 +49,7 @@ func OptionsArm64(t testing.TB) kbuild.KernelOptions {
 // (failed under CI=true).
 func TestKernelArm64(t testing.TB) *kbuild.Kernel {
 	t.Helper()
+	testenv.Long(t, "the arm64 test kernel")
 	muArm64.Lock()
 	defer muArm64.Unlock()
 	if cachedArm64 != nil {

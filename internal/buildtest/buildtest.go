@@ -52,6 +52,7 @@ const Tag = "linux-msft-wsl-6.12.117.1"
 // at Microsoft/config-wsl (cached; the first call takes about a minute).
 func GitHubTarball(t testing.TB) string {
 	t.Helper()
+	testenv.Long(t, "the kernel source as a GitHub tarball")
 	config, err := os.ReadFile(ConfigFile())
 	if err != nil {
 		t.Fatal(err)
@@ -83,6 +84,7 @@ func Options(t testing.TB) kbuild.KernelOptions {
 // (a few minutes on 2 cores); later calls take it from the cache.
 func TestKernel(t testing.TB) *kbuild.Kernel {
 	t.Helper()
+	testenv.Long(t, "the test kernel")
 	mu.Lock()
 	defer mu.Unlock()
 	if cached != nil {
@@ -104,6 +106,7 @@ func TestKernel(t testing.TB) *kbuild.Kernel {
 // directory (config checks). Do not write into it.
 func SourceDir(t testing.TB) string {
 	t.Helper()
+	testenv.Long(t, "the kernel source")
 	dir := filepath.Join(testenv.CacheDir(), "linux-source-6.12")
 	if _, err := os.Stat(filepath.Join(dir, "Makefile")); err == nil {
 		return dir

@@ -33,6 +33,7 @@ var (
 // kernel build in the test cache.
 func Stock(t testing.TB) StockFiles {
 	t.Helper()
+	testenv.Long(t, "the stock files of the test kernel")
 	k := TestKernel(t)
 	stockMu.Lock()
 	defer stockMu.Unlock()
@@ -89,6 +90,7 @@ func StockOptions(t testing.TB) kbuild.StockOptions {
 // TestKernel; preparing it takes about a minute).
 func StockKernel(t testing.TB) *kbuild.Kernel {
 	t.Helper()
+	testenv.Long(t, "the stock-mode test kernel")
 	o := StockOptions(t)
 	stockMu.Lock()
 	defer stockMu.Unlock()

@@ -288,7 +288,7 @@ func TestBuildAgainstExtractedTree(t *testing.T) {
 		{"nested, uapi", image.Options{Layout: image.LayoutNested, Headers: k.HeadersDir()}},
 		{"nested, devel+uapi", image.Options{Layout: image.LayoutNested, Devel: k.DevelDir(), Headers: k.HeadersDir()}},
 	} {
-		c.o.Source, c.o.Release = k.ModulesRoot(), rel
+		c.o.ModuleDir, c.o.Release = k.ModulesDir(), rel
 		out := filepath.Join(dir, strings.NewReplacer(", ", "-", "+", "-").Replace(c.name)+".vhdx")
 		sizes[c.name] = buildImage(t, c.o, out)
 	}
@@ -394,7 +394,7 @@ func bootWith(t *testing.T, k *kbuild.Kernel, kos []string) {
 		t.Fatal(err)
 	}
 	img := filepath.Join(t.TempDir(), "modules.vhdx")
-	buildImage(t, image.Options{Source: stage, Release: rel, Devel: k.DevelDir()}, img)
+	buildImage(t, image.Options{ModuleDir: filepath.Join(stage, "lib", "modules", rel), Release: rel, Devel: k.DevelDir()}, img)
 	res, err := boottest.Boot(context.Background(), boottest.Config{Kernel: k.Image(), Disk: img, Format: "vhdx",
 		Modules: []string{"wslt_consumer", "v4l2loopback"}, Timeout: 5 * time.Minute})
 	if err != nil {

@@ -41,7 +41,7 @@ func debianImage(b *testing.B) string {
 			b.Fatal(err)
 		}
 		benchDir = dir
-		res, err := Build(context.Background(), Options{Source: root, Release: rel, Slack: DefaultSlack, SourceDateEpoch: sde}, filepath.Join(dir, "debian.vhdx"), nil)
+		res, err := Build(context.Background(), Options{ModuleDir: filepath.Join(root, "lib", "modules", rel), Release: rel, Slack: DefaultSlack, SourceDateEpoch: sde}, filepath.Join(dir, "debian.vhdx"), nil)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -37,7 +37,7 @@ func seedImages(f testing.TB) [][]byte {
 	testenv.WriteFileMode(f, filepath.Join(md, "kernel/sub/b.ko"), append(bytes.Repeat([]byte("b"), 100), make([]byte, 9000)...), 0o4755)
 	testenv.WriteFileMode(f, filepath.Join(md, "modules.order"), []byte("kernel/a.ko\n"), 0o644)
 	os.Symlink("kernel/a.ko", filepath.Join(md, "link"))
-	res, err := Build(context.Background(), Options{Source: src, Release: "6.6.0", SourceDateEpoch: sde}, filepath.Join(f.TempDir(), "m.vhdx"), nil)
+	res, err := Build(context.Background(), Options{ModuleDir: filepath.Join(src, "lib", "modules", "6.6.0"), Release: "6.6.0", SourceDateEpoch: sde}, filepath.Join(f.TempDir(), "m.vhdx"), nil)
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -28,7 +28,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
 	"github.com/wsl-modules/wsl-modules-action/internal/image/ext4img"
@@ -58,10 +57,9 @@ const Version = "wsl-modules-action image v1"
 
 // Options describe an image to build.
 type Options struct {
-	// Source is the root containing lib/modules/<Release> (like depmod -b),
-	// or the module directory itself when Source/lib/modules/<Release> does
-	// not exist.
-	Source string
+	// ModuleDir is the module directory on the host (a
+	// lib/modules/<Release>; modtree.FindModuleDir finds it in a root).
+	ModuleDir string
 	// Release is the kernel release (uname -r).
 	Release string
 	// Layout is flat (default) or nested.
@@ -76,7 +74,7 @@ type Options struct {
 	// Modules, DevelFS and HeadersFS give the module tree, the devel tree
 	// and the headers as file systems (a staged modtree.View, a tree read
 	// from another image) instead of host directories; Modules replaces
-	// Source.
+	// ModuleDir.
 	Modules, DevelFS, HeadersFS fs.FS
 	// Slack is free space beyond the content, in bytes (0: none).
 	Slack int64
@@ -106,31 +104,6 @@ type Result struct {
 	ContentBytes, ModulesBytes, DevelBytes, HeadersBytes int64
 	// StoredBlocks is the number of 1 MiB blocks stored in the VHDX.
 	StoredBlocks uint64
-}
-
-// ModuleDir returns the module directory for source and release:
-// source/lib/modules/release if it exists, else source itself if it looks
-// like a module tree (has modules.order, modules.dep or kernel/).
-func ModuleDir(source, release string) (string, error) {
-	if source == "" {
-		return "", errors.New("image: no source directory given")
-	}
-	if release == "" {
-		return "", errors.New("image: no kernel release given")
-	}
-	if _, err := os.Stat(source); err != nil {
-		return "", fmt.Errorf("image: source: %w", err)
-	}
-	d := filepath.Join(source, "lib", "modules", release)
-	if fi, err := os.Stat(d); err == nil && fi.IsDir() {
-		return d, nil
-	}
-	for _, m := range []string{"modules.order", "modules.dep", "kernel"} {
-		if _, err := os.Stat(filepath.Join(source, m)); err == nil {
-			return source, nil
-		}
-	}
-	return "", fmt.Errorf("image: %s: neither lib/modules/%s nor a module tree (modules.order, modules.dep or kernel/)", source, release)
 }
 
 // Stage scans the host trees and returns the image's root node.
@@ -186,12 +159,14 @@ func (o *Options) scanModules(ctx context.Context, res *Result) (*ext4img.Node, 
 		res.ModuleDir = "(staged tree)"
 		mods, err = scanFS(ctx, o.Modules, "", ".", &st)
 	} else {
-		md, merr := ModuleDir(o.Source, o.Release)
-		if merr != nil {
-			return nil, merr
+		if o.ModuleDir == "" {
+			return nil, errors.New("image: no module directory given")
 		}
-		res.ModuleDir = md
-		mods, err = scanDir(ctx, md, "", &st)
+		if _, err := os.Stat(o.ModuleDir); err != nil {
+			return nil, fmt.Errorf("image: module directory: %w", err)
+		}
+		res.ModuleDir = o.ModuleDir
+		mods, err = scanDir(ctx, o.ModuleDir, "", &st)
 	}
 	if err != nil {
 		return nil, err
@@ -275,7 +250,11 @@ func Build(ctx context.Context, opts Options, out string, rep *progress.Reporter
 			return nil, fmt.Errorf("image: %s: %w", out, atomicfile.ErrExists)
 		}
 	}
-	done := rep.Step("scan %s", opts.Source)
+	what := opts.ModuleDir
+	if opts.Modules != nil {
+		what = "the staged tree"
+	}
+	done := rep.Step("scan %s", what)
 	root, err := stage(ctx, &opts, res)
 	done()
 	if err != nil {

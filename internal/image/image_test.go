@@ -186,7 +186,7 @@ func checkVHDX(t *testing.T, res *Result) string {
 func TestDebianTree(t *testing.T) {
 	root, rel := testenv.DebianModules(t)
 	dir := t.TempDir()
-	opts := Options{Source: root, Release: rel, Slack: DefaultSlack, SourceDateEpoch: sde}
+	opts := Options{ModuleDir: filepath.Join(root, "lib", "modules", rel), Release: rel, Slack: DefaultSlack, SourceDateEpoch: sde}
 	res, err := Build(context.Background(), opts, filepath.Join(dir, "a.vhdx"), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -239,7 +239,7 @@ func TestLayoutsAndContent(t *testing.T) {
 	out := t.TempDir()
 
 	t.Run("flat", func(t *testing.T) {
-		res, err := Build(context.Background(), Options{Source: src, Release: rel, Devel: devel, SourceDateEpoch: sde}, filepath.Join(out, "flat.vhdx"), nil)
+		res, err := Build(context.Background(), Options{ModuleDir: filepath.Join(src, "lib", "modules", rel), Release: rel, Devel: devel, SourceDateEpoch: sde}, filepath.Join(out, "flat.vhdx"), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -258,7 +258,7 @@ func TestLayoutsAndContent(t *testing.T) {
 		}
 	})
 	t.Run("nested", func(t *testing.T) {
-		res, err := Build(context.Background(), Options{Source: src, Release: rel, Layout: LayoutNested, Headers: headers, SourceDateEpoch: sde}, filepath.Join(out, "nested.vhdx"), nil)
+		res, err := Build(context.Background(), Options{ModuleDir: filepath.Join(src, "lib", "modules", rel), Release: rel, Layout: LayoutNested, Headers: headers, SourceDateEpoch: sde}, filepath.Join(out, "nested.vhdx"), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -293,17 +293,8 @@ func TestLayoutsAndContent(t *testing.T) {
 			t.Errorf("walked %d entries, want %d", n, want)
 		}
 	})
-	t.Run("module dir as source", func(t *testing.T) {
-		res, err := Build(context.Background(), Options{Source: md, Release: rel, SourceDateEpoch: sde}, filepath.Join(out, "md.vhdx"), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if res.ModuleDir != md {
-			t.Fatalf("module dir %s", res.ModuleDir)
-		}
-	})
 	t.Run("headers need nested", func(t *testing.T) {
-		_, err := Build(context.Background(), Options{Source: src, Release: rel, Headers: headers}, filepath.Join(out, "h.vhdx"), nil)
+		_, err := Build(context.Background(), Options{ModuleDir: filepath.Join(src, "lib", "modules", rel), Release: rel, Headers: headers}, filepath.Join(out, "h.vhdx"), nil)
 		if err == nil || !strings.Contains(err.Error(), "nested") {
 			t.Fatalf("err = %v", err)
 		}
@@ -318,7 +309,7 @@ func TestReproducible(t *testing.T) {
 	// Different host mtimes and owners must not matter.
 	os.Chtimes(filepath.Join(b, "lib/modules", rel, "modules.order"), bytesTime(1), bytesTime(1))
 	build := func(src string) *Result {
-		res, err := Build(context.Background(), Options{Source: src, Release: rel, SourceDateEpoch: sde}, filepath.Join(t.TempDir(), "m.vhdx"), nil)
+		res, err := Build(context.Background(), Options{ModuleDir: filepath.Join(src, "lib", "modules", rel), Release: rel, SourceDateEpoch: sde}, filepath.Join(t.TempDir(), "m.vhdx"), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -337,7 +328,7 @@ func TestReproducible(t *testing.T) {
 		t.Fatal("a one-byte change did not change the sha256")
 	}
 	// A different SOURCE_DATE_EPOCH changes the image too.
-	res, err := Build(context.Background(), Options{Source: a, Release: rel, SourceDateEpoch: sde + 1}, filepath.Join(t.TempDir(), "m.vhdx"), nil)
+	res, err := Build(context.Background(), Options{ModuleDir: filepath.Join(a, "lib", "modules", rel), Release: rel, SourceDateEpoch: sde + 1}, filepath.Join(t.TempDir(), "m.vhdx"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -356,7 +347,7 @@ func TestVHDRead(t *testing.T) {
 	src := t.TempDir()
 	md := synthetic(t, src, rel)
 	dir := t.TempDir()
-	res, err := Build(context.Background(), Options{Source: src, Release: rel, SourceDateEpoch: sde}, filepath.Join(dir, "m.vhdx"), nil)
+	res, err := Build(context.Background(), Options{ModuleDir: filepath.Join(src, "lib", "modules", rel), Release: rel, SourceDateEpoch: sde}, filepath.Join(dir, "m.vhdx"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -416,7 +407,7 @@ func TestOver4GiB(t *testing.T) {
 	f.WriteAt([]byte("tail"), huge-4)
 	f.Close()
 	testenv.WriteFileMode(t, filepath.Join(md, "z/after.ko"), testenv.RandBytes(8, 3<<20), 0o644)
-	res, err := Build(context.Background(), Options{Source: src, Release: "big", SourceDateEpoch: sde}, filepath.Join(t.TempDir(), "big.vhdx"), nil)
+	res, err := Build(context.Background(), Options{ModuleDir: filepath.Join(src, "lib", "modules", "big"), Release: "big", SourceDateEpoch: sde}, filepath.Join(t.TempDir(), "big.vhdx"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -495,7 +486,7 @@ func assertEmpty(t *testing.T, dir string) {
 func TestBadInput(t *testing.T) {
 	const rel = "6.1.0-test"
 	build := func(src string, out string, force bool) error {
-		_, err := Build(context.Background(), Options{Source: src, Release: rel, SourceDateEpoch: sde, Force: force}, out, nil)
+		_, err := Build(context.Background(), Options{ModuleDir: filepath.Join(src, "lib", "modules", rel), Release: rel, SourceDateEpoch: sde, Force: force}, out, nil)
 		return err
 	}
 	bad := func(name string, prep func(md string), want string) {

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // Jobserver is one GNU make jobserver (make 4.x "pipe" style) shared by
@@ -141,6 +142,10 @@ func (js *Jobserver) Setup(cmd *exec.Cmd) {
 	cmd.SysProcAttr.Setpgid = true
 }
 
+// pipeDrain bounds how long RunGroup reads a command's output after the
+// command exited.
+var pipeDrain = 30 * time.Second
+
 // Run acquires a token, runs cmd as a jobserver client and releases the
 // token when cmd has exited. On cancellation the whole process group is
 // killed.
@@ -154,12 +159,18 @@ func (js *Jobserver) Run(ctx context.Context, cmd *exec.Cmd) error {
 }
 
 // RunGroup starts cmd in its own process group and kills the group when
-// ctx ends.
+// ctx ends. When cmd's output goes through a pipe (a writer that is not
+// a file), a child left holding it cannot keep Wait waiting: after cmd
+// exits its output is read for at most pipeDrain (unless cmd sets its
+// own WaitDelay), and what is left of its process group is killed.
 func RunGroup(ctx context.Context, cmd *exec.Cmd) error {
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
 	cmd.SysProcAttr.Setpgid = true
+	if cmd.WaitDelay == 0 {
+		cmd.WaitDelay = pipeDrain
+	}
 	if err := cmd.Start(); err != nil {
 		return err
 	}
@@ -173,8 +184,13 @@ func RunGroup(ctx context.Context, cmd *exec.Cmd) error {
 	}()
 	err := cmd.Wait()
 	close(done)
+	// What is left of the group (a stray background child) goes too.
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	if ctx.Err() != nil {
 		return ctx.Err()
+	}
+	if errors.Is(err, exec.ErrWaitDelay) {
+		return nil // cmd itself succeeded; a stray child held its output
 	}
 	return err
 }

@@ -2,8 +2,10 @@ package jobserver
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // TestJobserverLimitsTotalJobs runs several real GNU makes, each with many
@@ -134,5 +137,44 @@ func TestJobserverAcquireCancel(t *testing.T) {
 	cancel()
 	if err := js.Acquire(ctx); err == nil {
 		t.Fatal("Acquire with no token and a cancelled context succeeded")
+	}
+}
+
+// TestRunGroupStrayChild: a command that leaves a background child
+// holding its output (through a pipe, as a MultiWriter log is) returns
+// once the command exits and its output is drained for pipeDrain, with
+// its output and exit status, and the stray child is killed.
+func TestRunGroupStrayChild(t *testing.T) {
+	old := pipeDrain
+	pipeDrain = 300 * time.Millisecond
+	defer func() { pipeDrain = old }()
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	for _, c := range []struct {
+		script string
+		fail   bool
+	}{{"sleep 600 & echo $! > " + pidFile + "; echo built", false}, {"sleep 600 & echo $! > " + pidFile + "; echo built; exit 3", true}} {
+		var out bytes.Buffer
+		cmd := exec.Command("sh", "-c", c.script)
+		cmd.Stdout, cmd.Stderr = io.MultiWriter(&out), io.MultiWriter(&out)
+		start := time.Now()
+		err := RunGroup(context.Background(), cmd)
+		if (err != nil) != c.fail || !strings.Contains(out.String(), "built") {
+			t.Errorf("%q: %v, output %q", c.script, err, out.String())
+		}
+		if el := time.Since(start); el > time.Minute {
+			t.Errorf("%q: returned after %s", c.script, el)
+		}
+		b, _ := os.ReadFile(pidFile)
+		pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		// The child is killed (a zombie until init reaps it, then gone).
+		gone := false
+		for i := 0; i < 50 && !gone; i++ {
+			st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+			gone = err != nil || strings.Contains(string(st), ") Z ")
+			time.Sleep(20 * time.Millisecond)
+		}
+		if pid == 0 || !gone {
+			t.Errorf("%q: stray child %d still runs", c.script, pid)
+		}
 	}
 }

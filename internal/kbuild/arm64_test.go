@@ -371,7 +371,7 @@ modules:
 
 	// The image with kernel-devel-target at build/.
 	img := filepath.Join(t.TempDir(), "modules.vhdx")
-	ires, err := image.Build(context.Background(), image.Options{Source: ours, Release: rel, Layout: image.LayoutFlat,
+	ires, err := image.Build(context.Background(), image.Options{ModuleDir: filepath.Join(ours, "lib", "modules", rel), Release: rel, Layout: image.LayoutFlat,
 		Devel: k.TargetDevelDir(), Slack: image.DefaultSlack, SourceDateEpoch: 1700000000}, img, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -59,6 +59,9 @@ type KernelOptions struct {
 	// ConfigFile overrides the tree's config (Microsoft/config-wsl or
 	// arch/arm64/configs/config-wsl-arm64).
 	ConfigFile string
+	// configName is how messages name ConfigFile when it is a temporary
+	// copy (the config a stock kernel embeds); "" for its path.
+	configName string
 	// Fragment holds CONFIG_X=m lines (may be nil).
 	Fragment *kconfig.Fragment
 	// Arch is x86_64 (default) or arm64.
@@ -807,34 +810,14 @@ func tailFile(path string, n int) string {
 // meta's config fields and Release and returns the final config.
 func (b *kernelBuild) configure(ctx context.Context, meta *KernelMeta) (kconfig.Config, error) {
 	o := b.o
-	// Config.
-	cfgPath := o.ConfigFile
-	if cfgPath == "" {
-		for _, c := range inTreeConfigs(o.Arch) {
-			if _, err := os.Stat(filepath.Join(b.src, c)); err == nil {
-				cfgPath = filepath.Join(b.src, c)
-				break
-			}
-		}
-		if cfgPath == "" {
-			return nil, fmt.Errorf("kernel: no kernel config in %s: none of %s exists; pass --config FILE",
-				o.Source, strings.Join(inTreeConfigs(o.Arch), ", "))
-		}
-	}
-	inCfg, err := os.ReadFile(cfgPath)
+	cfgPath, input, err := b.readInputConfig()
 	if err != nil {
-		return nil, fmt.Errorf("kernel: config: %w", err)
-	}
-	b.inputConfig = inCfg
-	input, err := kconfig.ParseConfig(strings.NewReader(string(inCfg)))
-	if err != nil {
-		return nil, fmt.Errorf("kernel: config %s: %w", cfgPath, err)
+		return nil, err
 	}
 	dotConfig := filepath.Join(b.obj, ".config")
-	if err := os.WriteFile(dotConfig, inCfg, 0o644); err != nil {
+	if err := os.WriteFile(dotConfig, b.inputConfig, 0o644); err != nil {
 		return nil, fmt.Errorf("kernel: %w", err)
 	}
-
 	done := o.Progress.Step("kernel: make olddefconfig")
 	err = b.make(ctx, "olddefconfig")
 	done()
@@ -857,37 +840,8 @@ func (b *kernelBuild) configure(ctx context.Context, meta *KernelMeta) (kconfig.
 	for _, c := range meta.ConfigChanges {
 		o.Progress.Printf("kernel: warning: olddefconfig changed the config: %s", c)
 	}
-	if f := o.Fragment; f != nil && len(f.Lines) > 0 {
-		if err := f.CheckBase(base); err != nil {
-			return nil, fmt.Errorf("kernel: %w", err)
-		}
-		cf, err := os.OpenFile(dotConfig, os.O_APPEND|os.O_WRONLY, 0)
-		if err != nil {
-			return nil, fmt.Errorf("kernel: %w", err)
-		}
-		_, err = io.WriteString(cf, f.Text())
-		if cerr := cf.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return nil, fmt.Errorf("kernel: %w", err)
-		}
-		done := o.Progress.Step("kernel: make olddefconfig (with config-fragment)")
-		err = b.make(ctx, "olddefconfig")
-		done()
-		if err != nil {
-			return nil, fmt.Errorf("kernel: %w", err)
-		}
-		after, err := kconfig.ReadConfig(dotConfig)
-		if err != nil {
-			return nil, fmt.Errorf("kernel: %w", err)
-		}
-		notes, err := f.CheckResult(base, after)
-		if err != nil {
-			return nil, fmt.Errorf("kernel: %w", err)
-		}
-		meta.FragmentNotes = notes
-		meta.FragmentSHA256 = sha256Hex([]byte(f.Text()))
+	if err := b.applyFragment(ctx, dotConfig, base, meta); err != nil {
+		return nil, err
 	}
 	final, err := kconfig.ReadConfig(dotConfig)
 	if err != nil {
@@ -896,25 +850,107 @@ func (b *kernelBuild) configure(ctx context.Context, meta *KernelMeta) (kconfig.
 	if final.Get("CONFIG_MODULES") != "y" {
 		return nil, fmt.Errorf("kernel: config %s: CONFIG_MODULES is not set; loadable modules need it", cfgPath)
 	}
+	if meta.Release, err = b.checkRelease(ctx, final); err != nil {
+		return nil, err
+	}
+	return final, nil
+}
 
-	// Release string: LOCALVERSION= (empty, present) keeps setlocalversion
-	// from appending "+"; assert the result.
+// readInputConfig reads the config to start from (o.ConfigFile, else
+// the tree's own for the arch) into b.inputConfig and parses it; it
+// returns the config's name for messages.
+func (b *kernelBuild) readInputConfig() (string, kconfig.Config, error) {
+	o := b.o
+	cfgPath := o.ConfigFile
+	if cfgPath == "" {
+		for _, c := range inTreeConfigs(o.Arch) {
+			if _, err := os.Stat(filepath.Join(b.src, c)); err == nil {
+				cfgPath = filepath.Join(b.src, c)
+				break
+			}
+		}
+		if cfgPath == "" {
+			return "", nil, fmt.Errorf("kernel: no kernel config in %s: none of %s exists; pass --config FILE",
+				o.Source, strings.Join(inTreeConfigs(o.Arch), ", "))
+		}
+	}
+	inCfg, err := os.ReadFile(cfgPath)
+	if err != nil {
+		return "", nil, fmt.Errorf("kernel: config: %w", err)
+	}
+	b.inputConfig = inCfg
+	name := cfgPath
+	if o.configName != "" && cfgPath == o.ConfigFile {
+		name = o.configName
+	}
+	input, err := kconfig.ParseConfig(strings.NewReader(string(inCfg)))
+	if err != nil {
+		return "", nil, fmt.Errorf("kernel: config %s: %w", name, err)
+	}
+	return name, input, nil
+}
+
+// applyFragment appends the config fragment (if any) to dotConfig, runs
+// olddefconfig again and checks the fragment's rules against base (the
+// config without it), recording its notes and digest in meta.
+func (b *kernelBuild) applyFragment(ctx context.Context, dotConfig string, base kconfig.Config, meta *KernelMeta) error {
+	f := b.o.Fragment
+	if f == nil || len(f.Lines) == 0 {
+		return nil
+	}
+	if err := f.CheckBase(base); err != nil {
+		return fmt.Errorf("kernel: %w", err)
+	}
+	cf, err := os.OpenFile(dotConfig, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("kernel: %w", err)
+	}
+	_, err = io.WriteString(cf, f.Text())
+	if cerr := cf.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("kernel: %w", err)
+	}
+	done := b.o.Progress.Step("kernel: make olddefconfig (with config-fragment)")
+	err = b.make(ctx, "olddefconfig")
+	done()
+	if err != nil {
+		return fmt.Errorf("kernel: %w", err)
+	}
+	after, err := kconfig.ReadConfig(dotConfig)
+	if err != nil {
+		return fmt.Errorf("kernel: %w", err)
+	}
+	notes, err := f.CheckResult(base, after)
+	if err != nil {
+		return fmt.Errorf("kernel: %w", err)
+	}
+	meta.FragmentNotes = notes
+	meta.FragmentSHA256 = sha256Hex([]byte(f.Text()))
+	return nil
+}
+
+// checkRelease returns the release the configured tree builds (make
+// kernelrelease), which must be kernelversion plus CONFIG_LOCALVERSION
+// and nothing else: LOCALVERSION= (empty, present) keeps setlocalversion
+// from appending "+".
+func (b *kernelBuild) checkRelease(ctx context.Context, final kconfig.Config) (string, error) {
 	if err := b.make(ctx, "syncconfig"); err != nil {
-		return nil, fmt.Errorf("kernel: %w", err)
+		return "", fmt.Errorf("kernel: %w", err)
 	}
 	release, err := b.makeOutput(ctx, "kernelrelease")
 	if err != nil {
-		return nil, fmt.Errorf("kernel: %w", err)
+		return "", fmt.Errorf("kernel: %w", err)
 	}
 	version, err := b.makeOutput(ctx, "kernelversion")
 	if err != nil {
-		return nil, fmt.Errorf("kernel: %w", err)
+		return "", fmt.Errorf("kernel: %w", err)
 	}
 	if want := version + final.Unquoted("CONFIG_LOCALVERSION"); release != want || strings.Contains(release, "+") {
-		return nil, fmt.Errorf("kernel: make kernelrelease says %q, want %q (kernelversion + CONFIG_LOCALVERSION); a stray suffix would not match the stock kernel", release, want)
+		return "", fmt.Errorf("kernel: make kernelrelease says %q, want %q (kernelversion + CONFIG_LOCALVERSION); a stray suffix would not match the stock kernel", release, want)
 	}
-	meta.Release = release
-	return final, nil
+	return release, nil
 }
 
 // CheckConfig runs the configuration steps of a kernel build (config

@@ -53,6 +53,16 @@ func PrepareStock(ctx context.Context, o StockOptions) (*Kernel, error) {
 	if o.Kernel == "" || o.Modules == "" {
 		return nil, errors.New("kernel: stock mode needs Microsoft's kernel image and its modules image")
 	}
+	sc, err := readStockConfig(o.Kernel, o)
+	if err != nil {
+		return nil, err
+	}
+	defer sc.cleanup()
+	if used, err := sc.useAsDefault(&o); err != nil {
+		return nil, err
+	} else if used {
+		o.Progress.Printf("kernel: stock mode: preparing with the config Microsoft's kernel embeds (CONFIG_IKCONFIG)")
+	}
 	stock, extra, err := stockIdentity(o)
 	if err != nil {
 		return nil, err
@@ -62,7 +72,7 @@ func PrepareStock(ctx context.Context, o StockOptions) (*Kernel, error) {
 		return nil, err
 	}
 	return cachedEntry(ctx, o.KernelOptions, in, func(entry string) (*Kernel, error) {
-		return prepareStock(ctx, o, in, stock, entry)
+		return prepareStock(ctx, o, in, stock, sc, entry)
 	})
 }
 
@@ -90,7 +100,7 @@ func stockIdentity(o StockOptions) (*manifest.Stock, string, error) {
 	return st, fmt.Sprintf("mode stock\nstock-kernel %s\nstock-modules %s\n", st.KernelSHA256, st.ModulesSHA256), nil
 }
 
-func prepareStock(ctx context.Context, o StockOptions, in *inputs, stock *manifest.Stock, entry string) (*Kernel, error) {
+func prepareStock(ctx context.Context, o StockOptions, in *inputs, stock *manifest.Stock, sc *stockConfig, entry string) (*Kernel, error) {
 	start := time.Now()
 	work := workDir(entry, in.key)
 	success := false
@@ -124,6 +134,9 @@ func prepareStock(ctx context.Context, o StockOptions, in *inputs, stock *manife
 	if err := checkStockRelease(o, imgRelease, tree, meta.Release); err != nil {
 		return nil, err
 	}
+	if err := noteConfigDifferences(o, sc, final, &meta); err != nil {
+		return nil, err
+	}
 	if meta.Signing, err = stockSigning(final); err != nil {
 		return nil, err
 	}
@@ -143,6 +156,22 @@ func prepareStock(ctx context.Context, o StockOptions, in *inputs, stock *manife
 	success = true
 	o.Progress.Printf("kernel: stock mode: cached %s as %s (%s)", meta.Release, entry, progress.Bytes(meta.Bytes))
 	return k, nil
+}
+
+// noteConfigDifferences warns about, and records in the entry's config
+// changes, every option (toolchain-derived ones aside) in which the
+// prepared config differs from the one Microsoft's kernel embeds. They
+// are not refused here: the CRC proof decides whether they matter.
+func noteConfigDifferences(o StockOptions, sc *stockConfig, final kconfig.Config, meta *KernelMeta) error {
+	diffs, err := sc.differences(final)
+	if err != nil {
+		return err
+	}
+	for _, d := range diffs {
+		o.Progress.Printf("kernel: warning: the config differs from the one Microsoft's kernel embeds: %s", d)
+		meta.ConfigChanges = append(meta.ConfigChanges, "differs from the stock kernel's embedded config: "+d.String())
+	}
+	return nil
 }
 
 // preparedDir is where a stock entry keeps its prepared object tree.

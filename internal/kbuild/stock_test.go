@@ -1,8 +1,10 @@
 package kbuild_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -15,6 +17,7 @@ import (
 	"github.com/wsl-modules/wsl-modules-action/internal/kbuild"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
 	"github.com/wsl-modules/wsl-modules-action/internal/modtree"
+	"github.com/wsl-modules/wsl-modules-action/internal/progress"
 	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
 )
 
@@ -148,5 +151,52 @@ func TestPrepareStockBadInput(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestPrepareStockEmbeddedConfig: Microsoft's kernels embed their config
+// (CONFIG_IKCONFIG; so does the test kernel). Without a config given,
+// stock mode prepares with that one (Debian's source has no in-tree WSL
+// config to fall back on, so this only works through it), and the entry's
+// config is the stock kernel's. With a config given that differs, the
+// differences are recorded and logged by option.
+func TestPrepareStockEmbeddedConfig(t *testing.T) {
+	built := buildtest.TestKernel(t)
+	var log bytes.Buffer
+	o := buildtest.StockOptions(t)
+	o.CacheDir, o.ConfigFile, o.Progress = t.TempDir(), "", progress.New(io.MultiWriter(&log, testenv.LogWriter(t)))
+	k, err := kbuild.PrepareStock(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := testenv.SHA256File(t, k.Config()), testenv.SHA256File(t, built.Config()); a != b {
+		t.Errorf("prepared config %s, the stock kernel's %s", a, b)
+	}
+	if !strings.Contains(log.String(), "preparing with the config Microsoft's kernel embeds") {
+		t.Errorf("the log does not say where the config came from:\n%s", log.String())
+	}
+	for _, c := range k.Meta.ConfigChanges {
+		if strings.Contains(c, "embedded") {
+			t.Errorf("config change %q with the kernel's own config", c)
+		}
+	}
+
+	cfg, err := os.ReadFile(buildtest.ConfigFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong := filepath.Join(t.TempDir(), "config-wrong")
+	os.WriteFile(wrong, []byte(strings.Replace(string(cfg), "# CONFIG_DEBUG_SPINLOCK is not set", "CONFIG_DEBUG_SPINLOCK=y", 1)), 0o644)
+	o.ConfigFile = wrong
+	k, err = kbuild.PrepareStock(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, c := range k.Meta.ConfigChanges {
+		found = found || strings.HasPrefix(c, "differs from the stock kernel's embedded config: CONFIG_DEBUG_SPINLOCK: ") && strings.HasSuffix(c, "-> y")
+	}
+	if !found {
+		t.Errorf("config changes %q lack CONFIG_DEBUG_SPINLOCK", k.Meta.ConfigChanges)
 	}
 }

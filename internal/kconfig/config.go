@@ -137,20 +137,20 @@ func ParseFragment(file string, firstLine int, text string) (*Fragment, error) {
 			continue
 		}
 		if m := unsetRE.FindStringSubmatch(line); m != nil {
-			return nil, fmt.Errorf("%s:%d: config-fragment: %s: only n->m changes are allowed; \"is not set\" lines are refused", file, ln, m[1])
+			return nil, fragmentErr("%s:%d: config-fragment: %s: only n->m changes are allowed; \"is not set\" lines are refused", file, ln, m[1])
 		}
 		if strings.HasPrefix(line, "#") {
 			continue
 		}
 		m := setRE.FindStringSubmatch(line)
 		if m == nil {
-			return nil, fmt.Errorf("%s:%d: config-fragment: %q is not a CONFIG_X=m line", file, ln, line)
+			return nil, fragmentErr("%s:%d: config-fragment: %q is not a CONFIG_X=m line", file, ln, line)
 		}
 		if m[2] != "m" {
-			return nil, fmt.Errorf("%s:%d: config-fragment: %s=%s: only n->m changes of tristate options are allowed", file, ln, m[1], m[2])
+			return nil, fragmentErr("%s:%d: config-fragment: %s=%s: only n->m changes of tristate options are allowed", file, ln, m[1], m[2])
 		}
 		if prev, dup := seen[m[1]]; dup {
-			return nil, fmt.Errorf("%s:%d: config-fragment: %s repeated (first on line %d)", file, ln, m[1], prev)
+			return nil, fragmentErr("%s:%d: config-fragment: %s repeated (first on line %d)", file, ln, m[1], prev)
 		}
 		seen[m[1]] = ln
 		f.Lines = append(f.Lines, FragmentLine{Name: m[1], Line: ln})
@@ -174,7 +174,7 @@ func (f *Fragment) CheckBase(base Config) error {
 		switch v := base.Get(l.Name); v {
 		case "n", "m":
 		default:
-			return fmt.Errorf("%s:%d: config-fragment: %s is %s in the stock config; only n->m changes are allowed (%s->m refused)", f.File, l.Line, l.Name, v, v)
+			return fragmentErr("%s:%d: config-fragment: %s is %s in the stock config; only n->m changes are allowed (%s->m refused)", f.File, l.Line, l.Name, v, v)
 		}
 	}
 	return nil
@@ -190,7 +190,7 @@ func (f *Fragment) CheckResult(before, after Config) (notes []string, err error)
 	for _, l := range f.Lines {
 		named[l.Name] = l
 		if v := after.Get(l.Name); v != "m" {
-			return nil, fmt.Errorf("%s:%d: config-fragment: %s came out as %s after olddefconfig, not m (not a tristate, or its dependencies are not enabled as y/m in the stock config)", f.File, l.Line, l.Name, v)
+			return nil, fragmentErr("%s:%d: config-fragment: %s came out as %s after olddefconfig, not m (not a tristate, or its dependencies are not enabled as y/m in the stock config)", f.File, l.Line, l.Name, v)
 		}
 	}
 	var bad []string
@@ -209,7 +209,7 @@ func (f *Fragment) CheckResult(before, after Config) (notes []string, err error)
 		}
 	}
 	if len(bad) > 0 {
-		return notes, fmt.Errorf("%s: config-fragment: it would change the built-in kernel, which then no longer matches the stock one; refused changes:\n  %s", f.File, strings.Join(bad, "\n  "))
+		return notes, fragmentErr("%s would change the built-in kernel, which then no longer matches the stock one (an option it selects or enables is built in); refused changes:\n  %s", f.linesText(), strings.Join(bad, "\n  "))
 	}
 	return notes, nil
 }

@@ -74,6 +74,8 @@ func fuzzSeeds() [][]byte {
 		tinyBzImage(withSize(l4.Bytes())),
 		zboot(gz.Bytes(), "gzip", false),
 		gz.Bytes(),
+		rodataELF(ikconfigBlob([]byte("CONFIG_MODULES=y\n"), "IKCFG_ED")),
+		tinyArm64(ikconfigBlob([]byte("CONFIG_MODULES=y\n"), "IKCFG_ED")),
 	}
 }
 
@@ -99,6 +101,9 @@ func FuzzOpen(f *testing.F) {
 			t.Fatalf("kernel of %d bytes over the limit", kf.Size)
 		}
 		_ = kf.Release()
+		if cfg, err := kf.Config(); err == nil && len(cfg) > 16<<20 {
+			t.Fatalf("embedded config of %d bytes over the limit", len(cfg))
+		}
 		et, err := kf.Exports()
 		if err != nil {
 			return

@@ -173,7 +173,8 @@ type WSLRelease struct {
 
 // Source pins where something was fetched from.
 type Source struct {
-	// Kind is one of: github-tarball, tarball, dir, git, url, path.
+	// Kind is one of: github-tarball, tarball, dir, git, url, path,
+	// in-tree (Path is then the directory in the kernel source).
 	Kind   string `json:"kind"`
 	Repo   string `json:"repo,omitempty"`
 	Tag    string `json:"tag,omitempty"`
@@ -200,6 +201,10 @@ type Module struct {
 	Name    string `json:"name"`
 	Version string `json:"version,omitempty"`
 	Source  Source `json:"source"`
+	// Config lists the kernel options an in-tree module (source kind
+	// "in-tree": a directory of the kernel source, built in stock mode
+	// for the list's config fragment) was built with, as .config lines.
+	Config []string `json:"config,omitempty"`
 	// SrcVersion is the srcversion of the (first) built .ko.
 	SrcVersion string `json:"srcversion,omitempty"`
 	// Files are the installed .ko paths relative to lib/modules/<release>.
@@ -210,8 +215,10 @@ type Module struct {
 	Error string `json:"error,omitempty"`
 	// Log is the build log path relative to the build output directory.
 	Log string `json:"log,omitempty"`
-	// Seconds is the wall time of the module's build.
+	// Seconds is the wall time of the module's build, and Steps the
+	// kbuild steps (compile, link, ...) its make output showed.
 	Seconds float64 `json:"seconds"`
+	Steps   int64   `json:"steps,omitempty"`
 	// DependsOn lists listed modules this one was built after.
 	DependsOn []string `json:"depends_on,omitempty"`
 	// Pack is the pack the module came from, for merged images.

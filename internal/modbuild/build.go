@@ -83,27 +83,9 @@ var ErrModulesFailed = errors.New("modules failed")
 // Run builds (or takes from the cache) the kernel, builds the listed
 // modules against it and writes the output directory.
 func Run(ctx context.Context, o Options) (*Result, error) {
-	if o.List == nil {
-		return nil, errors.New("build: no module list")
-	}
-	if o.Jobs <= 0 {
-		o.Jobs = runtime.NumCPU()
-	}
-	if o.Tool == "" {
-		o.Tool = "wsl-modules-action dev"
-	}
-	if !o.Force {
-		if _, err := os.Lstat(o.Out); err == nil {
-			return nil, fmt.Errorf("build: --out %s: %w", o.Out, atomicfile.ErrExists)
-		}
-	}
-	var frag *kconfig.Fragment
-	if o.List.Kernel.ConfigFragment != "" {
-		var err error
-		frag, err = kconfig.ParseFragment(o.List.File, o.List.Kernel.FragmentLine, o.List.Kernel.ConfigFragment)
-		if err != nil {
-			return nil, fmt.Errorf("build: %w", err)
-		}
+	frag, err := o.check()
+	if err != nil {
+		return nil, err
 	}
 	out, err := atomicfile.CreateDir(o.Out, o.Force)
 	if err != nil {
@@ -122,7 +104,6 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			res.FailedLogs = dst
 		}
 	}
-
 	k, err := kbuild.BuildKernel(ctx, kbuild.KernelOptions{Source: o.KernelSource, SourceInfo: o.SourceInfo,
 		ConfigFile: o.ConfigFile, Fragment: frag, Arch: o.List.Kernel.Arch, CacheDir: o.CacheDir,
 		Jobs: o.Jobs, Timestamp: o.Timestamp, Progress: o.Progress})
@@ -130,28 +111,93 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, fmt.Errorf("build: %w", err)
 	}
 	res.Kernel = k
-
+	// The built modules' entries read their files from work until
+	// Assemble has copied them.
 	work, err := os.MkdirTemp(filepath.Dir(o.Out), ".build-work-")
 	if err != nil {
 		return nil, fmt.Errorf("build: %w", err)
 	}
 	defer os.RemoveAll(work)
-	if len(o.List.Modules) > 0 {
-		done := o.Progress.Step("building %d modules (%d jobs, shared jobserver)", len(o.List.Modules), o.Jobs)
-		res.Modules, err = BuildModules(ctx, ModulesOptions{Kernel: k, List: o.List, Fetch: o.Fetch,
-			WorkDir: work, ModulesDir: filepath.Join(work, ".modules"), LogDir: logDir, Jobs: o.Jobs, Progress: o.Progress})
-		done()
-		if err == nil {
-			// A cancelled build reports its modules as failed; its
-			// output must not be committed as a (keep-going) result.
-			err = ctx.Err()
-		}
-		if err != nil {
-			failLogs()
-			return res, fmt.Errorf("build: %w", err)
+	if err := o.buildListed(ctx, res, work, logDir); err != nil {
+		failLogs()
+		return res, err
+	}
+	added := res.collect(o.Tool)
+	if len(res.Failed) > 0 && !o.KeepGoing {
+		failLogs()
+		return res, fmt.Errorf("build: %w:\n%s", ErrModulesFailed, FailureReport(res.Failed, res.FailedLogs))
+	}
+	done := o.Progress.Step("assembling %s (kernel %s, %d added modules)", o.Out, k.Meta.Release, len(added))
+	_, err = Assemble(ctx, out.Tmp, AssembleOptions{Kernel: k, Added: added, Devel: true, UAPI: true, Progress: o.Progress})
+	done()
+	if err != nil {
+		return res, fmt.Errorf("build: %w", err)
+	}
+	if err := res.Manifest.Write(filepath.Join(out.Tmp, manifest.FileName)); err != nil {
+		return res, fmt.Errorf("build: %w", err)
+	}
+	if err := out.Commit(); err != nil {
+		return res, fmt.Errorf("build: %w", err)
+	}
+	if len(res.Failed) > 0 {
+		o.Progress.Printf("%s", loudWarning(res.Failed, filepath.Join(o.Out, "logs")))
+	}
+	return res, nil
+}
+
+// check fills in the defaults, refuses an existing output without Force
+// and parses the list's config fragment.
+func (o *Options) check() (*kconfig.Fragment, error) {
+	if o.List == nil {
+		return nil, errors.New("build: no module list")
+	}
+	if o.Jobs <= 0 {
+		o.Jobs = runtime.NumCPU()
+	}
+	if o.Tool == "" {
+		o.Tool = "wsl-modules-action dev"
+	}
+	if !o.Force {
+		if _, err := os.Lstat(o.Out); err == nil {
+			return nil, fmt.Errorf("build: --out %s: %w", o.Out, atomicfile.ErrExists)
 		}
 	}
-	m := &manifest.Manifest{Schema: manifest.SchemaVersion, Tool: o.Tool, Kernel: k.ManifestKernel(), Modules: []manifest.Module{}}
+	if o.List.Kernel.ConfigFragment == "" {
+		return nil, nil
+	}
+	frag, err := kconfig.ParseFragment(o.List.File, o.List.Kernel.FragmentLine, o.List.Kernel.ConfigFragment)
+	if err != nil {
+		return nil, fmt.Errorf("build: %w", err)
+	}
+	return frag, nil
+}
+
+// buildListed builds the list's modules against res.Kernel into
+// res.Modules, in work, with logs in logDir.
+func (o *Options) buildListed(ctx context.Context, res *Result, work, logDir string) error {
+	if len(o.List.Modules) == 0 {
+		return nil
+	}
+	var err error
+	done := o.Progress.Step("building %d modules (%d jobs, shared jobserver)", len(o.List.Modules), o.Jobs)
+	res.Modules, err = BuildModules(ctx, ModulesOptions{Kernel: res.Kernel, List: o.List, Fetch: o.Fetch,
+		WorkDir: work, ModulesDir: filepath.Join(work, ".modules"), LogDir: logDir, Jobs: o.Jobs, Progress: o.Progress})
+	done()
+	if err == nil {
+		// A cancelled build reports its modules as failed; its output
+		// must not be committed as a (keep-going) result.
+		err = ctx.Err()
+	}
+	if err != nil {
+		return fmt.Errorf("build: %w", err)
+	}
+	return nil
+}
+
+// collect makes res.Manifest from the module results and res.Failed, and
+// returns the entries of the modules that built.
+func (res *Result) collect(tool string) []*modtree.Entry {
+	m := &manifest.Manifest{Schema: manifest.SchemaVersion, Tool: tool, Kernel: res.Kernel.ManifestKernel(), Modules: []manifest.Module{}}
 	var added []*modtree.Entry
 	for _, r := range res.Modules {
 		if r.Status == manifest.StatusFailed {
@@ -164,26 +210,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		m.Modules = append(m.Modules, r.Module)
 	}
 	res.Manifest = m
-	if len(res.Failed) > 0 && !o.KeepGoing {
-		failLogs()
-		return res, fmt.Errorf("build: %w:\n%s", ErrModulesFailed, FailureReport(res.Failed, res.FailedLogs))
-	}
-	done := o.Progress.Step("assembling %s (kernel %s, %d added modules)", o.Out, k.Meta.Release, len(added))
-	_, err = Assemble(ctx, out.Tmp, AssembleOptions{Kernel: k, Added: added, Devel: true, UAPI: true, Progress: o.Progress})
-	done()
-	if err != nil {
-		return res, fmt.Errorf("build: %w", err)
-	}
-	if err := m.Write(filepath.Join(out.Tmp, manifest.FileName)); err != nil {
-		return res, fmt.Errorf("build: %w", err)
-	}
-	if err := out.Commit(); err != nil {
-		return res, fmt.Errorf("build: %w", err)
-	}
-	if len(res.Failed) > 0 {
-		o.Progress.Printf("%s", loudWarning(res.Failed, filepath.Join(o.Out, "logs")))
-	}
-	return res, nil
+	return added
 }
 
 // FailureReport describes failed modules with the last error lines of

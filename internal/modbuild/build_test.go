@@ -113,6 +113,12 @@ func TestRunModules(t *testing.T) {
 		strings.Join(v.Files, ",") != "extra/v4l2loopback/v4l2loopback.ko" {
 		t.Errorf("v4l2loopback: %+v", v)
 	}
+	// The steps of each make are counted, through DKMS (v4l2loopback) too.
+	for _, n := range []string{"consumer", "v4l2loopback"} {
+		if mods[n].Steps < 3 {
+			t.Errorf("%s: %d kbuild steps recorded", n, mods[n].Steps)
+		}
+	}
 	if b := mods["broken"]; b.Status != manifest.StatusFailed || len(b.Files) != 0 {
 		t.Errorf("broken: %+v", b)
 	}

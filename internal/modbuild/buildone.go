@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
 	"github.com/wsl-modules/wsl-modules-action/internal/digest"
@@ -20,14 +22,17 @@ import (
 	"github.com/wsl-modules/wsl-modules-action/internal/kconfig"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
 	"github.com/wsl-modules/wsl-modules-action/internal/modlist"
+	"github.com/wsl-modules/wsl-modules-action/internal/progress"
 )
 
 // prepareSource puts the module's source into r.dir, reads its dkms.conf
 // if any, checks there is something to build and scans the symbols.
 func prepareSource(ctx context.Context, o ModulesOptions, m *modlist.Module, r *ModuleResult) error {
 	os.RemoveAll(r.dir)
-	switch m.Kind() {
-	case modlist.KindPath:
+	switch {
+	case r.unit != nil:
+		return prepareInTree(ctx, o, r)
+	case m.Kind() == modlist.KindPath:
 		srcDir := o.List.SourceDir(m)
 		st, err := os.Stat(srcDir)
 		if err != nil {
@@ -59,6 +64,13 @@ func prepareSource(ctx context.Context, o ModulesOptions, m *modlist.Module, r *
 	if errMk != nil && errKb != nil && errDk != nil {
 		return fmt.Errorf("%s: module %s: no Makefile, Kbuild or dkms.conf in %s; nothing to build", o.List.File, m.Name, sourceDesc(o, m))
 	}
+	return scanSymbols(r, nil)
+}
+
+// scanSymbols records the symbols the build copy's sources export and
+// the identifiers they use (for the dependency order); only, if not nil,
+// limits the scan to those files.
+func scanSymbols(r *ModuleResult, only map[string]bool) error {
 	r.exports, r.idents = map[string]bool{}, map[string]bool{}
 	return filepath.WalkDir(r.dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -67,7 +79,7 @@ func prepareSource(ctx context.Context, o ModulesOptions, m *modlist.Module, r *
 		if d.IsDir() && d.Name() == ".git" {
 			return filepath.SkipDir
 		}
-		if !d.Type().IsRegular() || !(strings.HasSuffix(p, ".c") || strings.HasSuffix(p, ".h")) {
+		if !d.Type().IsRegular() || !(strings.HasSuffix(p, ".c") || strings.HasSuffix(p, ".h")) || only != nil && !only[p] {
 			return nil
 		}
 		b, err := os.ReadFile(p)
@@ -104,25 +116,44 @@ func buildOne(ctx context.Context, o ModulesOptions, js *jobserver.Jobserver, tc
 	if err != nil {
 		return err
 	}
+	if r.unit != nil {
+		args = append(args, r.unit.MakeArgs(r.dir)...)
+	}
 	env := moduleEnv(tc, extraSymbols)
 	fmt.Fprintf(logf, "==> module %s against %s (%s)\n", m.Name, o.Kernel.Meta.Release, o.Kernel.DevelDir())
 	if len(extraSymbols) > 0 {
 		fmt.Fprintf(logf, "==> KBUILD_EXTRA_SYMBOLS=%s (depends on %s)\n", strings.Join(extraSymbols, " "), strings.Join(r.deps, ", "))
 	}
+	u := stepCounter(o, m.Name)
+	out := io.MultiWriter(logf, u.Writer())
+	defer func() { r.Steps = u.Count() }()
 	var b *built
 	if _, err := os.Stat(filepath.Join(r.dir, "dkms.conf")); err == nil {
-		b, err = buildDKMS(ctx, o, js, tc, m, r, args, env, logf)
+		b, err = buildDKMS(ctx, o, js, tc, m, r, args, env, out)
 		if err != nil || b == nil {
 			return err // b == nil: excluded, r says why
 		}
-	} else if b, err = buildKbuild(ctx, o, js, tc, m, r, args, env, logf); err != nil {
+	} else if b, err = buildKbuild(ctx, o, js, tc, m, r, args, env, out); err != nil {
 		return err
 	}
+	u.Done()
 	if err := b.install(ctx, o, tc, r, logf); err != nil {
 		return err
 	}
 	fmt.Fprintf(logf, "==> installed %s\n", strings.Join(r.Files, " "))
 	return nil
+}
+
+// stepCounter counts the kbuild steps of a module's make output, toward
+// the count of its previous build when there is one, reporting at most
+// once a minute (a long module build shows its progress; a short one
+// only its final count).
+func stepCounter(o ModulesOptions, name string) *progress.Units {
+	total, from := o.PreviousSteps[name], ""
+	if total > 0 {
+		from = "the previous build of this module"
+	}
+	return o.Progress.Units("module "+name+": make", total, from, time.Minute)
 }
 
 // built is what a module build produced.
@@ -141,7 +172,7 @@ type builtFile struct {
 
 // buildKbuild builds a plain Kbuild directory in place (r.dir) and
 // installs every .ko it produced into extra/<name>/.
-func buildKbuild(ctx context.Context, o ModulesOptions, js *jobserver.Jobserver, tc kbuild.Toolchain, m *modlist.Module, r *ModuleResult, args, env []string, logf *os.File) (*built, error) {
+func buildKbuild(ctx context.Context, o ModulesOptions, js *jobserver.Jobserver, tc kbuild.Toolchain, m *modlist.Module, r *ModuleResult, args, env []string, logf io.Writer) (*built, error) {
 	a := append([]string{"-C", o.Kernel.DevelDir(), "M=" + r.dir}, tc.MakeVars...)
 	a = append(a, args...)
 	a = append(a, "modules")
@@ -155,12 +186,19 @@ func buildKbuild(ctx context.Context, o ModulesOptions, js *jobserver.Jobserver,
 		return nil, fmt.Errorf("build failed: %w", err)
 	}
 	b := &built{}
-	filepath.WalkDir(r.dir, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() && strings.HasSuffix(p, ".ko") {
-			b.files = append(b.files, builtFile{from: p, rel: "extra/" + m.Name + "/" + filepath.Base(p), strip: true})
+	if r.unit != nil {
+		var err error
+		if b.files, err = inTreeFiles(ctx, o, r); err != nil {
+			return nil, err
 		}
-		return nil
-	})
+	} else {
+		filepath.WalkDir(r.dir, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && d.Type().IsRegular() && strings.HasSuffix(p, ".ko") {
+				b.files = append(b.files, builtFile{from: p, rel: "extra/" + m.Name + "/" + filepath.Base(p), strip: true})
+			}
+			return nil
+		})
+	}
 	if len(b.files) == 0 {
 		return nil, errors.New("the build produced no .ko file")
 	}
@@ -178,7 +216,7 @@ func buildKbuild(ctx context.Context, o ModulesOptions, js *jobserver.Jobserver,
 // its tree/, so MAKE[] runs in tree/<PACKAGE_NAME>/<PACKAGE_VERSION>/build
 // as dkms.conf files expect. It returns nil, nil when BUILD_EXCLUSIVE
 // excludes the package (r is then marked skipped with DKMS's message).
-func buildDKMS(ctx context.Context, o ModulesOptions, js *jobserver.Jobserver, tc kbuild.Toolchain, m *modlist.Module, r *ModuleResult, args, env []string, logf *os.File) (*built, error) {
+func buildDKMS(ctx context.Context, o ModulesOptions, js *jobserver.Jobserver, tc kbuild.Toolchain, m *modlist.Module, r *ModuleResult, args, env []string, logf io.Writer) (*built, error) {
 	root := filepath.Join(o.WorkDir, ".dkms", m.Name)
 	if err := os.RemoveAll(root); err != nil {
 		return nil, err

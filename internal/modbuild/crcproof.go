@@ -100,11 +100,11 @@ var undefinedRE = regexp.MustCompile(`modpost: "([^"]+)" \[[^\]]*\] undefined!`)
 // where they mean Microsoft's kernel (its Module.symvers rebuilt from the
 // image) does not export them: "" when the log has none or the kernel is
 // not a stock entry.
-func stockUndefinedHint(o ModulesOptions, logPath string) string {
+func stockUndefinedHint(o ModulesOptions, r *ModuleResult) string {
 	if o.Kernel.Meta.Mode != manifest.ModeStock {
 		return ""
 	}
-	b, err := os.ReadFile(logPath)
+	b, err := os.ReadFile(r.LogPath)
 	if err != nil {
 		return ""
 	}
@@ -122,6 +122,10 @@ func stockUndefinedHint(o ModulesOptions, logPath string) string {
 	list := strings.Join(syms[:min(len(syms), 5)], ", ")
 	if len(syms) > 5 {
 		list += fmt.Sprintf(" and %d more", len(syms)-5)
+	}
+	if r.unit != nil {
+		return fmt.Sprintf("; Microsoft's kernel does not export %s, which the in-tree %s (%s) needs: "+
+			"the fragment's options cannot be built as modules of the stock kernel (use kernel: build)", list, r.unit.Dir, strings.Join(r.unit.Selected, ", "))
 	}
 	return fmt.Sprintf("; Microsoft's kernel does not export %s: the config prepared is not the one the stock kernel was built with, "+
 		"or the module needs symbols that kernel lacks (use kernel: build)", list)

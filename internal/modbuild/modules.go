@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/dkms"
+	"github.com/wsl-modules/wsl-modules-action/internal/intree"
 	"github.com/wsl-modules/wsl-modules-action/internal/jobserver"
 	"github.com/wsl-modules/wsl-modules-action/internal/kbuild"
 	"github.com/wsl-modules/wsl-modules-action/internal/kconfig"
@@ -51,8 +52,17 @@ type ModulesOptions struct {
 	// (0: the number of CPUs).
 	Jobs int
 	// KernelSource is the kernel source directory, needed for the CRC
-	// proof when Kernel is a stock-mode entry.
+	// proof when Kernel is a stock-mode entry, and for InTree.
 	KernelSource string
+	// InTree are directories of KernelSource to build as modules after
+	// the listed ones' sources (stock mode with a config fragment, see
+	// internal/intree); they are verified like listed modules and
+	// install under kernel/<dir>/.
+	InTree []intree.Unit
+	// PreviousSteps are the kbuild steps of each module's previous build,
+	// by name (a shard record of an earlier run): the total its progress
+	// counts toward. A module without one reports its count and rate.
+	PreviousSteps map[string]int64
 	// Progress reports each module's build (may be nil).
 	Progress *progress.Reporter
 }
@@ -74,6 +84,7 @@ type ModuleResult struct {
 	Warnings []string
 
 	dir     string // build copy
+	unit    *intree.Unit
 	dkms    *dkms.Conf
 	exports map[string]bool
 	idents  map[string]bool
@@ -101,8 +112,8 @@ func BuildModules(ctx context.Context, o ModulesOptions) ([]*ModuleResult, error
 	// 1. Sources: copy or fetch, in parallel (no compile jobs involved).
 	var g errgroup.Group
 	g.SetLimit(4)
-	for i := range o.List.Modules {
-		m, r := &o.List.Modules[i], b.results[i]
+	for i, m := range b.mods {
+		r := b.results[i]
 		g.Go(func() error {
 			if err := prepareSource(ctx, o, m, r); err != nil {
 				r.fail(err.Error())
@@ -132,10 +143,13 @@ func BuildModules(ctx context.Context, o ModulesOptions) ([]*ModuleResult, error
 
 // modulesBuild is the state of one BuildModules call.
 type modulesBuild struct {
-	o       *ModulesOptions
-	js      *jobserver.Jobserver
-	tc      kbuild.Toolchain
-	kcfg    kconfig.Config
+	o    *ModulesOptions
+	js   *jobserver.Jobserver
+	tc   kbuild.Toolchain
+	kcfg kconfig.Config
+	// mods are the listed modules, then one per in-tree unit; results[i]
+	// is mods[i]'s.
+	mods    []*modlist.Module
 	results []*ModuleResult
 	byName  map[string]*ModuleResult
 }
@@ -170,12 +184,21 @@ func newModulesBuild(o *ModulesOptions) (*modulesBuild, error) {
 	if b.js, err = jobserver.New(o.Jobs); err != nil {
 		return nil, fmt.Errorf("modules: %w", err)
 	}
-	b.results = make([]*ModuleResult, len(o.List.Modules))
 	for i := range o.List.Modules {
-		m := &o.List.Modules[i]
+		b.mods = append(b.mods, &o.List.Modules[i])
+	}
+	if err := b.addInTree(); err != nil {
+		b.js.Close()
+		return nil, err
+	}
+	b.results = make([]*ModuleResult, len(b.mods))
+	for i, m := range b.mods {
 		r := &ModuleResult{Module: manifest.Module{Name: m.Name, Status: manifest.StatusOK,
 			Log: "logs/" + m.Name + ".log"}, LogPath: filepath.Join(o.LogDir, m.Name+".log"),
 			dir: filepath.Join(o.WorkDir, m.Name), done: make(chan struct{})}
+		if i >= len(o.List.Modules) {
+			r.unit = &o.InTree[i-len(o.List.Modules)]
+		}
 		b.results[i], b.byName[m.Name] = r, r
 	}
 	return b, nil
@@ -193,7 +216,7 @@ func (b *modulesBuild) dependencies() error {
 	}
 	for i, r := range b.results {
 		deps := map[string]bool{}
-		for _, d := range b.o.List.Modules[i].Depends {
+		for _, d := range b.mods[i].Depends {
 			deps[d] = true
 		}
 		for s := range r.idents {
@@ -223,8 +246,8 @@ func (b *modulesBuild) buildAll(ctx context.Context) {
 	o := b.o
 	vars := modlist.TemplateVars{KernelRelease: o.Kernel.Meta.Release, Arch: o.Kernel.Meta.Arch, KernelDir: o.Kernel.DevelDir()}
 	var builds errgroup.Group
-	for i := range o.List.Modules {
-		m, r := &o.List.Modules[i], b.results[i]
+	for i, m := range b.mods {
+		r := b.results[i]
 		builds.Go(func() error {
 			defer close(r.done)
 			extra, ok := b.waitDeps(ctx, r)
@@ -237,7 +260,7 @@ func (b *modulesBuild) buildAll(ctx context.Context) {
 			r.Seconds = time.Since(start).Seconds()
 			done()
 			if err != nil {
-				r.fail(err.Error() + stockUndefinedHint(*o, r.LogPath))
+				r.fail(err.Error() + stockUndefinedHint(*o, r))
 			}
 			return nil
 		})

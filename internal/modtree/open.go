@@ -210,10 +210,24 @@ func openDir(ctx context.Context, src string, o OpenOptions) (*Tree, error) {
 	return t, nil
 }
 
-// dirModuleDir finds the module directory of a host directory: the
+// FindModuleDir is the one rule for where a host directory's modules
+// are: the single (or the given) lib/modules/<release> of a root, else
+// the directory itself when it looks like a module directory
+// (modules.order, modules.dep or kernel/). It returns that directory and
+// the release (release, the lib/modules name, or "" when neither says).
+func FindModuleDir(src, release string) (dir, rel string, err error) {
+	dir, rel, _, err = dirModuleDir(src, release)
+	return dir, rel, err
+}
+
+// dirModuleDir is FindModuleDir, also saying where the release came
+// from. It finds the module directory of a host directory: the
 // single (or the given) lib/modules/<release>, else the directory itself
 // when it looks like a module directory.
 func dirModuleDir(src, release string) (mdir, rel, from string, err error) {
+	if _, err := os.Stat(src); err != nil {
+		return "", "", "", fmt.Errorf("modtree: %w", err)
+	}
 	lm := filepath.Join(src, "lib", "modules")
 	if rels := subdirs(os.DirFS(lm), "."); len(rels) > 0 {
 		switch {

@@ -2,6 +2,8 @@ package modtree_test
 
 import (
 	"context"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -74,5 +76,42 @@ func TestOpenReleaseRule(t *testing.T) {
 		if tr, err := open(src, ""); err != nil || len(tr.Modules) != n {
 			t.Errorf("%s: %v modules, %v; want %d", src, len(tr.Modules), err, n)
 		}
+	}
+}
+
+// TestFindModuleDir checks the module-dir rule itself, which the image
+// command uses too: a root's single or given lib/modules/<release>, a
+// module directory as it is, and the errors naming what was found.
+func TestFindModuleDir(t *testing.T) {
+	root := t.TempDir()
+	md := filepath.Join(root, "lib", "modules", "6.6.0-x")
+	testenv.WriteFile(t, filepath.Join(md, "modules.order"), "kernel/a.ko\n")
+	for _, c := range []struct{ src, rel, dir, gotRel string }{
+		{root, "", md, "6.6.0-x"},
+		{root, "6.6.0-x", md, "6.6.0-x"},
+		{md, "", md, ""},
+		{md, "6.6.0-x", md, "6.6.0-x"},
+	} {
+		dir, rel, err := modtree.FindModuleDir(c.src, c.rel)
+		if err != nil || dir != c.dir || rel != c.gotRel {
+			t.Errorf("FindModuleDir(%s, %q) = %s, %q, %v; want %s, %q", c.src, c.rel, dir, rel, err, c.dir, c.gotRel)
+		}
+	}
+	os.MkdirAll(filepath.Join(root, "lib", "modules", "6.7.0-y"), 0o755)
+	for rel, want := range map[string]string{
+		"":      "several kernel releases under lib/modules (6.6.0-x, 6.7.0-y)",
+		"6.8.0": "no lib/modules/6.8.0 (it has 6.6.0-x, 6.7.0-y)",
+	} {
+		if _, _, err := modtree.FindModuleDir(root, rel); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("FindModuleDir(root, %q): %v, want %q", rel, err, want)
+		}
+	}
+	if _, _, err := modtree.FindModuleDir(filepath.Join(root, "missing"), ""); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("missing dir: %v", err)
+	}
+	plain := t.TempDir()
+	testenv.WriteFile(t, filepath.Join(plain, "README"), "x")
+	if _, _, err := modtree.FindModuleDir(plain, "6.6.0-x"); err == nil || !strings.Contains(err.Error(), plain+": neither a root with lib/modules/<release> nor a module directory") {
+		t.Errorf("plain dir: %v", err)
 	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
 	"github.com/wsl-modules/wsl-modules-action/internal/fetch"
+	"github.com/wsl-modules/wsl-modules-action/internal/intree"
 	"github.com/wsl-modules/wsl-modules-action/internal/kbuild"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
 )
@@ -41,6 +42,12 @@ type kernelRecord struct {
 	Source  manifest.Source `json:"source"`
 	// MSI is the WSL installer the stock files came from (stock mode).
 	MSI *manifest.MSI `json:"msi,omitempty"`
+	// Mode and ModeReason are the kernel stage's decision when it made
+	// one (a config fragment in stock or auto mode, planFragment), and
+	// InTree the fragment's plan in stock mode.
+	Mode       string       `json:"mode,omitempty"`
+	ModeReason string       `json:"mode_reason,omitempty"`
+	InTree     *intree.Plan `json:"in_tree,omitempty"`
 }
 
 // kernelInputs hashes what selects the kernel build.
@@ -67,7 +74,7 @@ func (r *runner) ensureKernel(ctx context.Context, k *kernelJob) error {
 	recPath := filepath.Join(k.dir, KernelFile)
 	if b, err := os.ReadFile(recPath); err == nil {
 		var rec kernelRecord
-		if json.Unmarshal(b, &rec) == nil && rec.Inputs == ki && rec.Key != "" {
+		if json.Unmarshal(b, &rec) == nil && rec.Inputs == ki && rec.Key != "" && k.restoreMode(&rec) {
 			if kern, err := r.openEntry(ctx, rec.Key); err == nil {
 				k.kernel, k.source, k.release, k.msi = kern, rec.Source, kern.Meta.Release, rec.MSI
 				r.log.Printf("%s: kernel %s from cache entry %s (%s)", k.name, kern.Meta.Release, short(rec.Key), KernelFile)
@@ -89,13 +96,18 @@ func (r *runner) ensureKernel(ctx context.Context, k *kernelJob) error {
 			return err
 		}
 	}
+	if err := r.planFragment(ctx, k); err != nil {
+		return err
+	}
 	var kern *kbuild.Kernel
 	err := r.stage(k, "kernel", func() error {
 		var err error
 		ko := kbuild.KernelOptions{Source: source, SourceInfo: info, ConfigFile: r.o.ConfigFile,
 			Fragment: r.fragment, Arch: r.arch, CacheDir: r.o.CacheDir, Jobs: r.o.Jobs, Timestamp: r.epoch(), Progress: r.log}
 		if k.mode == ModeStock {
-			kern, err = r.stockKernel(ctx, k, ko)
+			if kern, err = r.stockKernel(ctx, k, ko); err == nil {
+				kern, err = r.recheckFragment(ctx, k, kern, ko)
+			}
 		} else {
 			kern, err = kbuild.BuildKernel(ctx, ko)
 		}
@@ -112,7 +124,11 @@ func (r *runner) ensureKernel(ctx context.Context, k *kernelJob) error {
 		k.source = kern.Meta.Source
 	}
 	r.nameLocal(k)
-	b, _ := json.MarshalIndent(kernelRecord{Inputs: ki, Key: kern.Meta.Key, Release: kern.Meta.Release, Source: k.source, MSI: k.msi}, "", "  ")
+	rec := kernelRecord{Inputs: ki, Key: kern.Meta.Key, Release: kern.Meta.Release, Source: k.source, MSI: k.msi}
+	if r.hasFragment() && k.stockWhy != "" {
+		rec.Mode, rec.ModeReason, rec.InTree = k.mode, k.modeReason, k.intree
+	}
+	b, _ := json.MarshalIndent(rec, "", "  ")
 	if err := atomicfile.WriteFile(recPath, append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("pipeline: %w", err)
 	}

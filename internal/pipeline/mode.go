@@ -107,23 +107,30 @@ func (r *runner) decideMode(ctx context.Context, k *kernelJob) error {
 	if err != nil {
 		return err
 	}
-	if sf == nil || r.fragment != nil && len(r.fragment.Lines) > 0 {
+	if sf == nil {
 		if mode == ModeStock {
-			if sf != nil {
-				why = "the module list has a config fragment, which stock mode cannot apply to Microsoft's kernel"
-			}
 			return fmt.Errorf("pipeline: %s: kernel mode stock: %s; use kernel: build (or auto)", k.name, why)
-		}
-		if sf != nil {
-			why = "the config fragment changes the kernel build"
 		}
 		k.mode, k.modeReason = ModeBuild, "kernel mode auto: "+why+"; the kernel is built from the tag's source (not Microsoft's binary)"
 		return nil
 	}
-	k.mode, k.stock = ModeStock, sf
-	k.modeReason = fmt.Sprintf("kernel mode %s: %s; the modules are built for Microsoft's kernel, which the release carries unchanged", mode, why)
+	k.mode, k.stock, k.stockWhy = ModeStock, sf, fmt.Sprintf("kernel mode %s: %s", mode, why)
+	if r.hasFragment() {
+		// Whether the fragment's options can be built as modules of
+		// Microsoft's kernel is decided from the source, in the kernel
+		// stage (planFragment), which may still choose build mode (auto).
+		k.modeReason = k.stockWhy + "; the config fragment is checked against the kernel source before the kernel stage: options whose code is module-only are built as in-tree modules for Microsoft's kernel"
+		if mode == ModeAuto {
+			k.modeReason += ", anything else builds the kernel"
+		}
+		return nil
+	}
+	k.modeReason = k.stockWhy + "; the modules are built for Microsoft's kernel, which the release carries unchanged"
 	return nil
 }
+
+// hasFragment reports whether the module list has a config fragment.
+func (r *runner) hasFragment() bool { return r.fragment != nil && len(r.fragment.Lines) > 0 }
 
 // stockCandidate finds Microsoft's files for k: the given files or MSI,
 // else the installer of a WSL release that ships k's kernel. It returns

@@ -12,6 +12,7 @@ import (
 
 	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
 	"github.com/wsl-modules/wsl-modules-action/internal/fetch"
+	"github.com/wsl-modules/wsl-modules-action/internal/intree"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
 	"github.com/wsl-modules/wsl-modules-action/internal/modbuild"
 	"github.com/wsl-modules/wsl-modules-action/internal/modlist"
@@ -124,12 +125,21 @@ func shardDir(k *kernelJob, i, n int) string {
 // writes no shard.
 func (r *runner) buildModules(ctx context.Context, k *kernelJob, i, n int) error {
 	dir := shardDir(k, i, n)
-	if rec, err := readShard(dir); err == nil && rec.Hash == k.hash && rec.KernelKey == k.kernel.Meta.Key && !rec.failed() {
+	prev, err := readShard(dir)
+	if err == nil && prev.Hash == k.hash && prev.KernelKey == k.kernel.Meta.Key && !prev.failed() {
 		r.log.Printf("%s: modules shard %d/%d already built (%s)", k.name, i, n, dir)
-		for _, m := range rec.Modules {
+		for _, m := range prev.Modules {
 			k.modules = append(k.modules, r.report(k, m, filepath.Join(dir, "logs", m.Name+".log")))
 		}
 		return nil
+	}
+	steps := map[string]int64{}
+	if err == nil {
+		for _, m := range prev.Modules {
+			if m.Steps > 0 && m.Status == manifest.StatusOK { // a failed build stopped early
+				steps[m.Name] = m.Steps
+			}
+		}
 	}
 	sub := *r.list
 	sub.Modules = nil
@@ -141,48 +151,9 @@ func (r *runner) buildModules(ctx context.Context, k *kernelJob, i, n int) error
 		return fmt.Errorf("pipeline: %w", err)
 	}
 	defer out.Abort()
-	modDir := filepath.Join(out.Tmp, "modules")
-	logDir := filepath.Join(out.Tmp, "logs")
-	for _, d := range []string{modDir, logDir} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return fmt.Errorf("pipeline: %w", err)
-		}
-	}
-	work := filepath.Join(k.dir, "modwork")
-	os.RemoveAll(work)
-	defer os.RemoveAll(work)
 	rec := shardRecord{Shard: i, Of: n, Hash: k.hash, KernelKey: k.kernel.Meta.Key, Release: k.kernel.Meta.Release, Modules: []shardModule{}}
-	if len(sub.Modules) > 0 {
-		src := ""
-		if k.mode == ModeStock {
-			// The CRC proof reads the kernel source.
-			if src, err = r.sourceDir(ctx, k); err != nil {
-				return err
-			}
-		}
-		res, err := modbuild.BuildModules(ctx, modbuild.ModulesOptions{Kernel: k.kernel, List: &sub, Fetch: r.fetchModule,
-			WorkDir: work, ModulesDir: modDir, LogDir: logDir, Jobs: r.o.Jobs, KernelSource: src, Progress: r.log})
-		if err != nil {
-			return fmt.Errorf("pipeline: %s: %w", k.name, err)
-		}
-		// A cancelled build reports its modules as failed: never record
-		// that as this shard's output.
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("pipeline: %s: modules: %w", k.name, err)
-		}
-		for _, m := range res {
-			sm := shardModule{Module: m.Module, Tail: m.Tail}
-			sm.Log = "logs/" + m.Name + ".log"
-			for _, f := range m.Files {
-				if st, err := os.Stat(filepath.Join(modDir, filepath.FromSlash(f))); err == nil {
-					sm.Bytes += st.Size()
-				}
-			}
-			if sm.Status == manifest.StatusFailed {
-				sm.Files = nil
-			}
-			rec.Modules = append(rec.Modules, sm)
-		}
+	if err := r.buildShard(ctx, k, &sub, k.inTreeUnits(i), steps, out.Tmp, &rec); err != nil {
+		return err
 	}
 	b, _ := json.MarshalIndent(rec, "", "  ")
 	if err := atomicfile.WriteFile(filepath.Join(out.Tmp, ShardFile), append(b, '\n'), 0o644); err != nil {
@@ -300,4 +271,55 @@ func (r *runner) fetchModule(ctx context.Context, m modlist.Module, dest string)
 		return manifest.Source{}, err
 	}
 	return src, atomicfile.CopyTree(ctx, cache, dest, atomicfile.CopyOptions{})
+}
+
+// buildShard builds the modules of sub and the in-tree units into the
+// shard's directory tmp (modules/ and logs/) and records them in rec;
+// steps are the modules' kbuild steps in the shard's previous build.
+func (r *runner) buildShard(ctx context.Context, k *kernelJob, sub *modlist.List, units []intree.Unit, steps map[string]int64, tmp string, rec *shardRecord) error {
+	modDir := filepath.Join(tmp, "modules")
+	logDir := filepath.Join(tmp, "logs")
+	for _, d := range []string{modDir, logDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("pipeline: %w", err)
+		}
+	}
+	if len(sub.Modules) == 0 && len(units) == 0 {
+		return nil
+	}
+	work := filepath.Join(k.dir, "modwork")
+	os.RemoveAll(work)
+	defer os.RemoveAll(work)
+	src := ""
+	if k.mode == ModeStock {
+		// The CRC proof reads the kernel source.
+		var err error
+		if src, err = r.sourceDir(ctx, k); err != nil {
+			return err
+		}
+	}
+	res, err := modbuild.BuildModules(ctx, modbuild.ModulesOptions{Kernel: k.kernel, List: sub, Fetch: r.fetchModule,
+		WorkDir: work, ModulesDir: modDir, LogDir: logDir, Jobs: r.o.Jobs, KernelSource: src, InTree: units, PreviousSteps: steps, Progress: r.log})
+	if err != nil {
+		return fmt.Errorf("pipeline: %s: %w", k.name, err)
+	}
+	// A cancelled build reports its modules as failed: never record
+	// that as this shard's output.
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("pipeline: %s: modules: %w", k.name, err)
+	}
+	for _, m := range res {
+		sm := shardModule{Module: m.Module, Tail: m.Tail}
+		sm.Log = "logs/" + m.Name + ".log"
+		for _, f := range m.Files {
+			if st, err := os.Stat(filepath.Join(modDir, filepath.FromSlash(f))); err == nil {
+				sm.Bytes += st.Size()
+			}
+		}
+		if sm.Status == manifest.StatusFailed {
+			sm.Files = nil
+		}
+		rec.Modules = append(rec.Modules, sm)
+	}
+	return nil
 }

@@ -248,10 +248,10 @@ func loadShard(sd string) ([]*modtree.Entry, error) {
 func (r *runner) moduleStatus(k *kernelJob, m *manifest.Manifest, byName map[string]shardModule) error {
 	var failed, missing []string
 	var failures strings.Builder
-	for _, lm := range r.list.Modules {
-		sm, ok := byName[lm.Name]
+	for _, name := range r.moduleNames(k) {
+		sm, ok := byName[name]
 		if !ok {
-			missing = append(missing, lm.Name)
+			missing = append(missing, name)
 			continue
 		}
 		mm := sm.Module
@@ -319,7 +319,7 @@ func (r *runner) shards(k *kernelJob, only int) ([]string, error) {
 	case len(complete) > 1:
 		return nil, fmt.Errorf("pipeline: %s: shards of several splits (%v) in %s; remove the stale ones", k.name, complete, filepath.Join(k.dir, "shards"))
 	}
-	if len(r.list.Modules) == 0 {
+	if len(r.moduleNames(k)) == 0 {
 		return nil, nil
 	}
 	var have []string
@@ -365,7 +365,7 @@ func (r *runner) image(ctx context.Context, k *kernelJob) error {
 	}
 	defer out.Abort()
 	m := *k.manifest
-	opts := image.Options{Source: filepath.Join(bdir, "staging"), Release: m.Kernel.Release, Layout: image.Layout(r.o.Layout),
+	opts := image.Options{ModuleDir: filepath.Join(bdir, "staging", "lib", "modules", m.Kernel.Release), Release: m.Kernel.Release, Layout: image.Layout(r.o.Layout),
 		Slack: image.DefaultSlack, SourceDateEpoch: r.imageEpoch(k)}
 	switch r.o.Headers {
 	case HeadersDevel:

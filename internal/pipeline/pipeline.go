@@ -270,80 +270,11 @@ func newRunner(o Options) (*runner, error) {
 	if o.Getenv == nil {
 		o.Getenv = os.Getenv
 	}
-	if o.Stage == "" {
-		o.Stage = StageAll
+	if err := o.setOutputDefaults(); err != nil {
+		return nil, err
 	}
-	switch o.Stage {
-	case StagePlan, StageFetch, StageKernel, StageModules, StagePackage, StageAll:
-	default:
-		return nil, fmt.Errorf("pipeline: stage %q: want plan, fetch, kernel, modules, package or all", o.Stage)
-	}
-	if o.Layout == "" {
-		o.Layout = "flat"
-	}
-	if o.Layout != "flat" && o.Layout != "nested" {
-		return nil, fmt.Errorf("pipeline: layout %q: want flat or nested", o.Layout)
-	}
-	if o.Headers == "" {
-		o.Headers = HeadersDevel
-	}
-	switch o.Headers {
-	case HeadersDevel, HeadersNone:
-	case HeadersUAPI:
-		if o.Layout != "nested" {
-			return nil, fmt.Errorf("pipeline: headers uapi needs layout nested (a flat image has no place for linux-headers/); use devel or none")
-		}
-	default:
-		return nil, fmt.Errorf("pipeline: headers %q: want devel, uapi or none", o.Headers)
-	}
-	if o.ReleasePrefix == "" {
-		o.ReleasePrefix = release.DefaultPrefix
-	}
-	if err := release.CheckPrefix(o.ReleasePrefix); err != nil {
-		return nil, fmt.Errorf("pipeline: release prefix: %w", err)
-	}
-	if o.KernelRepo == "" {
-		o.KernelRepo = fetch.DefaultRepo
-	}
-	if _, _, err := githubapi.SplitRepo(o.KernelRepo); err != nil {
-		return nil, fmt.Errorf("pipeline: kernel repo: %w", err)
-	}
-	if o.Track == "" {
-		o.Track = fetch.TrackLatest
-	}
-	if err := fetch.CheckTrack(o.Track); err != nil {
-		return nil, fmt.Errorf("pipeline: track: %w", err)
-	}
-	if o.MaxTags <= 0 {
-		o.MaxTags = fetch.DefaultMaxTags
-	}
-	if o.WorkDir == "" {
-		return nil, errors.New("pipeline: no work dir")
-	}
-	if o.CacheDir == "" {
-		return nil, errors.New("pipeline: no kernel cache dir")
-	}
-	if o.Jobs < 0 {
-		return nil, fmt.Errorf("pipeline: jobs %d: want 0 (all cores) or more", o.Jobs)
-	}
-	// The stages run make -C; relative paths would point elsewhere there.
-	for _, p := range []*string{&o.WorkDir, &o.CacheDir, &o.ModulesFile, &o.ConfigFile} {
-		if *p == "" {
-			continue
-		}
-		a, err := filepath.Abs(*p)
-		if err != nil {
-			return nil, fmt.Errorf("pipeline: %w", err)
-		}
-		*p = a
-	}
-	if o.Tool == "" {
-		o.Tool = "wsl-modules-action dev"
-	}
-	if o.ConfigFile != "" {
-		if _, err := os.Stat(o.ConfigFile); err != nil {
-			return nil, fmt.Errorf("pipeline: config: %w", err)
-		}
+	if err := o.setSourceDefaults(); err != nil {
+		return nil, err
 	}
 	r := &runner{o: o, log: o.Progress, out: o.Out, client: o.Client, shardI: 1, shardN: 1}
 	if r.out == nil {
@@ -356,12 +287,111 @@ func newRunner(o Options) (*runner, error) {
 		}
 		r.shardI, r.shardN = i, n
 	}
+	if err := r.loadList(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// setOutputDefaults fills in and checks the options of what a run
+// produces: the stage, the image layout, the headers and the release
+// prefix.
+func (o *Options) setOutputDefaults() error {
+	if o.Stage == "" {
+		o.Stage = StageAll
+	}
+	switch o.Stage {
+	case StagePlan, StageFetch, StageKernel, StageModules, StagePackage, StageAll:
+	default:
+		return fmt.Errorf("pipeline: stage %q: want plan, fetch, kernel, modules, package or all", o.Stage)
+	}
+	if o.Layout == "" {
+		o.Layout = "flat"
+	}
+	if o.Layout != "flat" && o.Layout != "nested" {
+		return fmt.Errorf("pipeline: layout %q: want flat or nested", o.Layout)
+	}
+	if o.Headers == "" {
+		o.Headers = HeadersDevel
+	}
+	switch o.Headers {
+	case HeadersDevel, HeadersNone:
+	case HeadersUAPI:
+		if o.Layout != "nested" {
+			return fmt.Errorf("pipeline: headers uapi needs layout nested (a flat image has no place for linux-headers/); use devel or none")
+		}
+	default:
+		return fmt.Errorf("pipeline: headers %q: want devel, uapi or none", o.Headers)
+	}
+	if o.ReleasePrefix == "" {
+		o.ReleasePrefix = release.DefaultPrefix
+	}
+	if err := release.CheckPrefix(o.ReleasePrefix); err != nil {
+		return fmt.Errorf("pipeline: release prefix: %w", err)
+	}
+	return nil
+}
+
+// setSourceDefaults fills in and checks the options of what a run reads:
+// the kernel repository and track, the work and cache dirs (made
+// absolute, as make -C needs), the jobs and the config file.
+func (o *Options) setSourceDefaults() error {
+	if o.KernelRepo == "" {
+		o.KernelRepo = fetch.DefaultRepo
+	}
+	if _, _, err := githubapi.SplitRepo(o.KernelRepo); err != nil {
+		return fmt.Errorf("pipeline: kernel repo: %w", err)
+	}
+	if o.Track == "" {
+		o.Track = fetch.TrackLatest
+	}
+	if err := fetch.CheckTrack(o.Track); err != nil {
+		return fmt.Errorf("pipeline: track: %w", err)
+	}
+	if o.MaxTags <= 0 {
+		o.MaxTags = fetch.DefaultMaxTags
+	}
+	if o.WorkDir == "" {
+		return errors.New("pipeline: no work dir")
+	}
+	if o.CacheDir == "" {
+		return errors.New("pipeline: no kernel cache dir")
+	}
+	if o.Jobs < 0 {
+		return fmt.Errorf("pipeline: jobs %d: want 0 (all cores) or more", o.Jobs)
+	}
+	// The stages run make -C; relative paths would point elsewhere there.
+	for _, p := range []*string{&o.WorkDir, &o.CacheDir, &o.ModulesFile, &o.ConfigFile} {
+		if *p == "" {
+			continue
+		}
+		a, err := filepath.Abs(*p)
+		if err != nil {
+			return fmt.Errorf("pipeline: %w", err)
+		}
+		*p = a
+	}
+	if o.Tool == "" {
+		o.Tool = "wsl-modules-action dev"
+	}
+	if o.ConfigFile != "" {
+		if _, err := os.Stat(o.ConfigFile); err != nil {
+			return fmt.Errorf("pipeline: config: %w", err)
+		}
+	}
+	return nil
+}
+
+// loadList reads the module list and settles the arch and the config
+// fragment.
+func (r *runner) loadList() error {
+	o := r.o
 	if o.ModulesFile == "" {
-		return nil, errors.New("pipeline: no module list (modules)")
+		return errors.New("pipeline: no module list (modules)")
 	}
 	list, err := modlist.LoadWith(o.ModulesFile, modlist.LoadOptions{Root: o.ModulesRoot, ActionMode: o.ActionMode})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	r.list = list
 	r.arch = list.Kernel.Arch
@@ -374,16 +404,16 @@ func newRunner(o Options) (*runner, error) {
 	case "arm64", "aarch64":
 		r.arch = modlist.ArchARM64
 	default:
-		return nil, fmt.Errorf("pipeline: arch %q: want x86_64 or arm64", r.arch)
+		return fmt.Errorf("pipeline: arch %q: want x86_64 or arm64", r.arch)
 	}
 	list.Kernel.Arch = r.arch
 	if list.Kernel.ConfigFragment != "" {
 		r.fragment, err = kconfig.ParseFragment(list.File, list.Kernel.FragmentLine, list.Kernel.ConfigFragment)
 		if err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return r, nil
+	return nil
 }
 
 // github returns the GitHub client, creating it on first use.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/wsl-modules/wsl-modules-action/internal/digest"
 	"github.com/wsl-modules/wsl-modules-action/internal/fetch"
+	"github.com/wsl-modules/wsl-modules-action/internal/intree"
 	"github.com/wsl-modules/wsl-modules-action/internal/kbuild"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
 	"github.com/wsl-modules/wsl-modules-action/internal/modlist"
@@ -58,8 +59,13 @@ type kernelJob struct {
 	// stock files; wsl are the WSL releases that ship the kernel.
 	mode, modeReason string
 	stock            *stockFiles
-	msi              *manifest.MSI
-	wsl              []fetch.WSLRelease
+	// stockWhy starts the reason of stock mode ("kernel mode auto: WSL
+	// 2.6.1 ships ..."); intree is the config fragment's plan in stock
+	// mode (planFragment, or kernel.json).
+	stockWhy string
+	intree   *intree.Plan
+	msi      *manifest.MSI
+	wsl      []fetch.WSLRelease
 
 	kernel       *kbuild.Kernel
 	source       manifest.Source
@@ -93,73 +99,9 @@ func (k *kernelJob) result() *KernelResult {
 // state.
 func (r *runner) plan(ctx context.Context) (*Plan, error) {
 	p := &Plan{Arch: r.arch}
-	src := r.o.KernelSource
-	var jobs []*kernelJob
-	switch {
-	case src != "" && isLocal(src):
-		abs, err := filepath.Abs(src)
-		if err != nil {
-			return nil, fmt.Errorf("pipeline: kernel source: %w", err)
-		}
-		if r.o.KernelTag != "" {
-			if _, ok := kver.Parse(r.o.KernelTag); !ok {
-				return nil, fmt.Errorf("pipeline: kernel tag %q: want linux-msft-wsl-<a>.<b>.<c>.<d>", r.o.KernelTag)
-			}
-		} else if r.o.Publish {
-			return nil, fmt.Errorf("pipeline: publishing a build of the local kernel source %s needs its kernel tag (--tag)", src)
-		}
-		jobs = append(jobs, &kernelJob{name: LocalName, tag: r.o.KernelTag, local: abs})
-		p.Summary = "local kernel source " + src
-	case src != "":
-		tag := src
-		if !strings.HasPrefix(tag, kver.TagPrefix) {
-			tag = kver.TagPrefix + tag
-		}
-		if _, ok := kver.Parse(tag); !ok {
-			return nil, fmt.Errorf("pipeline: kernel source %q: not a directory, a tarball or a kernel tag (linux-msft-wsl-<a>.<b>.<c>.<d>)", src)
-		}
-		jobs = append(jobs, &kernelJob{name: tag, tag: tag})
-		p.Summary = "kernel tag " + tag
-	default:
-		c, err := r.github()
-		if err != nil {
-			return nil, err
-		}
-		released := ""
-		if r.o.Track == fetch.TrackAllNew {
-			if r.o.TargetRepo == "" {
-				return nil, fmt.Errorf("pipeline: track all-new needs the target repository (GITHUB_REPOSITORY or --target-repo)")
-			}
-			x, err := r.releasesOf(ctx)
-			if err != nil {
-				return nil, err
-			}
-			if released, _, err = x.NewestKernel(ctx, r.arch); err != nil {
-				return nil, fmt.Errorf("pipeline: %w", err)
-			}
-		}
-		so := fetch.SelectOptions{Repo: r.o.KernelRepo, Track: r.o.Track, MaxTags: r.o.MaxTags, Released: released, Log: r.log}
-		if r.needsWSL() {
-			if so.WSL, err = r.wslReleases(ctx); err != nil {
-				if fetch.IsWSLTrack(r.o.Track) || r.kernelMode() == ModeStock {
-					return nil, err
-				}
-				// Auto mode without the WSL releases (a GitHub Enterprise
-				// without microsoft/WSL, say) builds the kernel.
-				r.log.Printf("warning: %v; without the WSL releases no stock kernel is known, so kernels are built", err)
-			}
-		}
-		sel, err := fetch.Select(ctx, c, so)
-		if err != nil {
-			return nil, fmt.Errorf("pipeline: %w", err)
-		}
-		p.Summary = sel.Summary
-		for _, w := range sel.Warnings {
-			r.log.Printf("warning: %s", w)
-		}
-		for _, s := range sel.Selected {
-			jobs = append(jobs, &kernelJob{name: s.Tag.Name, tag: s.Tag.Name, wsl: s.WSL})
-		}
+	jobs, err := r.selectJobs(ctx, p)
+	if err != nil {
+		return nil, err
 	}
 	for _, k := range jobs {
 		if err := r.decideMode(ctx, k); err != nil {
@@ -195,24 +137,111 @@ func (r *runner) plan(ctx context.Context) (*Plan, error) {
 			build = append(build, k)
 		}
 	}
-	if len(build) > 0 {
-		h := sha256.New()
-		fmt.Fprintf(h, "arch %s\n", r.arch)
-		for _, k := range build {
-			fmt.Fprintf(h, "kernel %s %s\n", k.name, k.inputs.SourcePin)
-			if k.inputs.KernelRepo != "" {
-				fmt.Fprintf(h, "repo %s\n", k.inputs.KernelRepo)
-			}
-		}
-		fmt.Fprintf(h, "config %s\nfragment %s\n", build[0].inputs.ConfigSHA256, build[0].inputs.FragmentSHA256)
-		if b, err := os.ReadFile(r.list.File); err == nil {
-			fmt.Fprintf(h, "modules %x\n", sha256.Sum256(b))
-		}
-		last := build[len(build)-1].name
-		p.CacheRestorePrefix = CacheKeyPrefix + r.arch + "-" + last + "-"
-		p.CacheKey = p.CacheRestorePrefix + hex.EncodeToString(h.Sum(nil))[:16]
-	}
+	r.setCacheKey(p, build)
 	return p, nil
+}
+
+// selectJobs makes the kernel jobs of the run: the local source, the
+// given tag, or the tags the track selects; it sets p.Summary.
+func (r *runner) selectJobs(ctx context.Context, p *Plan) ([]*kernelJob, error) {
+	src := r.o.KernelSource
+	switch {
+	case src != "" && isLocal(src):
+		abs, err := filepath.Abs(src)
+		if err != nil {
+			return nil, fmt.Errorf("pipeline: kernel source: %w", err)
+		}
+		if r.o.KernelTag != "" {
+			if _, ok := kver.Parse(r.o.KernelTag); !ok {
+				return nil, fmt.Errorf("pipeline: kernel tag %q: want linux-msft-wsl-<a>.<b>.<c>.<d>", r.o.KernelTag)
+			}
+		} else if r.o.Publish {
+			return nil, fmt.Errorf("pipeline: publishing a build of the local kernel source %s needs its kernel tag (--tag)", src)
+		}
+		p.Summary = "local kernel source " + src
+		return []*kernelJob{{name: LocalName, tag: r.o.KernelTag, local: abs}}, nil
+	case src != "":
+		tag := src
+		if !strings.HasPrefix(tag, kver.TagPrefix) {
+			tag = kver.TagPrefix + tag
+		}
+		if _, ok := kver.Parse(tag); !ok {
+			return nil, fmt.Errorf("pipeline: kernel source %q: not a directory, a tarball or a kernel tag (linux-msft-wsl-<a>.<b>.<c>.<d>)", src)
+		}
+		p.Summary = "kernel tag " + tag
+		return []*kernelJob{{name: tag, tag: tag}}, nil
+	}
+	return r.trackedJobs(ctx, p)
+}
+
+// trackedJobs selects the kernel tags of the track (with the WSL
+// releases when the track or the kernel mode needs them).
+func (r *runner) trackedJobs(ctx context.Context, p *Plan) ([]*kernelJob, error) {
+	c, err := r.github()
+	if err != nil {
+		return nil, err
+	}
+	released := ""
+	if r.o.Track == fetch.TrackAllNew {
+		if r.o.TargetRepo == "" {
+			return nil, fmt.Errorf("pipeline: track all-new needs the target repository (GITHUB_REPOSITORY or --target-repo)")
+		}
+		x, err := r.releasesOf(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if released, _, err = x.NewestKernel(ctx, r.arch); err != nil {
+			return nil, fmt.Errorf("pipeline: %w", err)
+		}
+	}
+	so := fetch.SelectOptions{Repo: r.o.KernelRepo, Track: r.o.Track, MaxTags: r.o.MaxTags, Released: released, Log: r.log}
+	if r.needsWSL() {
+		if so.WSL, err = r.wslReleases(ctx); err != nil {
+			if fetch.IsWSLTrack(r.o.Track) || r.kernelMode() == ModeStock {
+				return nil, err
+			}
+			// Auto mode without the WSL releases (a GitHub Enterprise
+			// without microsoft/WSL, say) builds the kernel.
+			r.log.Printf("warning: %v; without the WSL releases no stock kernel is known, so kernels are built", err)
+		}
+	}
+	sel, err := fetch.Select(ctx, c, so)
+	if err != nil {
+		return nil, fmt.Errorf("pipeline: %w", err)
+	}
+	p.Summary = sel.Summary
+	for _, w := range sel.Warnings {
+		r.log.Printf("warning: %s", w)
+	}
+	var jobs []*kernelJob
+	for _, s := range sel.Selected {
+		jobs = append(jobs, &kernelJob{name: s.Tag.Name, tag: s.Tag.Name, wsl: s.WSL})
+	}
+	return jobs, nil
+}
+
+// setCacheKey sets the Actions cache key of the kernels to build: the
+// arch, their tags and source pins, the config, the fragment and the
+// module list.
+func (r *runner) setCacheKey(p *Plan, build []*kernelJob) {
+	if len(build) == 0 {
+		return
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "arch %s\n", r.arch)
+	for _, k := range build {
+		fmt.Fprintf(h, "kernel %s %s\n", k.name, k.inputs.SourcePin)
+		if k.inputs.KernelRepo != "" {
+			fmt.Fprintf(h, "repo %s\n", k.inputs.KernelRepo)
+		}
+	}
+	fmt.Fprintf(h, "config %s\nfragment %s\n", build[0].inputs.ConfigSHA256, build[0].inputs.FragmentSHA256)
+	if b, err := os.ReadFile(r.list.File); err == nil {
+		fmt.Fprintf(h, "modules %x\n", sha256.Sum256(b))
+	}
+	last := build[len(build)-1].name
+	p.CacheRestorePrefix = CacheKeyPrefix + r.arch + "-" + last + "-"
+	p.CacheKey = p.CacheRestorePrefix + hex.EncodeToString(h.Sum(nil))[:16]
 }
 
 // isLocal reports whether a kernel source names something on disk.
@@ -328,6 +357,10 @@ func (r *runner) inputs(ctx context.Context, k *kernelJob, pins []manifest.Input
 	}
 	if k.mode == ModeStock {
 		in.Mode, in.Stock = ModeStock, k.stock.pin
+		if r.hasFragment() && r.kernelMode() == ModeAuto {
+			// The kernel stage decides from the source (planFragment).
+			in.Mode = ModeAuto
+		}
 	}
 	return in, nil
 }

@@ -2,12 +2,15 @@ package pipeline
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
+	"github.com/wsl-modules/wsl-modules-action/internal/progress"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/buildtest"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
@@ -87,13 +90,28 @@ func TestFailedShardRebuilt(t *testing.T) {
 	if st := moduleStatus(res.Last().Modules); st["flaky"] != manifest.StatusFailed || st["provider"] != manifest.StatusOK {
 		t.Fatalf("first run: module status %v, want flaky failed, provider ok", st)
 	}
+	var steps int64
+	for _, m := range res.Last().Modules {
+		if m.Name == "provider" {
+			steps = m.Steps
+		}
+	}
+	if steps < 3 { // at least CC, MODPOST and LD of the module
+		t.Errorf("provider: %d kbuild steps recorded", steps)
+	}
 	fix()
+	// The rebuild counts toward the steps of the previous build.
+	var log strings.Builder
+	o.Progress = progress.New(io.MultiWriter(&log, tlog{t}))
 	res, err = Run(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if st := moduleStatus(res.Last().Modules); st["flaky"] != manifest.StatusOK {
 		t.Errorf("after the fix: module status %v, want flaky ok (the failed shard was reused)", st)
+	}
+	if want := fmt.Sprintf("; %d expected from the previous build of this module)", steps); !strings.Contains(log.String(), "module provider: make: ") || !strings.Contains(log.String(), want) {
+		t.Errorf("the rebuild's log has no %q line:\n%s", want, log.String())
 	}
 	rec, err := readShard(shardDir(&kernelJob{dir: res.Last().Dir}, 1, 1))
 	if err != nil {

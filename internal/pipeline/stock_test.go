@@ -2,15 +2,21 @@ package pipeline
 
 import (
 	"context"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
 	"github.com/wsl-modules/wsl-modules-action/internal/boottest"
 	"github.com/wsl-modules/wsl-modules-action/internal/buildtest"
 	"github.com/wsl-modules/wsl-modules-action/internal/digest"
+	"github.com/wsl-modules/wsl-modules-action/internal/intree"
+	"github.com/wsl-modules/wsl-modules-action/internal/kbuild"
+	"github.com/wsl-modules/wsl-modules-action/internal/kconfig"
 	"github.com/wsl-modules/wsl-modules-action/internal/manifest"
 	"github.com/wsl-modules/wsl-modules-action/internal/progress"
 	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
@@ -176,5 +182,237 @@ MODULE_LICENSE("GPL");
 	if p := got["plain"]; p.Status != manifest.StatusFailed || !strings.Contains(p.Error, "module_layout: stock CRC 0x") ||
 		strings.Contains(p.Error, "kfree") {
 		t.Errorf("plain: %s %q", p.Status, p.Error)
+	}
+}
+
+// fragmentList writes a module list with a config fragment (and the test
+// provider module) and returns its path.
+func fragmentList(t *testing.T, mode string, frag ...string) string {
+	t.Helper()
+	ws := t.TempDir()
+	if err := atomicfile.CopyTree(context.Background(), buildtest.Testdata("modules", "provider"), filepath.Join(ws, "modules", "provider"), atomicfile.CopyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	list := "kernel:\n"
+	if mode != "" {
+		list += "  mode: " + mode + "\n"
+	}
+	list += "  config-fragment: |\n"
+	for _, f := range frag {
+		list += "    " + f + "\n"
+	}
+	list += "modules:\n  - {name: provider, path: modules/provider}\n"
+	p := filepath.Join(ws, "wsl-modules.yml")
+	testenv.WriteFile(t, p, list)
+	return p
+}
+
+// TestStockModeInTree runs stock mode with a config fragment whose
+// options are module-only (a codepage of fs/nls; UDF, which also makes
+// CRC_ITU_T of lib/ m): the release carries Microsoft's kernel, the
+// image the stock modules plus the listed one plus the in-tree ones at
+// kernel/<dir>/, with the stock vermagic, recorded in the manifest and
+// SOURCES.md; kmod resolves them, a re-run reuses everything, and the
+// stock kernel boots with the image and modprobes them (udf with its
+// dependencies crc-itu-t, ours, and nls_base, Microsoft's).
+func TestStockModeInTree(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds modules and boots qemu")
+	}
+	ctx := context.Background()
+	list := fragmentList(t, "", "CONFIG_NLS_UTF8=m", "CONFIG_UDF_FS=m")
+	work := filepath.Join(t.TempDir(), "work")
+	o := stockOptions(t, list, work)
+	o.KernelMode = ""
+	res, err := Run(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := res.Last()
+	m := k.Manifest
+	if m.Kernel.Mode != manifest.ModeStock || !strings.Contains(m.Kernel.ModeReason, "kernel mode auto: Microsoft's kernel and modules were given") ||
+		!strings.Contains(m.Kernel.ModeReason, "fs/nls/ (CONFIG_NLS_UTF8)") || m.Inputs.Mode != ModeAuto {
+		t.Errorf("kernel %+v, inputs mode %q", m.Kernel, m.Inputs.Mode)
+	}
+	if got, _ := digest.File(k.KernelImage); got != m.Kernel.Stock.KernelSHA256 {
+		t.Errorf("released kernel sha256 %s, Microsoft's %s", got, m.Kernel.Stock.KernelSHA256)
+	}
+	want := map[string]string{"provider": "extra/provider/wslt_provider.ko", "in-tree-fs-nls": "kernel/fs/nls/nls_utf8.ko",
+		"in-tree-fs-udf": "kernel/fs/udf/udf.ko", "in-tree-lib": "kernel/lib/crc-itu-t.ko"}
+	got := map[string]string{}
+	for _, mm := range m.Modules {
+		if mm.Status == manifest.StatusOK && len(mm.Files) == 1 {
+			got[mm.Name] = mm.Files[0]
+		}
+		if strings.HasPrefix(mm.Name, "in-tree-") && (mm.Source.Kind != "in-tree" || !slices.Contains(mm.Config, "CONFIG_UDF_FS=m")) {
+			t.Errorf("module %+v", mm)
+		}
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("modules %v, want %v", got, want)
+	}
+	staged := filepath.Join(k.BuildDir, "staging", "lib", "modules", m.Kernel.Release)
+	vermagic := func(p string) string { return strings.SplitN(dumpVersions(t, p), "vermagic ", 2)[1] }
+	if a, b := vermagic(filepath.Join(staged, "kernel/fs/nls/nls_utf8.ko")), vermagic(filepath.Join(staged, "kernel/fs/nls/nls_base.ko")); a != b {
+		t.Errorf("vermagic %q, the stock modules' %q", a, b)
+	}
+	deps, err := exec.Command(testenv.Tool(t, "modprobe"), "-d", filepath.Join(k.BuildDir, "staging"), "-S", m.Kernel.Release,
+		"--show-depends", "udf").CombinedOutput()
+	if err != nil || !strings.Contains(string(deps), "kernel/lib/crc-itu-t.ko") || !strings.Contains(string(deps), "kernel/fs/nls/nls_base.ko") {
+		t.Errorf("modprobe --show-depends udf: %v\n%s", err, deps)
+	}
+	sources, _ := os.ReadFile(filepath.Join(k.DistDir, "SOURCES.md"))
+	if !strings.Contains(string(sources), "`in-tree-fs-nls`: directory `fs/nls/` of the kernel source above, built as modules with `CONFIG_NLS_UTF8=m") {
+		t.Errorf("SOURCES.md:\n%s", sources)
+	}
+	// A re-run takes the decision and the plan from kernel.json.
+	res2, err := Run(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m2 := res2.Last().Manifest; m2.Kernel.ModeReason != m.Kernel.ModeReason || len(m2.Modules) != len(m.Modules) || res2.Last().Modules[0].Seconds != k.Modules[0].Seconds {
+		t.Errorf("re-run: %+v", m2.Kernel)
+	}
+	boot, err := boottest.Boot(ctx, boottest.Config{Kernel: k.KernelImage, Disk: k.VHDX, Format: "vhdx",
+		Modules: []string{"nls_utf8", "udf", "wslt_provider"}})
+	if err != nil {
+		t.Fatalf("boot: %v", err)
+	}
+	if boot.Release != m.Kernel.Release || len(boot.Failed) > 0 || strings.Join(boot.Loaded, " ") != "nls_utf8 udf wslt_provider" ||
+		!slices.Contains(boot.Lsmod, "crc_itu_t") {
+		t.Errorf("boot: uname -r %q, loaded %v, failed %v, lsmod %v\n%s", boot.Release, boot.Loaded, boot.Failed, boot.Lsmod, boot.Console)
+	}
+}
+
+// TestStockModeFragmentRefused: stock mode given explicitly with a
+// fragment option that built-in code references fails before anything is
+// prepared or built, naming the option, its fragment line, the file:line
+// and kernel: build; the work dir holds no output and the kernel cache no
+// new entry.
+func TestStockModeFragmentRefused(t *testing.T) {
+	if testing.Short() {
+		t.Skip("configures the kernel source")
+	}
+	list := fragmentList(t, "stock", "CONFIG_NLS_UTF8=m", "CONFIG_RFKILL=m")
+	work := filepath.Join(t.TempDir(), "work")
+	o := stockOptions(t, list, work)
+	o.KernelMode = ""
+	entries := func() int { e, _ := os.ReadDir(filepath.Join(o.CacheDir, "kernel")); return len(e) }
+	before := entries()
+	_, err := Run(context.Background(), o)
+	for _, w := range []string{"pipeline: local: kernel mode stock: ", "wsl-modules.yml:5: config-fragment: CONFIG_RFKILL: include/linux/rfkill.h:67",
+		"(use kernel: build)"} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("Run: %v, want it to contain %q", err, w)
+		}
+	}
+	for _, p := range []string{"build", "dist", "shards", KernelFile, "modwork"} {
+		if _, err := os.Stat(filepath.Join(work, LocalName, p)); err == nil {
+			t.Errorf("%s left in the work dir", p)
+		}
+	}
+	if after := entries(); after != before {
+		t.Errorf("kernel cache: %d entries, %d before", after, before)
+	}
+}
+
+// plannedJob runs the plan stage of stock options over list (kernel mode
+// from the list) and returns the runner and the kernel's job, its work
+// dir made.
+func plannedJob(t *testing.T, list string) (*runner, *kernelJob) {
+	t.Helper()
+	o := stockOptions(t, list, filepath.Join(t.TempDir(), "work"))
+	o.KernelMode = ""
+	r, err := newRunner(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := r.plan(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := p.jobs[0]
+	if err := os.MkdirAll(k.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return r, k
+}
+
+// TestAutoModeFragmentFallsBack: auto mode with stock files and a
+// fragment that would change the kernel decides build mode in the kernel
+// stage (before anything is built), with the refusal as the reason.
+func TestAutoModeFragmentFallsBack(t *testing.T) {
+	if testing.Short() {
+		t.Skip("configures the kernel source")
+	}
+	ctx := context.Background()
+	r, k := plannedJob(t, fragmentList(t, "", "CONFIG_VLAN_8021Q=m"))
+	if k.mode != ModeStock || k.inputs.Mode != ModeAuto || !strings.Contains(k.modeReason, "checked against the kernel source") {
+		t.Fatalf("plan: mode %s (inputs %q): %s", k.mode, k.inputs.Mode, k.modeReason)
+	}
+	if err := r.planFragment(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	if k.mode != ModeBuild || k.stock != nil || k.intree != nil ||
+		!strings.HasPrefix(k.modeReason, "kernel mode auto: Microsoft's kernel and modules were given, but ") ||
+		!strings.Contains(k.modeReason, "wsl-modules.yml:3: config-fragment: CONFIG_VLAN_8021Q: net/8021q/Makefile:5: builds vlan_core.o into the kernel") ||
+		!strings.HasSuffix(k.modeReason, "so the kernel is built from the tag's source with the fragment (not Microsoft's binary)") {
+		t.Errorf("mode %s: %s", k.mode, k.modeReason)
+	}
+}
+
+// TestStockModeInTreeStages runs stock mode with a fragment and no
+// config as separate stages (kernel, two module shards, package), each
+// with its own runner as scale-out jobs do: the fragment is planned with
+// the config the stock kernel embeds, the later stages take the kernel
+// stage's plan from kernel.json, shard 1 builds the in-tree module, and
+// the package has it.
+func TestStockModeInTreeStages(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds modules")
+	}
+	ctx := context.Background()
+	list := fragmentList(t, "stock", "CONFIG_NLS_UTF8=m")
+	work := filepath.Join(t.TempDir(), "work")
+	var m *manifest.Manifest
+	for _, st := range []struct{ stage, shard string }{{StageKernel, ""}, {StageModules, "2/2"}, {StageModules, "1/2"}, {StagePackage, ""}} {
+		o := stockOptions(t, list, work)
+		// No config: the fragment is planned, and the tree prepared,
+		// with the one Microsoft's kernel embeds (Debian's source has
+		// no config-wsl to fall back on).
+		o.KernelMode, o.Stage, o.Shard, o.ConfigFile = "", st.stage, st.shard, ""
+		res, err := Run(ctx, o)
+		if err != nil {
+			t.Fatalf("stage %s %s: %v", st.stage, st.shard, err)
+		}
+		if k := res.Last(); k.Mode != ModeStock || !strings.Contains(k.ModeReason, "fs/nls/ (CONFIG_NLS_UTF8)") {
+			t.Errorf("stage %s %s: mode %s: %s", st.stage, st.shard, k.Mode, k.ModeReason)
+		}
+		m = res.Last().Manifest
+	}
+	if m == nil || len(m.Modules) != 2 || m.Modules[1].Name != "in-tree-fs-nls" || !slices.Equal(m.Modules[1].Files, []string{"kernel/fs/nls/nls_utf8.ko"}) {
+		t.Fatalf("package manifest modules: %+v", m)
+	}
+}
+
+// TestFragmentRecheck: when the stock tree was prepared with another
+// config than the one the fragment was planned against, the kernel stage
+// plans it again over the prepared config (and keeps the prepared kernel
+// when that plan holds).
+func TestFragmentRecheck(t *testing.T) {
+	if testing.Short() {
+		t.Skip("configures the kernel source")
+	}
+	ctx := context.Background()
+	r, k := plannedJob(t, fragmentList(t, "stock", "CONFIG_NLS_UTF8=m"))
+	kern := buildtest.StockKernel(t)
+	k.intree = &intree.Plan{Base: kconfig.Config{"CONFIG_SOMETHING_ELSE": "y"}}
+	got, err := r.recheckFragment(ctx, k, kern, kbuild.KernelOptions{})
+	if err != nil || got != kern || k.mode != ModeStock || len(k.intree.Units) != 1 || k.intree.Units[0].Dir != "fs/nls" {
+		t.Fatalf("recheck: %v, mode %s, plan %+v", err, k.mode, k.intree)
+	}
+	prepared, _ := kconfig.ReadConfig(kern.Config())
+	if d := kconfig.DiffConfig(k.intree.Base, prepared); len(d) != 0 {
+		t.Errorf("plan base differs from the prepared config: %v", d)
 	}
 }

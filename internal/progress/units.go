@@ -94,7 +94,8 @@ func (u *Units) Count() int64 {
 	return u.n
 }
 
-// Done reports the final count.
+// Done reports the final count, and the expected total when there was
+// one.
 func (u *Units) Done() {
 	if u.r == nil {
 		return
@@ -102,7 +103,11 @@ func (u *Units) Done() {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	now := u.r.now()
-	u.r.Printf("%s: %d steps in %s (%.1f/s)", u.label, u.n, now.Sub(u.start).Round(time.Second), u.rate(now))
+	expected := ""
+	if u.total > 0 {
+		expected = fmt.Sprintf("; %d expected from %s", u.total, u.totalFrom)
+	}
+	u.r.Printf("%s: %d steps in %s (%.1f/s%s)", u.label, u.n, now.Sub(u.start).Round(time.Second), u.rate(now), expected)
 }
 
 func (u *Units) rate(now time.Time) float64 {

@@ -195,9 +195,9 @@ func kernelSection(p func(string, ...any), m *manifest.Manifest) {
 	}
 	if len(m.Kernel.ConfigChanges) > 0 {
 		p("")
-		p("### Options `make olddefconfig` changed")
+		p("### Options that differ from Microsoft's configuration")
 		p("")
-		p("`make olddefconfig` completed Microsoft's configuration for this build's compiler; these options differ from Microsoft's:")
+		p("`make olddefconfig` completed the configuration for this build's compiler (and, where noted, the configuration differs from the one Microsoft's kernel embeds); these options differ from Microsoft's:")
 		p("")
 		for _, c := range m.Kernel.ConfigChanges {
 			p("- `%s`", strings.ReplaceAll(c, "`", "'"))

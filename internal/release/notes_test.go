@@ -157,7 +157,7 @@ func TestNotesBuildModeUnshipped(t *testing.T) {
 	wantAll(t, "build notes", notes,
 		"**Built by this release** (build mode) from the source below with Microsoft's configuration. It is **not Microsoft's binary**: no WSL release seen ships kernel 6.18.40.1.",
 		"Why this mode: no WSL release seen ships kernel 6.18.40.1",
-		"### Options `make olddefconfig` changed",
+		"### Options that differ from Microsoft's configuration",
 		"- `toolchain: CONFIG_GCC_VERSION: 130200 -> 120200`\n- `CONFIG_DEBUG_INFO_BTF: y -> (absent)`\n",
 		"- Compiler: gcc (Debian 12.2.0-14) 12.2.0",
 		"`gh attestation verify modules.vhdx -R <owner>/<repo>`",

@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/wsl-modules/wsl-modules-action/internal/csource"
 )
 
 // maxDepth bounds macro expansion (EXPORT_TRACEPOINT_SYMBOL_GPL →
@@ -37,7 +39,7 @@ func scanHeader(data []byte) headerScan {
 	if !bytes.Contains(data, []byte("EXPORT_")) {
 		return headerScan{}
 	}
-	defs, rest, bodies := splitDefines(stripComments(data))
+	defs, rest, bodies := splitDefines(csource.StripComments(data))
 	var out headerScan
 	for i, d := range defs {
 		d.calls = scanCalls(bodies[i], exportLike)
@@ -72,7 +74,7 @@ func scanSource(rel string, data []byte, global rules, globalNames [][]byte) fil
 	if !bytes.Contains(data, []byte("EXPORT_")) && !containsAny(data, globalNames) {
 		return fs
 	}
-	defs, rest, bodies := splitDefines(stripComments(data))
+	defs, rest, bodies := splitDefines(csource.StripComments(data))
 	defined := make(map[string]bool, len(defs))
 	for _, d := range defs {
 		defined[d.name] = true

@@ -11,14 +11,12 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"sort"
 	"strings"
 	"sync"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/wsl-modules/wsl-modules-action/internal/atomicfile"
+	"github.com/wsl-modules/wsl-modules-action/internal/csource"
 )
 
 // indexFormat is the version of the index layout and of the scan that
@@ -212,14 +210,14 @@ func scanTree(ctx context.Context, src string, files []sourceFile, jobs int) (*I
 	}
 	ix := &Index{Format: indexFormat, Exports: map[string][]string{}, IncludedBy: map[string][]string{}, Files: len(files)}
 	var mu sync.Mutex
-	err = forEachFile(ctx, src, sources, jobs, func(rel string, data []byte) {
+	err = csource.ReadFiles(ctx, src, sources, jobs, func(rel string, data []byte) {
 		fs := scanSource(rel, data, global, needles)
 		mu.Lock()
 		defer mu.Unlock()
 		ix.add(rel, fs, hexports)
 	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("symcrc: %w", err)
 	}
 	ix.sort()
 	return ix, nil
@@ -230,7 +228,7 @@ func scanTree(ctx context.Context, src string, files []sourceFile, jobs int) (*I
 func scanHeaders(ctx context.Context, src string, headers []string, jobs int) (rules, map[string][]macroCall, error) {
 	global, calls := rules{}, map[string][]macroCall{}
 	var mu sync.Mutex
-	err := forEachFile(ctx, src, headers, jobs, func(rel string, data []byte) {
+	err := csource.ReadFiles(ctx, src, headers, jobs, func(rel string, data []byte) {
 		hs := scanHeader(data)
 		if hs.rules == nil && hs.calls == nil {
 			return
@@ -244,7 +242,10 @@ func scanHeaders(ctx context.Context, src string, headers []string, jobs int) (r
 			calls[rel] = hs.calls
 		}
 	})
-	return global, calls, err
+	if err != nil {
+		return nil, nil, fmt.Errorf("symcrc: %w", err)
+	}
+	return global, calls, nil
 }
 
 // add records one file's scan; the exports of the headers it includes
@@ -280,40 +281,6 @@ func (ix *Index) sort() {
 		a, b := ix.Patterns[i], ix.Patterns[j]
 		return a.File < b.File || a.File == b.File && a.Regexp < b.Regexp
 	})
-}
-
-// forEachFile reads the files in parallel and calls fn with each one's
-// content (fn must be safe for concurrent use).
-func forEachFile(ctx context.Context, src string, rels []string, jobs int, fn func(rel string, data []byte)) error {
-	if jobs <= 0 {
-		jobs = runtime.NumCPU()
-	}
-	g, ctx := errgroup.WithContext(ctx)
-	next := make(chan string)
-	g.Go(func() error {
-		defer close(next)
-		for _, r := range rels {
-			select {
-			case next <- r:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
-		return nil
-	})
-	for range jobs {
-		g.Go(func() error {
-			for rel := range next {
-				data, err := os.ReadFile(filepath.Join(src, filepath.FromSlash(rel)))
-				if err != nil {
-					return fmt.Errorf("symcrc: %w", err)
-				}
-				fn(rel, data)
-			}
-			return nil
-		})
-	}
-	return g.Wait()
 }
 
 func readIndex(path, key string) (*Index, error) {

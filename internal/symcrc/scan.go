@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"regexp"
 	"strings"
+
+	"github.com/wsl-modules/wsl-modules-action/internal/csource"
 )
 
 // This file finds, in the text of one C or assembly source file, the
@@ -32,68 +34,6 @@ type macroDef struct {
 // maxArgs bounds the text an argument list may span, so that an
 // unbalanced parenthesis cannot make the scan quadratic.
 const maxArgs = 4096
-
-// isIdentByte reports whether c can be part of a C identifier.
-func isIdentByte(c byte) bool {
-	return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
-}
-
-// stripComments returns a copy of src with C comments replaced by spaces
-// (newlines and line-splicing backslashes kept, so that #define lines keep
-// their extent). String and
-// character literals are kept, and comment markers inside them ignored.
-func stripComments(src []byte) []byte {
-	out := make([]byte, len(src))
-	copy(out, src)
-	for i := 0; i < len(out); i++ {
-		switch c := out[i]; {
-		case c == '"' || c == '\'':
-			i = skipLiteral(out, i)
-		case c == '/' && i+1 < len(out) && out[i+1] == '/':
-			for ; i < len(out) && out[i] != '\n'; i++ {
-				if out[i] == '\\' && i+1 < len(out) && out[i+1] == '\n' {
-					out[i] = ' '
-					i++ // a continued // comment goes on
-					continue
-				}
-				out[i] = ' '
-			}
-		case c == '/' && i+1 < len(out) && out[i+1] == '*':
-			end := bytes.Index(out[i+2:], []byte("*/"))
-			stop := len(out)
-			if end >= 0 {
-				stop = i + 2 + end + 2
-			}
-			for j := i; j < stop; j++ {
-				// Newlines stay, and so do the backslashes that splice
-				// lines (splicing comes before comments in C).
-				if out[j] != '\n' && (out[j] != '\\' || j+1 >= stop || out[j+1] != '\n') {
-					out[j] = ' '
-				}
-			}
-			i = stop - 1
-		}
-	}
-	return out
-}
-
-// skipLiteral returns the index of the closing quote of the literal that
-// starts at b[i] (or of the end of its line when it is not closed there:
-// an apostrophe in assembly text is not a character literal).
-func skipLiteral(b []byte, i int) int {
-	q := b[i]
-	for j := i + 1; j < len(b); j++ {
-		switch b[j] {
-		case '\\':
-			j++
-		case q:
-			return j
-		case '\n':
-			return j
-		}
-	}
-	return len(b) - 1
-}
 
 // splitDefines separates the #define logical lines of text (comments
 // already stripped) from the rest: it returns the definitions and a copy
@@ -172,14 +112,14 @@ func scanCalls(text []byte, want func(string) bool) []macroCall {
 	for i := 0; i < len(text); i++ {
 		c := text[i]
 		if c == '"' {
-			i = skipLiteral(text, i)
+			i = csource.SkipLiteral(text, i)
 			continue
 		}
-		if !isIdentByte(c) {
+		if !csource.IsIdentByte(c) {
 			continue
 		}
 		j := i
-		for j < len(text) && isIdentByte(text[j]) {
+		for j < len(text) && csource.IsIdentByte(text[j]) {
 			j++
 		}
 		id := string(text[i:j])
@@ -208,7 +148,7 @@ func parseArgs(text []byte, i int) []string {
 	for j := i; j < len(text) && j < i+maxArgs; j++ {
 		switch text[j] {
 		case '"', '\'':
-			j = skipLiteral(text, j)
+			j = csource.SkipLiteral(text, j)
 		case '(':
 			depth++
 		case ')':
@@ -273,7 +213,7 @@ func isName(s string) bool {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		if !isIdentByte(s[i]) {
+		if !csource.IsIdentByte(s[i]) {
 			return false
 		}
 	}

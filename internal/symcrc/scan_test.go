@@ -128,15 +128,6 @@ func TestScanSourceNoExports(t *testing.T) {
 	}
 }
 
-func TestStripComments(t *testing.T) {
-	in := "a /* x \\\n y */ b // c\nd '\"' \"/* not */\" e"
-	got := string(stripComments([]byte(in)))
-	want := "a      \\\n      b     \nd '\"' \"/* not */\" e"
-	if got != want {
-		t.Errorf("got  %q\nwant %q", got, want)
-	}
-}
-
 func TestEval(t *testing.T) {
 	env := map[string]string{"name": "foo", "size": "4"}
 	for in, want := range map[string]string{

@@ -55,10 +55,21 @@ func Tool(t testing.TB, name string) string {
 	return p
 }
 
+// Long skips t in -short mode: it needs one of the real, expensive inputs
+// (a test kernel, the Debian module tree, the kernel source). -short is
+// the unit tests alone, which CI runs under the race detector.
+func Long(t testing.TB, what string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("needs %s (not in -short mode)", what)
+	}
+}
+
 // DebianModules returns the root of the unpacked Debian linux-image package
 // (the directory holding lib/modules/<release>) and its kernel release.
 func DebianModules(t testing.TB) (root, release string) {
 	t.Helper()
+	Long(t, "the Debian module tree")
 	root = filepath.Join(CacheDir(), "debian-image")
 	ents, err := os.ReadDir(filepath.Join(root, "lib", "modules"))
 	if err != nil || len(ents) != 1 {
@@ -70,6 +81,7 @@ func DebianModules(t testing.TB) (root, release string) {
 // KernelSourceTarball returns Debian's linux-source-6.12 tarball.
 func KernelSourceTarball(t testing.TB) string {
 	t.Helper()
+	Long(t, "the kernel source")
 	p := "/usr/src/linux-source-6.12.tar.xz"
 	if _, err := os.Stat(p); err != nil {
 		Missing(t, "%s (apt-get install linux-source-6.12)", p)

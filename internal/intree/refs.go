@@ -1,0 +1,122 @@
+package intree
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"path"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/wsl-modules/wsl-modules-action/internal/csource"
+)
+
+// hit is one reference to a wanted CONFIG_ name in a code file.
+type hit struct {
+	file  string
+	line  int
+	token string // CONFIG_X or CONFIG_X_MODULE
+}
+
+// include is one #include of a code file.
+type include struct {
+	from, target string // target as written, without quotes or brackets
+	quoted       bool
+}
+
+// codeScan is what scanning the code files found.
+type codeScan struct {
+	hits     []hit
+	includes []include
+}
+
+// scanCode reads every code file and returns the references to the
+// wanted names (comments ignored) and the #include lines whose target's
+// base name is in bases.
+func (t *tree) scanCode(ctx context.Context, want map[string]bool, bases map[string]bool, jobs int) (*codeScan, error) {
+	var mu sync.Mutex
+	out := &codeScan{}
+	err := csource.ReadFiles(ctx, t.src, t.codeFiles, jobs, func(rel string, data []byte) {
+		hs, incs := scanCodeFile(rel, data, want, bases)
+		if len(hs) > 0 || len(incs) > 0 {
+			mu.Lock()
+			out.hits = append(out.hits, hs...)
+			out.includes = append(out.includes, incs...)
+			mu.Unlock()
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("intree: %w", err)
+	}
+	sort.Slice(out.hits, func(i, j int) bool {
+		a, b := out.hits[i], out.hits[j]
+		return a.file < b.file || a.file == b.file && (a.line < b.line || a.line == b.line && a.token < b.token)
+	})
+	return out, nil
+}
+
+// scanCodeFile finds the wanted CONFIG_ identifiers of one file outside
+// comments, and its includes of files named in bases.
+func scanCodeFile(rel string, data []byte, want, bases map[string]bool) ([]hit, []include) {
+	var hits []hit
+	if bytes.Contains(data, []byte("CONFIG_")) {
+		text := csource.StripComments(data)
+		line, last := 1, 0
+		for off := 0; ; {
+			i := bytes.Index(text[off:], []byte("CONFIG_"))
+			if i < 0 {
+				break
+			}
+			i += off
+			j := i + len("CONFIG_")
+			for j < len(text) && csource.IsIdentByte(text[j]) {
+				j++
+			}
+			off = j
+			if i > 0 && csource.IsIdentByte(text[i-1]) {
+				continue
+			}
+			if tok := string(text[i:j]); want[tok] {
+				line += bytes.Count(text[last:i], []byte("\n"))
+				last = i
+				hits = append(hits, hit{file: rel, line: line, token: tok})
+			}
+		}
+	}
+	var incs []include
+	if bytes.Contains(data, []byte("include")) {
+		for _, l := range bytes.Split(data, []byte("\n")) {
+			if inc, ok := parseInclude(l); ok && bases[path.Base(inc.target)] {
+				inc.from = rel
+				incs = append(incs, inc)
+			}
+		}
+	}
+	return hits, incs
+}
+
+// parseInclude parses a #include line.
+func parseInclude(l []byte) (include, bool) {
+	s := strings.TrimSpace(string(l))
+	if !strings.HasPrefix(s, "#") {
+		return include{}, false
+	}
+	s = strings.TrimSpace(s[1:])
+	if !strings.HasPrefix(s, "include") {
+		return include{}, false
+	}
+	s = strings.TrimSpace(s[len("include"):])
+	if len(s) < 3 {
+		return include{}, false
+	}
+	closer := map[byte]byte{'"': '"', '<': '>'}[s[0]]
+	if closer == 0 {
+		return include{}, false
+	}
+	end := strings.IndexByte(s[1:], closer)
+	if end <= 0 {
+		return include{}, false
+	}
+	return include{target: s[1 : 1+end], quoted: s[0] == '"'}, true
+}
