@@ -29,6 +29,11 @@ func EmbeddedConfig(path string) ([]byte, error) {
 		return nil, fmt.Errorf("kernel: stock kernel: %w", err)
 	}
 	defer f.Close()
+	return configOf(f)
+}
+
+// configOf returns the config f embeds, nil when it has none.
+func configOf(f *kimage.File) ([]byte, error) {
 	data, err := f.Config()
 	if errors.Is(err, kimage.ErrNoConfig) {
 		return nil, nil
@@ -41,14 +46,18 @@ func EmbeddedConfig(path string) ([]byte, error) {
 
 // readStockConfig reads the embedded config of the kernel image at path;
 // none is not an error, and neither is an unreadable one when a config
-// was given (it only serves the comparison then: a warning says so).
+// was given (it only serves the comparison then: a warning says so). An
+// image that does not open is.
 func readStockConfig(path string, o StockOptions) (*stockConfig, error) {
-	data, err := EmbeddedConfig(path)
+	f, err := kimage.Open(path, nil)
+	if err != nil {
+		return nil, fmt.Errorf("kernel: stock kernel: %w", err)
+	}
+	defer f.Close()
+	data, err := configOf(f)
 	if err != nil && o.ConfigFile != "" {
-		if _, ierr := kimage.Open(path, nil); ierr == nil {
-			o.Progress.Printf("kernel: warning: %v; the prepared config is not compared with it", err)
-			return &stockConfig{}, nil
-		}
+		o.Progress.Printf("kernel: warning: %v; the prepared config is not compared with it", err)
+		return &stockConfig{}, nil
 	}
 	if err != nil {
 		return nil, err
