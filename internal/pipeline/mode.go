@@ -33,6 +33,9 @@ type stockFiles struct {
 	wsl             *fetch.WSLRelease
 	// pin identifies them for the build's inputs.
 	pin string
+	// extracted is the installer's pair once stockPaths has it (the
+	// fragment's planning and the kernel stage both ask).
+	extracted *wslmsi.Stock
 }
 
 // wslFile is where the WSL release mapping (with its ETag) is kept
@@ -216,10 +219,11 @@ func pickWSL(ships []fetch.WSLRelease, version string) *fetch.WSLRelease {
 // (cached by the installer's sha256).
 func (r *runner) stockPaths(ctx context.Context, k *kernelJob) (kernel, modules string, msi *manifest.MSI, err error) {
 	sf := k.stock
-	var st *wslmsi.Stock
+	st := sf.extracted
 	switch {
 	case sf.kernel != "":
 		return sf.kernel, sf.modules, nil, nil
+	case st != nil: // extracted by an earlier call
 	case sf.msi != "":
 		st, err = wslmsi.Open(ctx, sf.msi, r.o.CacheDir, r.log)
 	default:
@@ -232,8 +236,11 @@ func (r *runner) stockPaths(ctx context.Context, k *kernelJob) (kernel, modules 
 	if err != nil {
 		return "", "", nil, fmt.Errorf("pipeline: %s: %w", k.name, err)
 	}
-	r.log.Printf("%s: stock files from %s (sha256 %s): kernel %s, %s %s", k.name, st.MSIName, short(st.MSISHA256),
-		short(st.KernelSHA256), st.ModulesName, short(st.ModulesSHA256))
+	if sf.extracted == nil {
+		sf.extracted = st
+		r.log.Printf("%s: stock files from %s (sha256 %s): kernel %s, %s %s", k.name, st.MSIName, short(st.MSISHA256),
+			short(st.KernelSHA256), st.ModulesName, short(st.ModulesSHA256))
+	}
 	return st.Kernel, st.Modules, &manifest.MSI{Name: st.MSIName, WSLVersion: st.WSLVersion, SHA256: st.MSISHA256, URL: st.URL}, nil
 }
 
