@@ -9,8 +9,13 @@ import (
 // $(name) or ${name}.
 var varRefRE = regexp.MustCompile(`^\$[({]([A-Za-z0-9_.-]+)[)}]$`)
 
-// maxExpandDepth bounds nested variable references.
-const maxExpandDepth = 8
+// maxExpandDepth bounds nested variable references, and maxExpandItems
+// what one value may expand to (references repeated at every level grow
+// it exponentially); beyond either the item is opaque.
+const (
+	maxExpandDepth = 8
+	maxExpandItems = 1 << 14
+)
 
 // expand returns the items of a kbuild value of dir with every plain
 // variable reference replaced by the union of the values that dir's
@@ -30,7 +35,7 @@ func (t *tree) expandInto(dir, value string, depth int, active map[string]bool, 
 		}
 		m := varRefRE.FindStringSubmatch(f)
 		vals := t.assigned(dir, m)
-		if m == nil || vals == nil || depth >= maxExpandDepth || active[m[1]] {
+		if m == nil || vals == nil || depth >= maxExpandDepth || active[m[1]] || len(*items)+len(*opaque) >= maxExpandItems {
 			*opaque = append(*opaque, f)
 			continue
 		}
