@@ -37,6 +37,11 @@ pkgs=(
   # WSL installers: MSIs built with wixl for the tests, read with
   # msiextract and 7-Zip (internal/wslmsi)
   wixl msitools p7zip-full
+  # a real LZX:21 cabinet (InstallShield's, in clam_IScab_int.exe) for the
+  # cabinet reader's tests (internal/wslmsi TestOpenLZX), unpacked with gcab
+  clamav-testfiles gcab
+  # file(1) names the built kernel images in internal/kbuild's tests
+  file
 )
 missing=()
 for p in "${pkgs[@]}"; do
