@@ -1,9 +1,14 @@
 package intree
 
 import (
+	"bytes"
+	"fmt"
+	"path"
+	"reflect"
 	"strings"
 	"testing"
 
+	"github.com/wsl-modules/wsl-modules-action/internal/csource"
 	"github.com/wsl-modules/wsl-modules-action/internal/kconfig"
 )
 
@@ -56,5 +61,69 @@ func TestExpandBounded(t *testing.T) {
 	}
 	if l, _ := tr.opaqueLine("d"); l == nil || l.line != 1 {
 		t.Errorf("opaque line %+v", l)
+	}
+}
+
+// scanReference is scanCodeFile without its shortcuts: every file's
+// comments stripped and searched, every line parsed for an include.
+func scanReference(rel string, data []byte, want, bases map[string]bool) ([]hit, []include) {
+	hits := configHits(rel, csource.StripComments(data), want)
+	var incs []include
+	for _, l := range bytes.Split(data, []byte("\n")) {
+		if inc, ok := parseInclude(l); ok && bases[path.Base(inc.target)] {
+			inc.from = rel
+			incs = append(incs, inc)
+		}
+	}
+	return hits, incs
+}
+
+// codeScanSeeds are code files of the kinds the scan meets: references in
+// code, in comments and in strings, includes of every form.
+var codeScanSeeds = []string{
+	"#include <linux/rfkill.h>\n#if defined(CONFIG_RFKILL) || defined(CONFIG_RFKILL_MODULE)\nint x;\n#endif\n",
+	"/* CONFIG_RFKILL */\n// CONFIG_RFKILL_MODULE\n#  include \"local.h\" /* include */\nchar *s = \"CONFIG_RFKILL\";\n",
+	"#include\"udf_sb.h\"\r\n#include <asm/udf_sb.h>\nXCONFIG_RFKILL CONFIG_RFKILLS\n#includenot <x.h>\ninclude \"udf_sb.h\"\n",
+}
+
+// FuzzScanCodeFile: the scan's shortcuts (skip a file that lacks every
+// wanted name, parse only lines that say include) never change what it
+// finds, on any text, compared with scanning every file in full.
+func FuzzScanCodeFile(f *testing.F) {
+	for _, s := range codeScanSeeds {
+		f.Add([]byte(s))
+	}
+	want := map[string]bool{"CONFIG_RFKILL": true, "CONFIG_RFKILL_MODULE": true, "CONFIG_A": true}
+	bases := map[string]bool{"rfkill.h": true, "local.h": true, "udf_sb.h": true, "x.h": true}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		h1, i1 := scanCodeFile("f.c", data, want, bases)
+		h2, i2 := scanReference("f.c", data, want, bases)
+		if !reflect.DeepEqual(h1, h2) || !reflect.DeepEqual(i1, i2) {
+			t.Fatalf("scan %v %v, full scan %v %v", h1, i1, h2, i2)
+		}
+	})
+}
+
+// TestScanCodeFile: references outside comments with their lines, and
+// the includes of wanted base names.
+func TestScanCodeFile(t *testing.T) {
+	want := map[string]bool{"CONFIG_RFKILL": true, "CONFIG_RFKILL_MODULE": true}
+	bases := map[string]bool{"rfkill.h": true, "local.h": true}
+	var hits []string
+	var incs []string
+	for i, s := range codeScanSeeds {
+		hs, is := scanCodeFile(fmt.Sprint(i), []byte(s), want, bases)
+		for _, h := range hs {
+			hits = append(hits, fmt.Sprintf("%s:%d:%s", h.file, h.line, h.token))
+		}
+		for _, in := range is {
+			incs = append(incs, fmt.Sprintf("%s:%s:%v", in.from, in.target, in.quoted))
+		}
+	}
+	if got, w := strings.Join(hits, " "), "0:2:CONFIG_RFKILL 0:2:CONFIG_RFKILL_MODULE 1:4:CONFIG_RFKILL"; got != w {
+		t.Errorf("hits %s, want %s", got, w)
+	}
+	if got, w := strings.Join(incs, " "), "0:linux/rfkill.h:false 1:local.h:true"; got != w {
+		t.Errorf("includes %s, want %s", got, w)
 	}
 }

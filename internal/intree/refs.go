@@ -57,43 +57,82 @@ func (t *tree) scanCode(ctx context.Context, want map[string]bool, bases map[str
 }
 
 // scanCodeFile finds the wanted CONFIG_ identifiers of one file outside
-// comments, and its includes of files named in bases.
+// comments, and its includes of files named in bases. Most files have
+// neither: the comments are stripped only from a file that holds a
+// wanted name, and only lines that hold "include" are parsed.
 func scanCodeFile(rel string, data []byte, want, bases map[string]bool) ([]hit, []include) {
 	var hits []hit
-	if bytes.Contains(data, []byte("CONFIG_")) {
-		text := csource.StripComments(data)
-		line, last := 1, 0
-		for off := 0; ; {
-			i := bytes.Index(text[off:], []byte("CONFIG_"))
-			if i < 0 {
-				break
-			}
-			i += off
-			j := i + len("CONFIG_")
-			for j < len(text) && csource.IsIdentByte(text[j]) {
-				j++
-			}
-			off = j
-			if i > 0 && csource.IsIdentByte(text[i-1]) {
-				continue
-			}
-			if tok := string(text[i:j]); want[tok] {
-				line += bytes.Count(text[last:i], []byte("\n"))
-				last = i
-				hits = append(hits, hit{file: rel, line: line, token: tok})
-			}
-		}
+	if containsWanted(data, want) {
+		hits = configHits(rel, csource.StripComments(data), want)
 	}
 	var incs []include
-	if bytes.Contains(data, []byte("include")) {
-		for _, l := range bytes.Split(data, []byte("\n")) {
-			if inc, ok := parseInclude(l); ok && bases[path.Base(inc.target)] {
-				inc.from = rel
-				incs = append(incs, inc)
-			}
+	for off := 0; ; {
+		i := bytes.Index(data[off:], []byte("include"))
+		if i < 0 {
+			break
 		}
+		start := bytes.LastIndexByte(data[:off+i], '\n') + 1
+		end := bytes.IndexByte(data[off+i:], '\n')
+		if end < 0 {
+			end = len(data)
+		} else {
+			end += off + i
+		}
+		if inc, ok := parseInclude(data[start:end]); ok && bases[path.Base(inc.target)] {
+			inc.from = rel
+			incs = append(incs, inc)
+		}
+		off = end
 	}
 	return hits, incs
+}
+
+// containsWanted reports whether data holds any wanted name, comments
+// included (a quick test before the file's comments are stripped).
+func containsWanted(data []byte, want map[string]bool) bool {
+	for off := 0; ; {
+		i := bytes.Index(data[off:], []byte("CONFIG_"))
+		if i < 0 {
+			return false
+		}
+		i += off
+		j := i + len("CONFIG_")
+		for j < len(data) && csource.IsIdentByte(data[j]) {
+			j++
+		}
+		if want[string(data[i:j])] {
+			return true
+		}
+		off = j
+	}
+}
+
+// configHits lists the wanted CONFIG_ identifiers of text (comments
+// already blanked), with their lines.
+func configHits(rel string, text []byte, want map[string]bool) []hit {
+	var hits []hit
+	line, last := 1, 0
+	for off := 0; ; {
+		i := bytes.Index(text[off:], []byte("CONFIG_"))
+		if i < 0 {
+			break
+		}
+		i += off
+		j := i + len("CONFIG_")
+		for j < len(text) && csource.IsIdentByte(text[j]) {
+			j++
+		}
+		off = j
+		if i > 0 && csource.IsIdentByte(text[i-1]) {
+			continue
+		}
+		if want[string(text[i:j])] {
+			line += bytes.Count(text[last:i], []byte("\n"))
+			last = i
+			hits = append(hits, hit{file: rel, line: line, token: string(text[i:j])})
+		}
+	}
+	return hits
 }
 
 // parseInclude parses a #include line.

@@ -484,6 +484,8 @@ type kernelBuild struct {
 	// inputConfig is the config the build started from (for the step
 	// count of earlier builds of the same config).
 	inputConfig []byte
+	// baseConfig is inputConfig after olddefconfig, before the fragment.
+	baseConfig kconfig.Config
 }
 
 func (b *kernelBuild) make(ctx context.Context, args ...string) error {
@@ -840,6 +842,7 @@ func (b *kernelBuild) configure(ctx context.Context, meta *KernelMeta) (kconfig.
 	for _, c := range meta.ConfigChanges {
 		o.Progress.Printf("kernel: warning: olddefconfig changed the config: %s", c)
 	}
+	b.baseConfig = base
 	if err := b.applyFragment(ctx, dotConfig, base, meta); err != nil {
 		return nil, err
 	}
@@ -953,29 +956,38 @@ func (b *kernelBuild) checkRelease(ctx context.Context, final kconfig.Config) (s
 	return release, nil
 }
 
+// ConfigCheck is what CheckConfig found.
+type ConfigCheck struct {
+	// Meta holds the fields the configuration steps fill: Release,
+	// ConfigChanges, FragmentNotes and FragmentSHA256.
+	Meta *KernelMeta
+	// Base is the config after olddefconfig, before the fragment; Final
+	// is the config the kernel would build with (Base without a fragment).
+	Base, Final kconfig.Config
+}
+
 // CheckConfig runs the configuration steps of a kernel build (config
 // selection, olddefconfig, fragment checks, release check) in a scratch
 // object directory under workDir, without building anything. o.Source must
-// be a directory. It returns the meta fields those steps fill (Release,
-// ConfigChanges, FragmentNotes, FragmentSHA256) and the final config.
-func CheckConfig(ctx context.Context, o KernelOptions, workDir string) (*KernelMeta, kconfig.Config, error) {
+// be a directory.
+func CheckConfig(ctx context.Context, o KernelOptions, workDir string) (*ConfigCheck, error) {
 	if o.Arch == "" {
 		o.Arch = "x86_64"
 	}
 	tc, err := ToolchainFor(o.Arch, o.HostArch)
 	if err != nil {
-		return nil, nil, fmt.Errorf("kernel: %w", err)
+		return nil, fmt.Errorf("kernel: %w", err)
 	}
 	src, err := filepath.Abs(o.Source)
 	if err != nil {
-		return nil, nil, fmt.Errorf("kernel: %w", err)
+		return nil, fmt.Errorf("kernel: %w", err)
 	}
 	if _, err := os.Stat(filepath.Join(src, "Makefile")); err != nil {
-		return nil, nil, fmt.Errorf("kernel: %s is not a kernel source tree (no top-level Makefile)", o.Source)
+		return nil, fmt.Errorf("kernel: %s is not a kernel source tree (no top-level Makefile)", o.Source)
 	}
 	obj, err := os.MkdirTemp(workDir, "obj-")
 	if err != nil {
-		return nil, nil, fmt.Errorf("kernel: %w", err)
+		return nil, fmt.Errorf("kernel: %w", err)
 	}
 	defer os.RemoveAll(obj)
 	log := o.Log
@@ -990,7 +1002,7 @@ func CheckConfig(ctx context.Context, o KernelOptions, workDir string) (*KernelM
 	meta := &KernelMeta{Format: CacheFormat, Arch: o.Arch, ImageFile: tc.ImageFile}
 	final, err := b.configure(ctx, meta)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	return meta, final, nil
+	return &ConfigCheck{Meta: meta, Base: b.baseConfig, Final: final}, nil
 }

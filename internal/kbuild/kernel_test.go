@@ -165,8 +165,11 @@ func TestKernelBadInput(t *testing.T) {
 		if err != nil {
 			return nil, err
 		}
-		m, _, err := kbuild.CheckConfig(ctx, kbuild.KernelOptions{Source: src, ConfigFile: buildtest.ConfigFile(), Fragment: f}, t.TempDir())
-		return m, err
+		c, err := kbuild.CheckConfig(ctx, kbuild.KernelOptions{Source: src, ConfigFile: buildtest.ConfigFile(), Fragment: f}, t.TempDir())
+		if err != nil {
+			return nil, err
+		}
+		return c.Meta, nil
 	}
 	if _, err := check("CONFIG_EXT4_FS=m\n"); err == nil || !strings.Contains(err.Error(), "wsl-modules.yml:4: config-fragment: CONFIG_EXT4_FS is y in the stock config; only n->m changes are allowed (y->m refused)") {
 		t.Errorf("y->m: %v", err)
