@@ -21,13 +21,14 @@ import (
 	"github.com/klauspost/compress/gzip"
 
 	"github.com/wsl-modules/wsl-modules-action/internal/archive"
+	"github.com/wsl-modules/wsl-modules-action/internal/buildtest"
 	"github.com/wsl-modules/wsl-modules-action/internal/githubapi"
 	"github.com/wsl-modules/wsl-modules-action/internal/githubfake"
 	"github.com/wsl-modules/wsl-modules-action/internal/progress"
 	"github.com/wsl-modules/wsl-modules-action/internal/testenv"
 )
 
-const testTag = "linux-msft-wsl-6.12.0.1"
+const testTag = buildtest.Tag
 
 func fetcher(t *testing.T, fake *githubfake.Server, log *bytes.Buffer) *Fetcher {
 	t.Helper()
@@ -71,7 +72,9 @@ func TestKernelTarball(t *testing.T) {
 	if testing.Short() {
 		t.Skip("unpacks 1.5 GB")
 	}
-	tarball := githubfake.KernelTarball(t, testTag, map[string][]byte{"Microsoft/config-wsl": []byte("CONFIG_LOCALVERSION=\"-microsoft-standard-WSL2\"\n")})
+	// The test kernel's tarball, as GitHub serves it under testTag (a cold
+	// run repacks the source once, for both).
+	tarball := buildtest.GitHubTarball(t)
 	fake := githubfake.NewT(t, githubfake.Options{Token: "ghp_kernel"})
 	fake.AddTags(kernelRepo, githubfake.Tag{Name: testTag})
 	fake.SetTarball(kernelRepo, testTag, tarball)

@@ -1,18 +1,21 @@
-package githubfake
+package githubfake_test
 
 import (
 	"bufio"
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/wsl-modules/wsl-modules-action/internal/buildtest"
+	"github.com/wsl-modules/wsl-modules-action/internal/githubfake"
 )
 
-// TestKernelTarball checks the repacked fixture against the Debian source
+// TestKernelTarball checks the repacked fixture (the one the test kernel
+// is built from, so a cold run repacks once) against the Debian source
 // with the tar command: same entries, renamed top directory, extra file
 // present.
 func TestKernelTarball(t *testing.T) {
-	const tag = "linux-msft-wsl-6.12.0.1"
-	p := KernelTarball(t, tag, map[string][]byte{"Microsoft/config-wsl": []byte("CONFIG_LOCALVERSION=\"-microsoft-standard-WSL2\"\n")})
+	p := buildtest.GitHubTarball(t)
 	count := func(args ...string) (n int, names map[string]bool) {
 		t.Helper()
 		cmd := exec.Command("tar", args...)
@@ -41,7 +44,7 @@ func TestKernelTarball(t *testing.T) {
 	if gotN != srcN+1 {
 		t.Errorf("repacked tarball has %d entries, source has %d (+1 extra expected)", gotN, srcN)
 	}
-	top := KernelTopDir(tag) + "/"
+	top := githubfake.KernelTopDir(buildtest.Tag) + "/"
 	for _, want := range []string{top, top + "Makefile", top + "Microsoft/config-wsl"} {
 		if !names[want] {
 			t.Errorf("repacked tarball lacks %s", want)
