@@ -115,23 +115,28 @@ func prepareStock(ctx context.Context, o StockOptions, in *inputs, stock *manife
 	}
 	defer out.Abort()
 	defer logf.Close()
+	// The stock files first: a wrong file, or a kernel and modules of two
+	// releases, fails before the source is unpacked and configured.
+	imgRelease, exports, tree, err := openStock(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	defer tree.Close()
+	if imgRelease != tree.Release {
+		return nil, fmt.Errorf("kernel: %w: the stock kernel %s is release %q, but the stock modules %s are for release %q (from %s): they are not one kernel's pair",
+			ErrStock, o.Kernel, imgRelease, o.Modules, tree.Release, tree.Source.ReleaseFrom)
+	}
 	b, ts, err := newKernelBuild(ctx, o.KernelOptions, in, work, log)
 	if err != nil {
 		return nil, err
 	}
 	meta := KernelMeta{Format: CacheFormat, Key: in.key, Arch: o.Arch, ImageFile: in.tc.ImageFile, Compiler: in.compiler,
 		Source: in.src, BuildTimestamp: ts.UTC().Format(TimestampLayout), Mode: manifest.ModeStock, Stock: stock}
-	// The stock files first: a wrong file fails before minutes of make.
-	imgRelease, exports, tree, err := openStock(ctx, o)
-	if err != nil {
-		return nil, err
-	}
-	defer tree.Close()
 	final, err := b.configure(ctx, &meta)
 	if err != nil {
 		return nil, err
 	}
-	if err := checkStockRelease(o, imgRelease, tree, meta.Release); err != nil {
+	if err := checkStockRelease(o, imgRelease, meta.Release); err != nil {
 		return nil, err
 	}
 	if err := noteConfigDifferences(o, sc, final, &meta); err != nil {
@@ -218,16 +223,12 @@ func openStock(ctx context.Context, o StockOptions) (release string, exports []k
 	return f.Release(), table.Symbols, tree, nil
 }
 
-// checkStockRelease checks that the kernel image and the modules are of
-// release rel, the one the source gives with the config.
-func checkStockRelease(o StockOptions, imgRelease string, tree *modtree.Tree, rel string) error {
+// checkStockRelease requires the configured source's release to be the
+// stock kernel's (and so its modules', checked before).
+func checkStockRelease(o StockOptions, imgRelease, rel string) error {
 	if imgRelease != rel {
 		return fmt.Errorf("kernel: %w: the stock kernel %s is release %q, the source at this tag with this config gives %q",
 			ErrStock, o.Kernel, imgRelease, rel)
-	}
-	if tree.Release != rel {
-		return fmt.Errorf("kernel: %w: the stock modules %s are for release %q (from %s), the kernel is %q",
-			ErrStock, o.Modules, tree.Release, tree.Source.ReleaseFrom, rel)
 	}
 	return nil
 }
