@@ -19,6 +19,30 @@ func IsIdentByte(c byte) bool {
 	return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 }
 
+// Idents calls fn with the bounds of each identifier in b that starts
+// with prefix at an identifier boundary (b[i:j] is the whole identifier),
+// in order, until fn returns false.
+func Idents(b []byte, prefix string, fn func(i, j int) bool) {
+	for off := 0; ; {
+		i := bytes.Index(b[off:], []byte(prefix))
+		if i < 0 {
+			return
+		}
+		i += off
+		j := i + len(prefix)
+		for j < len(b) && IsIdentByte(b[j]) {
+			j++
+		}
+		off = j
+		if i > 0 && IsIdentByte(b[i-1]) {
+			continue
+		}
+		if !fn(i, j) {
+			return
+		}
+	}
+}
+
 // StripComments returns a copy of src with C comments replaced by spaces.
 // Newlines stay, and so do the backslashes that splice lines (splicing
 // comes before comments in C), so line numbers and the extent of #define

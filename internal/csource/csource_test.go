@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -92,4 +93,18 @@ func FuzzStripComments(f *testing.F) {
 			t.Fatalf("not idempotent: %q -> %q", out, again)
 		}
 	})
+}
+
+// TestIdents: whole identifiers with the prefix, at boundaries only, and
+// the early stop.
+func TestIdents(t *testing.T) {
+	b := []byte("CONFIG_A XCONFIG_B CONFIG_C1_x(CONFIG_) CONFIG_D")
+	var got []string
+	Idents(b, "CONFIG_", func(i, j int) bool {
+		got = append(got, string(b[i:j]))
+		return len(got) < 3
+	})
+	if w := "CONFIG_A CONFIG_C1_x CONFIG_"; strings.Join(got, " ") != w {
+		t.Errorf("got %q, want %q", got, w)
+	}
 }

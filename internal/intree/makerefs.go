@@ -13,21 +13,11 @@ import (
 // configTokens returns the CONFIG_ identifiers of make text.
 func configTokens(s string) []string {
 	var out []string
-	for off := 0; ; {
-		i := strings.Index(s[off:], "CONFIG_")
-		if i < 0 {
-			return out
-		}
-		i += off
-		j := i + len("CONFIG_")
-		for j < len(s) && csource.IsIdentByte(s[j]) {
-			j++
-		}
-		off = j
-		if i == 0 || !csource.IsIdentByte(s[i-1]) {
-			out = append(out, s[i:j])
-		}
-	}
+	csource.Idents([]byte(s), "CONFIG_", func(i, j int) bool {
+		out = append(out, s[i:j])
+		return true
+	})
+	return out
 }
 
 // checkMakeRefs refuses every use of an option in make text other than

@@ -90,21 +90,12 @@ func scanCodeFile(rel string, data []byte, want, bases map[string]bool) ([]hit, 
 // containsWanted reports whether data holds any wanted name, comments
 // included (a quick test before the file's comments are stripped).
 func containsWanted(data []byte, want map[string]bool) bool {
-	for off := 0; ; {
-		i := bytes.Index(data[off:], []byte("CONFIG_"))
-		if i < 0 {
-			return false
-		}
-		i += off
-		j := i + len("CONFIG_")
-		for j < len(data) && csource.IsIdentByte(data[j]) {
-			j++
-		}
-		if want[string(data[i:j])] {
-			return true
-		}
-		off = j
-	}
+	found := false
+	csource.Idents(data, "CONFIG_", func(i, j int) bool {
+		found = want[string(data[i:j])]
+		return !found
+	})
+	return found
 }
 
 // configHits lists the wanted CONFIG_ identifiers of text (comments
@@ -112,26 +103,14 @@ func containsWanted(data []byte, want map[string]bool) bool {
 func configHits(rel string, text []byte, want map[string]bool) []hit {
 	var hits []hit
 	line, last := 1, 0
-	for off := 0; ; {
-		i := bytes.Index(text[off:], []byte("CONFIG_"))
-		if i < 0 {
-			break
-		}
-		i += off
-		j := i + len("CONFIG_")
-		for j < len(text) && csource.IsIdentByte(text[j]) {
-			j++
-		}
-		off = j
-		if i > 0 && csource.IsIdentByte(text[i-1]) {
-			continue
-		}
+	csource.Idents(text, "CONFIG_", func(i, j int) bool {
 		if want[string(text[i:j])] {
 			line += bytes.Count(text[last:i], []byte("\n"))
 			last = i
 			hits = append(hits, hit{file: rel, line: line, token: string(text[i:j])})
 		}
-	}
+		return true
+	})
 	return hits
 }
 
