@@ -112,7 +112,7 @@ func SourceDir(t testing.TB) string {
 		return dir
 	}
 	tarball := testenv.KernelSourceTarball(t)
-	unlock := Lock(t, dir+".lock")
+	unlock := testenv.Lock(t, dir+".lock")
 	defer unlock()
 	if _, err := os.Stat(filepath.Join(dir, "Makefile")); err == nil {
 		return dir

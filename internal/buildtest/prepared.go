@@ -65,7 +65,7 @@ func PreparedKernel(t testing.TB, config string) *kbuild.Kernel {
 		return k
 	}
 	symvers := TestKernel(t).Symvers()
-	unlock := Lock(t, dir+".lock")
+	unlock := testenv.Lock(t, dir+".lock")
 	defer unlock()
 	if k, err := kbuild.OpenKernel(dir); err == nil {
 		return k

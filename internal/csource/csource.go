@@ -20,11 +20,15 @@ func IsIdentByte(c byte) bool {
 }
 
 // Idents calls fn with the bounds of each identifier in b that starts
-// with prefix at an identifier boundary (b[i:j] is the whole identifier),
-// in order, until fn returns false.
+// with prefix (not empty) at an identifier boundary (b[i:j] is the whole
+// identifier), in order, until fn returns false.
 func Idents(b []byte, prefix string, fn func(i, j int) bool) {
+	if prefix == "" {
+		return
+	}
+	p := []byte(prefix)
 	for off := 0; ; {
-		i := bytes.Index(b[off:], []byte(prefix))
+		i := bytes.Index(b[off:], p)
 		if i < 0 {
 			return
 		}

@@ -52,7 +52,7 @@ func arm64DevelTrees(t *testing.T) arm64Trees {
 	h := sha256.Sum256(fmt.Appendf(nil, "%s\x00%d\x00%d\x00%s\x00%s", tarball, st.Size(), st.ModTime().Unix(), recipe, ver))
 	dir := filepath.Join(testenv.CacheDir(), "devel-arm64", hex.EncodeToString(h[:8]))
 	trees := arm64Trees{Host: filepath.Join(dir, "host"), Cross: filepath.Join(dir, "cross")}
-	unlock := buildtest.Lock(t, dir+".lock")
+	unlock := testenv.Lock(t, dir+".lock")
 	defer unlock()
 	if rel, err := os.ReadFile(filepath.Join(dir, "release")); err == nil {
 		trees.Release = strings.TrimSpace(string(rel))

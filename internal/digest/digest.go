@@ -35,7 +35,8 @@ func File(path string) (string, error) {
 	h := sha256.New()
 	buf := bufPool.Get().(*[]byte)
 	defer bufPool.Put(buf)
-	if _, err := io.CopyBuffer(h, f, *buf); err != nil {
+	// The bare Reader hides os.File's WriteTo, which would ignore buf.
+	if _, err := io.CopyBuffer(h, struct{ io.Reader }{f}, *buf); err != nil {
 		return "", fmt.Errorf("%s: %w", path, err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil

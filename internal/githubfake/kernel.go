@@ -31,7 +31,8 @@ func KernelTopDir(tag string) string { return "WSL2-Linux-Kernel-" + tag }
 // WSL2-Linux-Kernel-<tag>/, plus the extra files (paths relative to the top
 // directory, e.g. "Microsoft/config-wsl"). The result is cached under
 // testenv.CacheDir(), keyed by the source file's name, size and mtime, the
-// tag and the extra files; repacking takes about a minute.
+// tag and the extra files, and made under a file lock; repacking takes
+// about a minute.
 func KernelTarball(t testing.TB, tag string, extra map[string][]byte) string {
 	t.Helper()
 	src := testenv.KernelSourceTarball(t)
@@ -51,6 +52,12 @@ func KernelTarball(t testing.TB, tag string, extra map[string][]byte) string {
 		testenv.Missing(t, "writable cache dir %s: %v", dir, err)
 	}
 	dst := filepath.Join(dir, "kernel-"+tag+"-"+key+".tar.gz")
+	if _, err := os.Stat(dst); err == nil {
+		return dst
+	}
+	// Test packages running at once repack it once.
+	unlock := testenv.Lock(t, dst+".lock")
+	defer unlock()
 	if _, err := os.Stat(dst); err == nil {
 		return dst
 	}

@@ -484,8 +484,6 @@ type kernelBuild struct {
 	// inputConfig is the config the build started from (for the step
 	// count of earlier builds of the same config).
 	inputConfig []byte
-	// baseConfig is inputConfig after olddefconfig, before the fragment.
-	baseConfig kconfig.Config
 }
 
 func (b *kernelBuild) make(ctx context.Context, args ...string) error {
@@ -618,7 +616,7 @@ func buildKernel(ctx context.Context, o KernelOptions, in *inputs, entry string)
 	}
 	meta := KernelMeta{Format: CacheFormat, Key: key, Arch: o.Arch, ImageFile: tc.ImageFile,
 		Compiler: in.compiler, Source: in.src, BuildTimestamp: ts.UTC().Format(TimestampLayout)}
-	final, err := b.configure(ctx, &meta)
+	_, final, err := b.configure(ctx, &meta)
 	if err != nil {
 		return nil, err
 	}
@@ -809,26 +807,30 @@ func tailFile(path string, n int) string {
 
 // configure writes the config into the object tree, runs olddefconfig,
 // applies and checks the fragment and checks the kernel release. It fills
-// meta's config fields and Release and returns the final config.
-func (b *kernelBuild) configure(ctx context.Context, meta *KernelMeta) (kconfig.Config, error) {
+// meta's config fields and Release and returns the config after
+// olddefconfig (base) and after the fragment (final; the same without
+// one).
+func (b *kernelBuild) configure(ctx context.Context, meta *KernelMeta) (base, final kconfig.Config, err error) {
 	o := b.o
 	cfgPath, input, err := b.readInputConfig()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	dotConfig := filepath.Join(b.obj, ".config")
 	if err := os.WriteFile(dotConfig, b.inputConfig, 0o644); err != nil {
-		return nil, fmt.Errorf("kernel: %w", err)
+		return nil, nil, fmt.Errorf("kernel: %w", err)
 	}
 	done := o.Progress.Step("kernel: make olddefconfig")
 	err = b.make(ctx, "olddefconfig")
 	done()
 	if err != nil {
-		return nil, fmt.Errorf("kernel: %w", err)
+		return nil, nil, fmt.Errorf("kernel: %w", err)
 	}
-	base, err := kconfig.ReadConfig(dotConfig)
-	if err != nil {
-		return nil, fmt.Errorf("kernel: %w", err)
+	if base, err = kconfig.ReadConfig(dotConfig); err != nil {
+		return nil, nil, fmt.Errorf("kernel: %w", err)
+	}
+	if base.Get("CONFIG_MODULES") != "y" {
+		return nil, nil, fmt.Errorf("kernel: config %s: CONFIG_MODULES is not set; loadable modules need it", cfgPath)
 	}
 	for _, ch := range kconfig.DiffConfig(input, base) {
 		if ch.Name == "CONFIG_CC_VERSION_TEXT" || strings.HasPrefix(ch.Name, "CONFIG_GCC_VERSION") ||
@@ -842,21 +844,16 @@ func (b *kernelBuild) configure(ctx context.Context, meta *KernelMeta) (kconfig.
 	for _, c := range meta.ConfigChanges {
 		o.Progress.Printf("kernel: warning: olddefconfig changed the config: %s", c)
 	}
-	b.baseConfig = base
 	if err := b.applyFragment(ctx, dotConfig, base, meta); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	final, err := kconfig.ReadConfig(dotConfig)
-	if err != nil {
-		return nil, fmt.Errorf("kernel: %w", err)
-	}
-	if final.Get("CONFIG_MODULES") != "y" {
-		return nil, fmt.Errorf("kernel: config %s: CONFIG_MODULES is not set; loadable modules need it", cfgPath)
+	if final, err = kconfig.ReadConfig(dotConfig); err != nil {
+		return nil, nil, fmt.Errorf("kernel: %w", err)
 	}
 	if meta.Release, err = b.checkRelease(ctx, final); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return final, nil
+	return base, final, nil
 }
 
 // readInputConfig reads the config to start from (o.ConfigFile, else
@@ -962,7 +959,8 @@ type ConfigCheck struct {
 	// ConfigChanges, FragmentNotes and FragmentSHA256.
 	Meta *KernelMeta
 	// Base is the config after olddefconfig, before the fragment; Final
-	// is the config the kernel would build with (Base without a fragment).
+	// is the config the kernel would build with (equal to Base when there
+	// is no fragment).
 	Base, Final kconfig.Config
 }
 
@@ -1000,9 +998,9 @@ func CheckConfig(ctx context.Context, o KernelOptions, workDir string) (*ConfigC
 	}
 	b := &kernelBuild{o: o, tc: tc, src: src, obj: obj, log: log, env: kernelEnv(ts)}
 	meta := &KernelMeta{Format: CacheFormat, Arch: o.Arch, ImageFile: tc.ImageFile}
-	final, err := b.configure(ctx, meta)
+	base, final, err := b.configure(ctx, meta)
 	if err != nil {
 		return nil, err
 	}
-	return &ConfigCheck{Meta: meta, Base: b.baseConfig, Final: final}, nil
+	return &ConfigCheck{Meta: meta, Base: base, Final: final}, nil
 }

@@ -132,7 +132,7 @@ func prepareStock(ctx context.Context, o StockOptions, in *inputs, stock *manife
 	}
 	meta := KernelMeta{Format: CacheFormat, Key: in.key, Arch: o.Arch, ImageFile: in.tc.ImageFile, Compiler: in.compiler,
 		Source: in.src, BuildTimestamp: ts.UTC().Format(TimestampLayout), Mode: manifest.ModeStock, Stock: stock}
-	final, err := b.configure(ctx, &meta)
+	_, final, err := b.configure(ctx, &meta)
 	if err != nil {
 		return nil, err
 	}

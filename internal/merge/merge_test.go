@@ -125,7 +125,7 @@ func builtPacks(t *testing.T) (k *kbuild.Kernel, packs map[string]string) {
 	if _, err := os.Stat(packs["v4l2loopback"]); err == nil {
 		return k, packs
 	}
-	unlock := buildtest.Lock(t, dir+".lock")
+	unlock := testenv.Lock(t, dir+".lock")
 	defer unlock()
 	if _, err := os.Stat(packs["v4l2loopback"]); err == nil {
 		return k, packs

@@ -65,7 +65,7 @@ func prepared(t testing.TB, arch string, config []byte) preparedTree {
 	if err := os.MkdirAll(base, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	unlock := buildtest.Lock(t, filepath.Join(base, key+".lock"))
+	unlock := testenv.Lock(t, filepath.Join(base, key+".lock"))
 	defer unlock()
 	if _, err := os.Stat(done); err == nil {
 		return tree

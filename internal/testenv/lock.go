@@ -1,4 +1,4 @@
-package buildtest
+package testenv
 
 import (
 	"os"
