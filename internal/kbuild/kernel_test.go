@@ -181,6 +181,19 @@ func TestKernelBadInput(t *testing.T) {
 	if _, err := check("CONFIG_TMPFS_XATTR=m\n"); err == nil || !strings.Contains(err.Error(), "wsl-modules.yml:4: config-fragment: CONFIG_TMPFS_XATTR came out as") {
 		t.Errorf("bool as m: %v", err)
 	}
+	// The stock config's own faults come first: without CONFIG_MODULES
+	// it is that, not the fragment line, that is reported.
+	cfg, err := os.ReadFile(buildtest.ConfigFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	noMods := filepath.Join(t.TempDir(), "config-nomodules")
+	os.WriteFile(noMods, []byte(strings.Replace(string(cfg), "CONFIG_MODULES=y", "# CONFIG_MODULES is not set", 1)), 0o644)
+	f, _ := kconfig.ParseFragment("wsl-modules.yml", 4, "CONFIG_EXT4_FS=m\n")
+	if _, err := kbuild.CheckConfig(ctx, kbuild.KernelOptions{Source: src, ConfigFile: noMods, Fragment: f}, t.TempDir()); err == nil ||
+		!strings.Contains(err.Error(), "config "+noMods+": CONFIG_MODULES is not set") {
+		t.Errorf("no CONFIG_MODULES: %v", err)
+	}
 	// A good n->m fragment passes and leaves the release alone.
 	m, err := check("# more codepages\nCONFIG_NLS_UTF8=m\nCONFIG_NLS_CODEPAGE_850=m\n")
 	if err != nil {
