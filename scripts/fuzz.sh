@@ -4,12 +4,12 @@
 # crashers under testdata/fuzz/. A new crasher is written there by go test;
 # commit it with the fix.
 #
-# Usage: bash scripts/fuzz.sh [FUZZTIME]   (default 5s per target; env
+# Usage: bash scripts/fuzz.sh [FUZZTIME]   (default 10s per target; env
 # FUZZ_PARALLEL sets the workers, default 2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=$PATH:/usr/local/go/bin
-fuzztime=${1:-5s}
+fuzztime=${1:-10s}
 parallel=${FUZZ_PARALLEL:-2}
 # package directory and target name of every func FuzzXxx(f *testing.F)
 mapfile -t targets < <(git ls-files '*_test.go' | xargs grep -l '^func Fuzz[A-Za-z0-9_]*(f \*testing.F)' |
