@@ -117,7 +117,7 @@ func prepareStock(ctx context.Context, o StockOptions, in *inputs, stock *manife
 	defer logf.Close()
 	// The stock files first: a wrong file, or a kernel and modules of two
 	// releases, fails before the source is unpacked and configured.
-	imgRelease, exports, tree, err := openStock(ctx, o)
+	imgRelease, exports, tree, err := openStock(ctx, o, sc.img)
 	if err != nil {
 		return nil, err
 	}
@@ -204,15 +204,11 @@ func stockSigning(cfg kconfig.Config) (string, error) {
 	return "", nil
 }
 
-// openStock reads Microsoft's kernel image (its exports, and its release
-// from the version banner) and the stock modules.
-func openStock(ctx context.Context, o StockOptions) (release string, exports []kimage.Export, tree *modtree.Tree, err error) {
-	f, err := kimage.Open(o.Kernel, nil)
-	if err != nil {
-		return "", nil, nil, fmt.Errorf("kernel: stock kernel: %w", err)
-	}
-	defer f.Close()
-	table, err := f.Exports()
+// openStock reads Microsoft's kernel image (img, opened from o.Kernel:
+// its exports, and its release from the version banner) and the stock
+// modules.
+func openStock(ctx context.Context, o StockOptions, img *kimage.File) (release string, exports []kimage.Export, tree *modtree.Tree, err error) {
+	table, err := img.Exports()
 	if err != nil {
 		return "", nil, nil, fmt.Errorf("kernel: stock kernel %s: %w", o.Kernel, err)
 	}
@@ -220,7 +216,7 @@ func openStock(ctx context.Context, o StockOptions) (release string, exports []k
 	if err != nil {
 		return "", nil, nil, fmt.Errorf("kernel: stock modules: %w", err)
 	}
-	return f.Release(), table.Symbols, tree, nil
+	return img.Release(), table.Symbols, tree, nil
 }
 
 // checkStockRelease requires the configured source's release to be the

@@ -16,9 +16,10 @@ import (
 // set in the WSL configs of 6.6): the exact option set the stock kernel
 // was built with, better than any copy of it.
 type stockConfig struct {
-	data  []byte // nil when the kernel embeds none
-	file  string // a temporary copy, when it stands in for ConfigFile
-	input bool   // the config was prepared from it (useAsDefault)
+	img   *kimage.File // the stock kernel, open (closed by cleanup)
+	data  []byte       // nil when the kernel embeds none
+	file  string       // a temporary copy, when it stands in for ConfigFile
+	input bool         // the config was prepared from it (useAsDefault)
 }
 
 // EmbeddedConfig returns the config the kernel image at path embeds
@@ -44,25 +45,26 @@ func configOf(f *kimage.File) ([]byte, error) {
 	return data, nil
 }
 
-// readStockConfig reads the embedded config of the kernel image at path;
-// none is not an error, and neither is an unreadable one when a config
-// was given (it only serves the comparison then: a warning says so). An
-// image that does not open is.
+// readStockConfig opens the kernel image at path (kept open for its
+// exports: decompressing it is the costly part) and reads its embedded
+// config; none is not an error, and neither is an unreadable one when a
+// config was given (it only serves the comparison then: a warning says
+// so). An image that does not open is.
 func readStockConfig(path string, o StockOptions) (*stockConfig, error) {
 	f, err := kimage.Open(path, nil)
 	if err != nil {
 		return nil, fmt.Errorf("kernel: stock kernel: %w", err)
 	}
-	defer f.Close()
 	data, err := configOf(f)
 	if err != nil && o.ConfigFile != "" {
 		o.Progress.Printf("kernel: warning: %v; the prepared config is not compared with it", err)
-		return &stockConfig{}, nil
+		return &stockConfig{img: f}, nil
 	}
 	if err != nil {
+		f.Close()
 		return nil, err
 	}
-	return &stockConfig{data: data}, nil
+	return &stockConfig{img: f, data: data}, nil
 }
 
 // useAsDefault makes the embedded config the one to prepare with when no
@@ -90,6 +92,7 @@ func (sc *stockConfig) cleanup() {
 	if sc.file != "" {
 		os.Remove(sc.file)
 	}
+	sc.img.Close()
 }
 
 // toolchainOption matches the options olddefconfig derives from the
